@@ -1,0 +1,246 @@
+//! The error type of every store operation.
+
+use std::fmt;
+
+use brine_model::{ExecutionState, JobId, JobState, ValidationError};
+
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The kind of object an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ObjectKind {
+    /// An execution.
+    Execution,
+    /// A job, by id.
+    Job,
+    /// A job, by name within a namespace.
+    JobName,
+    /// One version of a job.
+    JobVersion,
+    /// An evaluation.
+    Evaluation,
+    /// A watcher checkpoint.
+    Checkpoint,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Execution => "execution",
+            ObjectKind::Job => "job",
+            ObjectKind::JobName => "job name",
+            ObjectKind::JobVersion => "job version",
+            ObjectKind::Evaluation => "evaluation",
+            ObjectKind::Checkpoint => "checkpoint",
+        })
+    }
+}
+
+/// An execution or job state, for errors that concern either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnyState {
+    /// An execution state.
+    Execution(ExecutionState),
+    /// A job state.
+    Job(JobState),
+}
+
+impl fmt::Display for AnyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnyState::Execution(s) => fmt::Display::fmt(s, f),
+            AnyState::Job(s) => fmt::Display::fmt(s, f),
+        }
+    }
+}
+
+impl From<ExecutionState> for AnyState {
+    fn from(s: ExecutionState) -> Self {
+        AnyState::Execution(s)
+    }
+}
+
+impl From<JobState> for AnyState {
+    fn from(s: JobState) -> Self {
+        AnyState::Job(s)
+    }
+}
+
+/// What a failed state condition wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateExpectation {
+    /// One of these states.
+    OneOf(Vec<AnyState>),
+    /// None of these states.
+    NoneOf(Vec<AnyState>),
+}
+
+impl fmt::Display for StateExpectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (prefix, states) = match self {
+            StateExpectation::OneOf(s) => ("one of", s),
+            StateExpectation::NoneOf(s) => ("none of", s),
+        };
+        let names: Vec<String> = states.iter().map(ToString::to_string).collect();
+        write!(f, "{prefix} [{}]", names.join(", "))
+    }
+}
+
+/// Everything a store operation can fail with.
+///
+/// Variants carry the ids and states involved so callers can react without parsing
+/// messages. Backend failures wrap their source error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such object.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// What was looked up.
+        kind: ObjectKind,
+        /// Its id or name.
+        id: String,
+    },
+    /// An object with this id (or name) exists already.
+    #[error("{kind} {id} already exists")]
+    AlreadyExists {
+        /// What was created.
+        kind: ObjectKind,
+        /// The clashing id or name.
+        id: String,
+    },
+    /// A state condition failed; nothing was changed.
+    #[error("{kind} {id} is in state {actual}, expected {expected}")]
+    InvalidState {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// The object's id.
+        id: String,
+        /// Its current state.
+        actual: AnyState,
+        /// What the condition wanted.
+        expected: StateExpectation,
+    },
+    /// A revision condition failed; nothing was changed.
+    #[error("{kind} {id} is at revision {actual}, expected {expected}")]
+    InvalidRevision {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// The object's id.
+        id: String,
+        /// Its current revision.
+        actual: u64,
+        /// The revision the caller expected.
+        expected: u64,
+    },
+    /// The object is in a terminal state and cannot change any more.
+    #[error("{kind} {id} is already in terminal state {state}")]
+    AlreadyTerminal {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// The object's id.
+        id: String,
+        /// Its terminal state.
+        state: AnyState,
+    },
+    /// A checkpoint name was empty or only whitespace.
+    #[error("checkpoint name must not be blank")]
+    BlankCheckpointName,
+    /// A checkpoint was set beyond the newest entry of the event log.
+    #[error("checkpoint {name} cannot be set to {seq}: the event log ends at {head}")]
+    CheckpointBeyondHead {
+        /// The checkpoint's name.
+        name: String,
+        /// The requested sequence number.
+        seq: u64,
+        /// The newest committed sequence number.
+        head: u64,
+    },
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// A field of the input is invalid; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A job id prefix matches more than one job.
+    #[error("job id prefix {prefix:?} matches several jobs: {}", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "))]
+    MultipleJobsFound {
+        /// The prefix given.
+        prefix: String,
+        /// Some of the matching ids.
+        ids: Vec<JobId>,
+    },
+    /// A pagination token could not be read.
+    #[error("invalid page token {token:?}: {reason}")]
+    InvalidToken {
+        /// The token given.
+        token: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The event-log position asked for has been deleted by retention.
+    #[error("event log position {requested} was compacted away; the oldest entry is {oldest}")]
+    Compacted {
+        /// The first sequence number asked for.
+        requested: u64,
+        /// The oldest sequence number still stored.
+        oldest: u64,
+    },
+    /// The job was purged to an archive file.
+    #[error("job {id} was purged to archive {file}")]
+    Archived {
+        /// The job's id.
+        id: String,
+        /// The archive file holding it.
+        file: String,
+    },
+    /// A stored value or key does not decode.
+    #[error("corrupt value in {cf} at key {key}: {reason}")]
+    Corrupt {
+        /// The column family, table or map holding it.
+        cf: String,
+        /// The key, printable.
+        key: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// A durable write failed earlier; the store refuses further writes.
+    #[error("the store refuses writes after a failed durable commit: {reason}")]
+    Poisoned {
+        /// The original failure.
+        reason: String,
+    },
+    /// The storage engine failed.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What the store was doing.
+        context: String,
+        /// The engine's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl StoreError {
+    /// A not-found error.
+    pub fn not_found(kind: ObjectKind, id: impl fmt::Display) -> Self {
+        StoreError::NotFound { kind, id: id.to_string() }
+    }
+
+    /// An already-exists error.
+    pub fn already_exists(kind: ObjectKind, id: impl fmt::Display) -> Self {
+        StoreError::AlreadyExists { kind, id: id.to_string() }
+    }
+
+    /// A backend error with context.
+    pub fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend { context: context.into(), source: Box::new(source) }
+    }
+
+    /// Whether this is a not-found error.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}

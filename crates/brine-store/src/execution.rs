@@ -1,0 +1,96 @@
+//! The compute node's execution store (seed 003).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use brine_model::{Event, Execution, ExecutionId, ExecutionState, JobId};
+
+use crate::{EventLog, Result, UpdateExecutionRequest};
+
+/// Executions of a compute node, their history events, indexes by job and state,
+/// per-state counters, and the event log.
+///
+/// Every change commits atomically with its index moves, counter changes, history
+/// events and event-log entry. After [`ExecutionStore::close`] every operation returns
+/// `Closed`.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Stores a new execution with revision 1, and `events` as its first history.
+    /// Fails with `AlreadyExists` for a known id. Returns the stored value.
+    async fn create_execution(&self, execution: Execution, events: Vec<Event>) -> Result<Execution>;
+
+    /// The execution with `id`.
+    async fn get_execution(&self, id: &ExecutionId) -> Result<Execution>;
+
+    /// Every execution of `job_id`, newest modify time first, read through the job index.
+    async fn get_executions(&self, job_id: &JobId) -> Result<Vec<Execution>>;
+
+    /// Every execution in a live state, newest modify time first, read through the state
+    /// index.
+    async fn get_live_executions(&self) -> Result<Vec<Execution>>;
+
+    /// Up to `limit` executions in `state`, in id order, starting after `after`: for
+    /// streaming a whole state in bounded batches.
+    async fn get_executions_in_state(
+        &self,
+        state: ExecutionState,
+        after: Option<&ExecutionId>,
+        limit: usize,
+    ) -> Result<Vec<Execution>>;
+
+    /// The number of executions in `state`, from a counter (O(1)).
+    async fn get_execution_count(&self, state: ExecutionState) -> Result<u64>;
+
+    /// Applies a conditional update and returns the new value.
+    async fn update_execution_state(&self, request: UpdateExecutionRequest) -> Result<Execution>;
+
+    /// Appends history events to an execution.
+    async fn add_execution_event(&self, id: &ExecutionId, events: Vec<Event>) -> Result<()>;
+
+    /// The history events of an execution, in write order.
+    async fn get_execution_events(&self, id: &ExecutionId) -> Result<Vec<Event>>;
+
+    /// Removes the execution, its index entries and its history events.
+    async fn delete_execution(&self, id: &ExecutionId) -> Result<()>;
+
+    /// Starts a transaction. Until it ends, other writers wait; it reads its own writes
+    /// and rolls back when dropped without [`ExecutionTx::commit`].
+    async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>>;
+
+    /// Records watcher `name`'s checkpoint (see [`EventLog::checkpoint`]).
+    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()>;
+
+    /// Watcher `name`'s checkpoint, 0 if none.
+    async fn get_checkpoint(&self, name: &str) -> Result<u64>;
+
+    /// The store's event log.
+    fn event_log(&self) -> Arc<dyn EventLog>;
+
+    /// Closes the store; idempotent. Later operations return `Closed`.
+    async fn close(&self) -> Result<()>;
+}
+
+/// A group of execution changes that commit together or not at all.
+#[async_trait]
+pub trait ExecutionTx: Send {
+    /// As [`ExecutionStore::create_execution`], inside the transaction.
+    async fn create_execution(&mut self, execution: Execution, events: Vec<Event>) -> Result<Execution>;
+
+    /// As [`ExecutionStore::get_execution`], seeing the transaction's own writes.
+    async fn get_execution(&mut self, id: &ExecutionId) -> Result<Execution>;
+
+    /// As [`ExecutionStore::update_execution_state`], inside the transaction.
+    async fn update_execution_state(&mut self, request: UpdateExecutionRequest) -> Result<Execution>;
+
+    /// As [`ExecutionStore::add_execution_event`], inside the transaction.
+    async fn add_execution_event(&mut self, id: &ExecutionId, events: Vec<Event>) -> Result<()>;
+
+    /// As [`ExecutionStore::delete_execution`], inside the transaction.
+    async fn delete_execution(&mut self, id: &ExecutionId) -> Result<()>;
+
+    /// Makes every change visible at once, with their event-log entries.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Discards every change (as dropping does).
+    async fn rollback(self: Box<Self>) -> Result<()>;
+}

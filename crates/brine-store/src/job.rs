@@ -1,0 +1,115 @@
+//! The requester node's job store, with the queue operations of seed 002.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brine_model::{Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobId, JobType, NodeId};
+
+use crate::{
+    EventLog, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, Result, UpdateExecutionRequest,
+    UpdateJobStateRequest,
+};
+
+/// Jobs of a requester node with their versions, history, evaluations and executions,
+/// and named queues of jobs.
+///
+/// Every change commits atomically with its indexes, history entries and event-log
+/// entry. Listings and lookups read through indexes; their cost grows with the result.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new job at version 1, revision 1. Its id must be new, and its name new
+    /// within its namespace.
+    async fn create_job(&self, job: Job) -> Result<Job>;
+
+    /// The job with `id`. A purged job gives `Archived` naming its archive.
+    async fn get_job(&self, id: &JobId) -> Result<Job>;
+
+    /// The job called `name` in `namespace`.
+    async fn get_job_by_name(&self, namespace: &str, name: &str) -> Result<Job>;
+
+    /// The job whose id is `prefix`, or else the only job whose id starts with it
+    /// (`MultipleJobsFound` when there are several).
+    async fn get_job_by_prefix(&self, prefix: &str) -> Result<Job>;
+
+    /// Stores a new version of a job's spec. `job.revision` must be the stored revision;
+    /// version and revision are bumped by one.
+    async fn update_job(&self, job: Job) -> Result<Job>;
+
+    /// Every stored version of the job, oldest first.
+    async fn get_job_versions(&self, id: &JobId) -> Result<Vec<Job>>;
+
+    /// One version of the job.
+    async fn get_job_version(&self, id: &JobId, version: u64) -> Result<Job>;
+
+    /// Applies a conditional state change, writing a job-level history entry.
+    async fn update_job_state(&self, request: UpdateJobStateRequest) -> Result<Job>;
+
+    /// Removes the job with its versions, history, evaluations and executions.
+    async fn delete_job(&self, id: &JobId) -> Result<()>;
+
+    /// Appends job-level history events.
+    async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()>;
+
+    /// A page of the job's history, oldest first, filtered.
+    async fn get_job_history(&self, id: &JobId, query: &HistoryQuery) -> Result<HistoryPage>;
+
+    /// A page of jobs matching the query, in its order.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage>;
+
+    /// Every non-terminal job, of one type or of all types, in id order.
+    async fn get_in_progress_jobs(&self, job_type: Option<JobType>) -> Result<Vec<Job>>;
+
+    /// Stores a new evaluation of an existing job.
+    async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation>;
+
+    /// The evaluation with `id`.
+    async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation>;
+
+    /// Replaces an evaluation's fields (its job and times are kept).
+    async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation>;
+
+    /// Removes an evaluation.
+    async fn delete_evaluation(&self, id: &EvaluationId) -> Result<()>;
+
+    /// Every evaluation of a job, in id order.
+    async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>>;
+
+    /// Stores a new execution of an existing job (requester side).
+    async fn create_execution(&self, execution: Execution) -> Result<Execution>;
+
+    /// The requester's copy of an execution.
+    async fn get_execution(&self, id: &ExecutionId) -> Result<Execution>;
+
+    /// Applies a conditional update, writing an execution-level history entry.
+    async fn update_execution(&self, request: UpdateExecutionRequest) -> Result<Execution>;
+
+    /// Every execution of a job, newest modify time first.
+    async fn get_executions_for_job(&self, job_id: &JobId) -> Result<Vec<Execution>>;
+
+    /// Every execution placed on a node, newest modify time first.
+    async fn get_executions_for_node(&self, node_id: &NodeId) -> Result<Vec<Execution>>;
+
+    /// Creates `job` in state `Queued` on `queue` (seed 002's `queued`).
+    async fn enqueue(&self, queue: &str, job: Job) -> Result<Job>;
+
+    /// Moves the oldest queued job of `queue` to `Running` (`in-progress`), setting its
+    /// grabbed time. Two concurrent callers never get the same job.
+    async fn grab_next(&self, queue: &str) -> Result<Option<Job>>;
+
+    /// Ends a grabbed job with its outcome and output files.
+    async fn finish(&self, id: &JobId, outcome: JobOutcome, output_files: Vec<String>) -> Result<Job>;
+
+    /// Records that the job was accessed now.
+    async fn touch_job(&self, id: &JobId) -> Result<Job>;
+
+    /// Moves every queued or in-progress job not accessed for `idle_for` to `Expired`,
+    /// returning their ids.
+    async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>>;
+
+    /// The store's event log.
+    fn event_log(&self) -> Arc<dyn EventLog>;
+
+    /// Closes the store; idempotent. Later operations return `Closed`.
+    async fn close(&self) -> Result<()>;
+}
