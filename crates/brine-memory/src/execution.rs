@@ -1,0 +1,256 @@
+//! `MemExecutionStore`: the compute node's execution store in memory.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
+use brine_store::{
+    rules, Clock, EventLog, ExecutionStore, ExecutionTx, ObjectKind, Result, StoreError, SystemClock,
+    UpdateExecutionRequest,
+};
+use imbl::{OrdMap, OrdSet, Vector};
+
+use crate::db::{Db, MemEventLog, Snapshot, WriteTx};
+
+/// The execution tables: records, history, both indexes and the per-state counters.
+#[derive(Clone, Default)]
+pub(crate) struct ExecTables {
+    executions: OrdMap<ExecutionId, Arc<Execution>>,
+    events: OrdMap<ExecutionId, Vector<Event>>,
+    by_job: OrdMap<JobId, OrdSet<ExecutionId>>,
+    by_state: [OrdSet<ExecutionId>; 9],
+    counts: [u64; 9],
+}
+
+type State = Snapshot<ExecTables>;
+
+fn slot(state: ExecutionState) -> usize {
+    usize::from(state.code())
+}
+
+impl ExecTables {
+    fn get(&self, id: &ExecutionId) -> Result<&Arc<Execution>> {
+        self.executions.get(id).ok_or_else(|| StoreError::not_found(ObjectKind::Execution, id))
+    }
+
+    fn index(&mut self, e: &Execution) {
+        self.by_job.entry(e.job_id.clone()).or_default().insert(e.id.clone());
+        self.by_state[slot(e.state())].insert(e.id.clone());
+        self.counts[slot(e.state())] += 1;
+    }
+
+    fn unindex(&mut self, e: &Execution) {
+        if let Some(set) = self.by_job.get_mut(&e.job_id) {
+            set.remove(&e.id);
+            if set.is_empty() {
+                self.by_job.remove(&e.job_id);
+            }
+        }
+        self.by_state[slot(e.state())].remove(&e.id);
+        self.counts[slot(e.state())] -= 1;
+    }
+
+    fn collect(&self, ids: impl Iterator<Item = ExecutionId>) -> Vec<Execution> {
+        let mut out: Vec<Execution> =
+            ids.filter_map(|id| self.executions.get(&id).map(|e| Execution::clone(e))).collect();
+        out.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+}
+
+fn create(s: &mut State, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
+    let execution = rules::new_execution(execution, now)?;
+    if s.tables.executions.contains_key(&execution.id) {
+        return Err(StoreError::already_exists(ObjectKind::Execution, &execution.id));
+    }
+    s.tables.index(&execution);
+    if !events.is_empty() {
+        s.tables.events.insert(execution.id.clone(), events.iter().cloned().collect());
+    }
+    s.tables.executions.insert(execution.id.clone(), Arc::new(execution.clone()));
+    let object = LogObject::Execution { current: Some(Box::new(execution.clone())), previous: None, events };
+    s.log.append(Operation::Create, object, now);
+    Ok(execution)
+}
+
+fn update(s: &mut State, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
+    let current = Arc::clone(s.tables.get(&request.execution_id)?);
+    let next = rules::update_execution(&current, &request, now)?;
+    s.tables.unindex(&current);
+    s.tables.index(&next);
+    s.tables.executions.insert(next.id.clone(), Arc::new(next.clone()));
+    if !request.events.is_empty() {
+        s.tables.events.entry(next.id.clone()).or_default().extend(request.events.iter().cloned());
+    }
+    let object = LogObject::Execution {
+        current: Some(Box::new(next.clone())),
+        previous: Some(Box::new(Execution::clone(&current))),
+        events: request.events,
+    };
+    s.log.append(Operation::Update, object, now);
+    Ok(next)
+}
+
+fn add_events(s: &mut State, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+    s.tables.get(id)?;
+    s.tables.events.entry(id.clone()).or_default().extend(events);
+    Ok(())
+}
+
+fn delete(s: &mut State, id: &ExecutionId, now: Timestamp) -> Result<()> {
+    let current = Arc::clone(s.tables.get(id)?);
+    s.tables.unindex(&current);
+    s.tables.executions.remove(id);
+    s.tables.events.remove(id);
+    let object =
+        LogObject::Execution { current: None, previous: Some(Box::new(Execution::clone(&current))), events: vec![] };
+    s.log.append(Operation::Delete, object, now);
+    Ok(())
+}
+
+/// The execution store of a compute node, in memory.
+#[derive(Clone)]
+pub struct MemExecutionStore {
+    db: Arc<Db<ExecTables>>,
+}
+
+impl Default for MemExecutionStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemExecutionStore {
+    /// An empty store on the wall clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store that takes its timestamps from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemExecutionStore { db: Db::new(clock) }
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for MemExecutionStore {
+    async fn create_execution(&self, execution: Execution, events: Vec<Event>) -> Result<Execution> {
+        self.db.write(|s, now| create(s, execution, events, now)).await
+    }
+
+    async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
+        Ok(Execution::clone(self.db.read()?.tables.get(id)?))
+    }
+
+    async fn get_executions(&self, job_id: &JobId) -> Result<Vec<Execution>> {
+        let snap = self.db.read()?;
+        let ids = snap.tables.by_job.get(job_id).into_iter().flat_map(|set| set.iter().cloned());
+        Ok(snap.tables.collect(ids))
+    }
+
+    async fn get_live_executions(&self) -> Result<Vec<Execution>> {
+        let snap = self.db.read()?;
+        let t = &snap.tables;
+        let ids = ExecutionState::LIVE.iter().flat_map(|st| t.by_state[slot(*st)].iter().cloned());
+        Ok(t.collect(ids))
+    }
+
+    async fn get_executions_in_state(
+        &self,
+        state: ExecutionState,
+        after: Option<&ExecutionId>,
+        limit: usize,
+    ) -> Result<Vec<Execution>> {
+        rules::check_limit(limit)?;
+        let snap = self.db.read()?;
+        let set = &snap.tables.by_state[slot(state)];
+        let lower = after.map_or(std::ops::Bound::Unbounded, |a| std::ops::Bound::Excluded(a.clone()));
+        Ok(set
+            .range((lower, std::ops::Bound::Unbounded))
+            .take(limit)
+            .filter_map(|id| snap.tables.executions.get(id).map(|e| Execution::clone(e)))
+            .collect())
+    }
+
+    async fn get_execution_count(&self, state: ExecutionState) -> Result<u64> {
+        Ok(self.db.read()?.tables.counts[slot(state)])
+    }
+
+    async fn update_execution_state(&self, request: UpdateExecutionRequest) -> Result<Execution> {
+        self.db.write(|s, now| update(s, request, now)).await
+    }
+
+    async fn add_execution_event(&self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+        self.db.write(|s, _| add_events(s, id, events)).await
+    }
+
+    async fn get_execution_events(&self, id: &ExecutionId) -> Result<Vec<Event>> {
+        let snap = self.db.read()?;
+        snap.tables.get(id)?;
+        Ok(snap.tables.events.get(id).map(|v| v.iter().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn delete_execution(&self, id: &ExecutionId) -> Result<()> {
+        self.db.write(|s, now| delete(s, id, now)).await
+    }
+
+    async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>> {
+        Ok(Box::new(MemExecutionTx { tx: self.db.begin().await? }))
+    }
+
+    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
+        self.event_log().checkpoint(name, seq).await
+    }
+
+    async fn get_checkpoint(&self, name: &str) -> Result<u64> {
+        self.event_log().get_checkpoint(name).await
+    }
+
+    fn event_log(&self) -> Arc<dyn EventLog> {
+        Arc::new(MemEventLog(Arc::clone(&self.db)))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.db.close();
+        Ok(())
+    }
+}
+
+/// A transaction on a [`MemExecutionStore`]: a private snapshot under the writer lock.
+struct MemExecutionTx {
+    tx: WriteTx<ExecTables>,
+}
+
+#[async_trait]
+impl ExecutionTx for MemExecutionTx {
+    async fn create_execution(&mut self, execution: Execution, events: Vec<Event>) -> Result<Execution> {
+        let now = self.tx.now();
+        create(&mut self.tx.state, execution, events, now)
+    }
+
+    async fn get_execution(&mut self, id: &ExecutionId) -> Result<Execution> {
+        Ok(Execution::clone(self.tx.state.tables.get(id)?))
+    }
+
+    async fn update_execution_state(&mut self, request: UpdateExecutionRequest) -> Result<Execution> {
+        let now = self.tx.now();
+        update(&mut self.tx.state, request, now)
+    }
+
+    async fn add_execution_event(&mut self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+        add_events(&mut self.tx.state, id, events)
+    }
+
+    async fn delete_execution(&mut self, id: &ExecutionId) -> Result<()> {
+        let now = self.tx.now();
+        delete(&mut self.tx.state, id, now)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit()
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
