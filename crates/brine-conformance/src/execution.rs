@@ -35,7 +35,8 @@ pub async fn create_duplicate_is_already_exists(f: &dyn Factory) {
     let store = env.exec();
     store.create_execution(execution("e1", "j1"), vec![]).await.unwrap();
     let head = store.event_log().head().await.unwrap();
-    let err = assert_err!(store.create_execution(execution("e1", "j2"), vec![]).await, StoreError::AlreadyExists { .. });
+    let err =
+        assert_err!(store.create_execution(execution("e1", "j2"), vec![]).await, StoreError::AlreadyExists { .. });
     assert!(err.to_string().contains("e1"), "{err}");
     assert_eq!(store.get_execution(&eid("e1")).await.unwrap().job_id.as_str(), "j1");
     assert_eq!(store.get_execution_count(Created).await.unwrap(), 1);
@@ -156,7 +157,8 @@ pub async fn update_terminal_is_already_terminal(f: &dyn Factory) {
         create_all(&*store, "j1", &[&id]).await;
         store.update_execution_state(to_state(&id, terminal)).await.unwrap();
         let head = store.event_log().head().await.unwrap();
-        let err = assert_err!(store.update_execution_state(to_state(&id, Running)).await, StoreError::AlreadyTerminal { .. });
+        let err =
+            assert_err!(store.update_execution_state(to_state(&id, Running)).await, StoreError::AlreadyTerminal { .. });
         assert!(matches!(err, StoreError::AlreadyTerminal { state: AnyState::Execution(s), .. } if s == terminal));
         assert_unchanged(&env, &id, 2, terminal, head).await;
     }

@@ -13,7 +13,7 @@ use brine_store::{
 };
 
 use crate::assert_err;
-use crate::fixtures::{eid, event, execution, job, jid, read_log, Env};
+use crate::fixtures::{eid, event, execution, jid, job, read_log, Env};
 use crate::Factory;
 
 fn eval_id(s: &str) -> EvaluationId {
@@ -181,13 +181,17 @@ pub async fn delete_cascades(f: &dyn Factory) {
 pub async fn bad_input_names_the_field_and_writes_nothing(f: &dyn Factory) {
     let env = Env::new(f).await;
     let jobs = env.jobs();
-    let cases: Vec<(&str, Box<dyn Fn(&mut brine_store::model::Job)>)> = vec![
+    type Breaker = Box<dyn Fn(&mut brine_store::model::Job)>;
+    let cases: Vec<(&str, Breaker)> = vec![
         ("namespace", Box::new(|j| j.namespace = "a\0b".into())),
         ("name", Box::new(|j| j.name = String::new())),
         ("queue", Box::new(|j| j.queue = Some("q".repeat(33)))),
-        ("label key", Box::new(|j| {
-            j.labels.insert("bad key".into(), "v".into());
-        })),
+        (
+            "label key",
+            Box::new(|j| {
+                j.labels.insert("bad key".into(), "v".into());
+            }),
+        ),
     ];
     for (field, break_it) in cases {
         let mut j = job("j1");
@@ -255,8 +259,10 @@ pub async fn history_pagination_never_repeats_or_skips(f: &dyn Factory) {
     let mut seqs: Vec<u64> = first.entries.iter().map(|e| e.seq).collect();
     let mut token = first.next_token;
     while let Some(t) = token {
-        let page =
-            jobs.get_job_history(&jid("j1"), &HistoryQuery { limit: 4, token: Some(t), ..HistoryQuery::default() }).await.unwrap();
+        let page = jobs
+            .get_job_history(&jid("j1"), &HistoryQuery { limit: 4, token: Some(t), ..HistoryQuery::default() })
+            .await
+            .unwrap();
         seqs.extend(page.entries.iter().map(|e| e.seq));
         token = page.next_token;
     }
@@ -316,7 +322,10 @@ pub async fn history_bad_token(f: &dyn Factory) {
     }
     let q = JobQuery { token: Some("h1.3".into()), ..JobQuery::default() };
     assert_err!(jobs.list_jobs(&q).await, StoreError::InvalidToken { .. });
-    assert_err!(jobs.get_job_history(&jid("j1"), &HistoryQuery { limit: 0, ..HistoryQuery::default() }).await, StoreError::Invalid(_));
+    assert_err!(
+        jobs.get_job_history(&jid("j1"), &HistoryQuery { limit: 0, ..HistoryQuery::default() }).await,
+        StoreError::Invalid(_)
+    );
 }
 
 async fn seed_jobs(env: &Env) {
@@ -332,7 +341,9 @@ async fn seed_jobs(env: &Env) {
         env.advance(Duration::from_secs(1));
     }
     for i in [1, 4, 7] {
-        jobs.update_job_state(UpdateJobStateRequest::new(jid(&format!("j{i:02}")), JobState::Running, "go")).await.unwrap();
+        jobs.update_job_state(UpdateJobStateRequest::new(jid(&format!("j{i:02}")), JobState::Running, "go"))
+            .await
+            .unwrap();
     }
 }
 
@@ -372,7 +383,8 @@ pub async fn list_pagination_both_orders(f: &dyn Factory) {
                 let mut seen = Vec::new();
                 let mut token = None;
                 loop {
-                    let q = JobQuery { sort, order, limit, token: token.clone(), states: vec![], ..JobQuery::default() };
+                    let q =
+                        JobQuery { sort, order, limit, token: token.clone(), states: vec![], ..JobQuery::default() };
                     let page = jobs.list_jobs(&q).await.unwrap();
                     assert!(page.jobs.len() <= limit);
                     seen.extend(page.jobs.iter().map(|j| match sort {
@@ -400,7 +412,8 @@ pub async fn list_pagination_both_orders(f: &dyn Factory) {
 pub async fn in_progress_by_type(f: &dyn Factory) {
     let env = Env::new(f).await;
     let jobs = env.jobs();
-    for (id, ty) in [("b1", JobType::Batch), ("b2", JobType::Batch), ("s1", JobType::Service), ("d1", JobType::Daemon)] {
+    for (id, ty) in [("b1", JobType::Batch), ("b2", JobType::Batch), ("s1", JobType::Service), ("d1", JobType::Daemon)]
+    {
         let mut j = job(id);
         j.job_type = ty;
         jobs.create_job(j).await.unwrap();
@@ -434,7 +447,8 @@ pub async fn evaluations(f: &dyn Factory) {
     assert_eq!(updated.create_time, created.create_time);
     assert!(updated.modify_time > created.modify_time);
     assert_eq!(jobs.get_evaluation(&eval_id("ev1")).await.unwrap(), updated);
-    let listed: Vec<String> = jobs.get_evaluations(&jid("j1")).await.unwrap().into_iter().map(|e| e.id.to_string()).collect();
+    let listed: Vec<String> =
+        jobs.get_evaluations(&jid("j1")).await.unwrap().into_iter().map(|e| e.id.to_string()).collect();
     assert_eq!(listed, ["ev1", "ev2"]);
     jobs.delete_evaluation(&eval_id("ev1")).await.unwrap();
     assert!(jobs.get_evaluation(&eval_id("ev1")).await.unwrap_err().is_not_found());
@@ -463,17 +477,23 @@ pub async fn requester_executions_by_job_and_node(f: &dyn Factory) {
     moved.new_values.node_id = Some(n2.clone());
     let x1 = jobs.update_execution(moved.expect_states([ExecutionState::Created])).await.unwrap();
     assert_eq!((x1.revision, x1.state()), (2, ExecutionState::Running));
-    let by_job: Vec<String> = jobs.get_executions_for_job(&jid("j1")).await.unwrap().into_iter().map(|e| e.id.to_string()).collect();
+    let by_job: Vec<String> =
+        jobs.get_executions_for_job(&jid("j1")).await.unwrap().into_iter().map(|e| e.id.to_string()).collect();
     assert_eq!(by_job, ["x1", "x2"], "newest first");
     let on = |n: &NodeId| {
         let jobs = jobs.clone();
         let n = n.clone();
-        async move { jobs.get_executions_for_node(&n).await.unwrap().into_iter().map(|e| e.id.to_string()).collect::<Vec<_>>() }
+        async move {
+            jobs.get_executions_for_node(&n).await.unwrap().into_iter().map(|e| e.id.to_string()).collect::<Vec<_>>()
+        }
     };
     assert_eq!(on(&n1).await, ["x3"]);
     assert_eq!(on(&n2).await, ["x1", "x2"]);
     assert_err!(
-        jobs.update_execution(UpdateExecutionRequest::to_state(eid("x1"), ExecutionState::Failed, "x").expect_revision(1)).await,
+        jobs.update_execution(
+            UpdateExecutionRequest::to_state(eid("x1"), ExecutionState::Failed, "x").expect_revision(1)
+        )
+        .await,
         StoreError::InvalidRevision { .. }
     );
     let h = jobs

@@ -126,7 +126,7 @@ macro_rules! __conformance_each {
 
 /// Expands to one `#[test]` per conformance check, run against `$factory`.
 ///
-/// ```ignore
+/// ```text
 /// brine_conformance::conformance_tests!(MyFactory::new());
 /// ```
 #[macro_export]

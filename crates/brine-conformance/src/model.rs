@@ -26,13 +26,35 @@ enum Rev {
 /// One step of a generated sequence.
 #[derive(Debug, Clone)]
 enum Op {
-    Create { id: u8, job: u8, events: u8 },
-    Update { id: u8, to: ExecutionState, expect: Vec<ExecutionState>, unexpected: Vec<ExecutionState>, rev: Rev, events: u8 },
-    AddEvents { id: u8, n: u8 },
-    Delete { id: u8 },
-    Checkpoint { name: usize, back: Option<u8> },
+    Create {
+        id: u8,
+        job: u8,
+        events: u8,
+    },
+    Update {
+        id: u8,
+        to: ExecutionState,
+        expect: Vec<ExecutionState>,
+        unexpected: Vec<ExecutionState>,
+        rev: Rev,
+        events: u8,
+    },
+    AddEvents {
+        id: u8,
+        n: u8,
+    },
+    Delete {
+        id: u8,
+    },
+    Checkpoint {
+        name: usize,
+        back: Option<u8>,
+    },
     Append,
-    Tx { ops: Vec<Op>, commit: bool },
+    Tx {
+        ops: Vec<Op>,
+        commit: bool,
+    },
     Reopen,
 }
 
@@ -86,7 +108,10 @@ impl Model {
                 if self.execs.contains_key(id) {
                     return Outcome::AlreadyExists;
                 }
-                self.execs.insert(*id, MExec { job: *job, state: ExecutionState::Created, revision: 1, events: usize::from(*events) });
+                self.execs.insert(
+                    *id,
+                    MExec { job: *job, state: ExecutionState::Created, revision: 1, events: usize::from(*events) },
+                );
                 self.head += 1;
                 Outcome::Ok
             }
@@ -217,7 +242,12 @@ async fn run_simple(store: &dyn ExecutionStore, model: &Model, op: &Op) -> std::
     }
 }
 
-async fn run_tx(store: &dyn ExecutionStore, model: &Model, ops: &[Op], commit: bool) -> std::result::Result<Model, String> {
+async fn run_tx(
+    store: &dyn ExecutionStore,
+    model: &Model,
+    ops: &[Op],
+    commit: bool,
+) -> std::result::Result<Model, String> {
     let mut tx = store.begin_tx().await.map_err(|e| e.to_string())?;
     let mut staged = model.clone();
     for op in ops {
@@ -280,16 +310,27 @@ async fn compare(store: &dyn ExecutionStore, model: &Model) -> std::result::Resu
         if count != want {
             return err(&format!("count of {st}"), &count, &want);
         }
-        let listed: BTreeSet<String> =
-            store.get_executions_in_state(st, None, 100).await.map_err(|e| e.to_string())?.into_iter().map(|e| e.id.to_string()).collect();
-        let want: BTreeSet<String> = model.execs.iter().filter(|(_, e)| e.state == st).map(|(id, _)| xid(*id)).collect();
+        let listed: BTreeSet<String> = store
+            .get_executions_in_state(st, None, 100)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        let want: BTreeSet<String> =
+            model.execs.iter().filter(|(_, e)| e.state == st).map(|(id, _)| xid(*id)).collect();
         if listed != want {
             return err(&format!("state index of {st}"), &listed, &want);
         }
     }
     for job in 0..JOBS {
-        let got: BTreeSet<String> =
-            store.get_executions(&jid(&format!("job{job}"))).await.map_err(|e| e.to_string())?.into_iter().map(|e| e.id.to_string()).collect();
+        let got: BTreeSet<String> = store
+            .get_executions(&jid(&format!("job{job}")))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|e| e.id.to_string())
+            .collect();
         let want: BTreeSet<String> = model.execs.iter().filter(|(_, e)| e.job == job).map(|(id, _)| xid(*id)).collect();
         if got != want {
             return err(&format!("job index of job{job}"), &got, &want);
@@ -297,7 +338,8 @@ async fn compare(store: &dyn ExecutionStore, model: &Model) -> std::result::Resu
     }
     let live: BTreeSet<String> =
         store.get_live_executions().await.map_err(|e| e.to_string())?.into_iter().map(|e| e.id.to_string()).collect();
-    let want: BTreeSet<String> = model.execs.iter().filter(|(_, e)| e.state.is_live()).map(|(id, _)| xid(*id)).collect();
+    let want: BTreeSet<String> =
+        model.execs.iter().filter(|(_, e)| e.state.is_live()).map(|(id, _)| xid(*id)).collect();
     if live != want {
         return err("live executions", &live, &want);
     }
@@ -305,7 +347,8 @@ async fn compare(store: &dyn ExecutionStore, model: &Model) -> std::result::Resu
     if head != model.head {
         return err("log head", &head, &model.head);
     }
-    let cps: BTreeMap<String, u64> = store.event_log().list_checkpoints().await.map_err(|e| e.to_string())?.into_iter().collect();
+    let cps: BTreeMap<String, u64> =
+        store.event_log().list_checkpoints().await.map_err(|e| e.to_string())?.into_iter().collect();
     if cps != model.checkpoints {
         return err("checkpoints", &cps, &model.checkpoints);
     }

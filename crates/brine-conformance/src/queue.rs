@@ -9,7 +9,7 @@ use brine_store::{JobOutcome, StoreError};
 use tokio::task::JoinSet;
 
 use crate::assert_err;
-use crate::fixtures::{job, jid, Env};
+use crate::fixtures::{jid, job, Env};
 use crate::Factory;
 
 /// Enqueue makes a queued job; grab moves it in progress with a grabbed time; finish

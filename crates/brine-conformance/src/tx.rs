@@ -8,7 +8,7 @@ use brine_store::{EventFilter, ExecutionStore, HistoryQuery, Position, Result, S
 use tokio::task::JoinSet;
 
 use crate::assert_err;
-use crate::fixtures::{counts, create_all, eid, event, execution, job, jid, to_state, Env};
+use crate::fixtures::{counts, create_all, eid, event, execution, jid, job, to_state, Env};
 use crate::Factory;
 
 use ExecutionState::*;
@@ -216,8 +216,14 @@ pub async fn every_error_variant_is_produced(f: &dyn Factory) {
     store.update_execution_state(to_state("done", Completed)).await.unwrap();
     assert_err!(store.create_execution(execution("e1", "j1"), vec![]).await, StoreError::AlreadyExists { .. });
     assert_err!(store.get_execution(&eid("zzz")).await, StoreError::NotFound { .. });
-    assert_err!(store.update_execution_state(to_state("e1", Running).expect_states([Running])).await, StoreError::InvalidState { .. });
-    assert_err!(store.update_execution_state(to_state("e1", Running).expect_revision(9)).await, StoreError::InvalidRevision { .. });
+    assert_err!(
+        store.update_execution_state(to_state("e1", Running).expect_states([Running])).await,
+        StoreError::InvalidState { .. }
+    );
+    assert_err!(
+        store.update_execution_state(to_state("e1", Running).expect_revision(9)).await,
+        StoreError::InvalidRevision { .. }
+    );
     assert_err!(store.update_execution_state(to_state("done", Running)).await, StoreError::AlreadyTerminal { .. });
     assert_err!(store.checkpoint("", 0).await, StoreError::BlankCheckpointName);
     assert_err!(store.checkpoint("w", 99).await, StoreError::CheckpointBeyondHead { .. });

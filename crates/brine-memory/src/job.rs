@@ -103,7 +103,14 @@ impl JobTables {
         }
     }
 
-    fn history(&mut self, job: &Job, level: HistoryLevel, execution: Option<&ExecutionId>, event: Event, now: Timestamp) {
+    fn history(
+        &mut self,
+        job: &Job,
+        level: HistoryLevel,
+        execution: Option<&ExecutionId>,
+        event: Event,
+        now: Timestamp,
+    ) {
         self.history_seq += 1;
         let entry = JobHistory {
             seq: self.history_seq,
@@ -128,7 +135,14 @@ impl JobTables {
     }
 }
 
-fn log_job(s: &mut State, op: Operation, previous: Option<&Job>, current: Option<&Job>, events: Vec<Event>, now: Timestamp) {
+fn log_job(
+    s: &mut State,
+    op: Operation,
+    previous: Option<&Job>,
+    current: Option<&Job>,
+    events: Vec<Event>,
+    now: Timestamp,
+) {
     let object = LogObject::Job {
         current: current.map(|j| Box::new(j.clone())),
         previous: previous.map(|j| Box::new(j.clone())),
@@ -137,7 +151,14 @@ fn log_job(s: &mut State, op: Operation, previous: Option<&Job>, current: Option
     s.log.append(op, object, now);
 }
 
-fn log_exec(s: &mut State, op: Operation, previous: Option<&Execution>, current: Option<&Execution>, events: Vec<Event>, now: Timestamp) {
+fn log_exec(
+    s: &mut State,
+    op: Operation,
+    previous: Option<&Execution>,
+    current: Option<&Execution>,
+    events: Vec<Event>,
+    now: Timestamp,
+) {
     let object = LogObject::Execution {
         current: current.map(|e| Box::new(e.clone())),
         previous: previous.map(|e| Box::new(e.clone())),
@@ -228,7 +249,11 @@ fn delete_job(s: &mut State, id: &JobId, now: Timestamp) -> Result<()> {
     Ok(())
 }
 
-fn page_of(index: Option<&TimeIndex>, after: Option<(Timestamp, JobId)>, order: SortOrder) -> Box<dyn Iterator<Item = (Timestamp, JobId)> + '_> {
+fn page_of(
+    index: Option<&TimeIndex>,
+    after: Option<(Timestamp, JobId)>,
+    order: SortOrder,
+) -> Box<dyn Iterator<Item = (Timestamp, JobId)> + '_> {
     let Some(index) = index else {
         return Box::new(std::iter::empty());
     };
@@ -236,7 +261,9 @@ fn page_of(index: Option<&TimeIndex>, after: Option<(Timestamp, JobId)>, order: 
         (SortOrder::Ascending, None) => Box::new(index.iter().cloned()),
         (SortOrder::Ascending, Some(k)) => Box::new(index.range((Bound::Excluded(k), Bound::Unbounded)).cloned()),
         (SortOrder::Descending, None) => Box::new(index.iter().rev().cloned()),
-        (SortOrder::Descending, Some(k)) => Box::new(index.range((Bound::Unbounded, Bound::Excluded(k))).rev().cloned()),
+        (SortOrder::Descending, Some(k)) => {
+            Box::new(index.range((Bound::Unbounded, Bound::Excluded(k))).rev().cloned())
+        }
     }
 }
 
@@ -389,7 +416,8 @@ impl JobStore for MemJobStore {
                 entries.push(JobHistory::clone(entry));
             }
         }
-        let next_token = if more || !job.state().is_terminal() { Some(rules::history_token(last_examined)) } else { None };
+        let next_token =
+            if more || !job.state().is_terminal() { Some(rules::history_token(last_examined)) } else { None };
         Ok(HistoryPage { entries, next_token })
     }
 
@@ -411,7 +439,8 @@ impl JobStore for MemJobStore {
         let mut next_token = None;
         for (time, id) in page_of(index, after, query.order) {
             let Some(job) = t.jobs.get(&id) else { continue };
-            if !(query.states.is_empty() || query.states.contains(&job.state())) || !query.selector.matches(&job.labels) {
+            if !(query.states.is_empty() || query.states.contains(&job.state())) || !query.selector.matches(&job.labels)
+            {
                 continue;
             }
             if jobs.len() == query.limit {
@@ -459,7 +488,11 @@ impl JobStore for MemJobStore {
 
     async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation> {
         let snap = self.db.read()?;
-        snap.tables.evals.get(id).map(|e| Evaluation::clone(e)).ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, id))
+        snap.tables
+            .evals
+            .get(id)
+            .map(|e| Evaluation::clone(e))
+            .ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, id))
     }
 
     async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
@@ -534,7 +567,11 @@ impl JobStore for MemJobStore {
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
         let snap = self.db.read()?;
-        snap.tables.execs.get(id).map(|e| Execution::clone(e)).ok_or_else(|| StoreError::not_found(ObjectKind::Execution, id))
+        snap.tables
+            .execs
+            .get(id)
+            .map(|e| Execution::clone(e))
+            .ok_or_else(|| StoreError::not_found(ObjectKind::Execution, id))
     }
 
     async fn update_execution(&self, request: UpdateExecutionRequest) -> Result<Execution> {

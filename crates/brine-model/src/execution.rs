@@ -123,10 +123,7 @@ impl FromStr for ExecutionState {
     /// Accepts the plain name (`Running`) and the seed's long form
     /// (`ExecutionStateRunning`), ignoring ASCII case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let short = s
-            .get(..14)
-            .filter(|p| p.eq_ignore_ascii_case("ExecutionState"))
-            .map_or(s, |_| &s[14..]);
+        let short = s.get(..14).filter(|p| p.eq_ignore_ascii_case("ExecutionState")).map_or(s, |_| &s[14..]);
         Self::ALL
             .iter()
             .copied()

@@ -189,8 +189,13 @@ pub enum QueueStatus {
 
 impl QueueStatus {
     /// Every status.
-    pub const ALL: [QueueStatus; 5] =
-        [QueueStatus::Queued, QueueStatus::InProgress, QueueStatus::Complete, QueueStatus::Failed, QueueStatus::Expired];
+    pub const ALL: [QueueStatus; 5] = [
+        QueueStatus::Queued,
+        QueueStatus::InProgress,
+        QueueStatus::Complete,
+        QueueStatus::Failed,
+        QueueStatus::Expired,
+    ];
 
     /// The exact string stored in the `status` column.
     pub fn as_str(self) -> &'static str {

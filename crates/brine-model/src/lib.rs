@@ -24,8 +24,7 @@ mod time;
 pub use evaluation::{Evaluation, EvaluationStatus};
 pub use event::{Event, HistoryLevel, JobHistory};
 pub use execution::{
-    ComputeState, DesiredState, DesiredStateKind, Execution, ExecutionState, PublishedResult,
-    Resources, RunOutput,
+    ComputeState, DesiredState, DesiredStateKind, Execution, ExecutionState, PublishedResult, Resources, RunOutput,
 };
 pub use id::{validate_name, EvaluationId, ExecutionId, InvalidReason, JobId, NodeId, ValidationError, MAX_ID_LEN};
 pub use job::{validate_queue, Job, JobState, JobStateInfo, JobType, QueueStatus, MAX_QUEUE_LEN};

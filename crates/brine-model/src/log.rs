@@ -38,7 +38,8 @@ pub enum ObjectType {
 
 impl ObjectType {
     /// Every object type.
-    pub const ALL: [ObjectType; 4] = [ObjectType::Execution, ObjectType::Job, ObjectType::Evaluation, ObjectType::Custom];
+    pub const ALL: [ObjectType; 4] =
+        [ObjectType::Execution, ObjectType::Job, ObjectType::Evaluation, ObjectType::Custom];
 }
 
 macro_rules! display_from_debug {

@@ -1,8 +1,8 @@
 //! Request and page types of the store operations.
 
 use brine_model::{
-    ComputeState, DesiredState, EvaluationId, Event, ExecutionId, ExecutionState, HistoryLevel, Job, JobHistory,
-    JobId, JobState, NodeId, PublishedResult, Resources, RunOutput, StateCode, Timestamp,
+    ComputeState, DesiredState, EvaluationId, Event, ExecutionId, ExecutionState, HistoryLevel, Job, JobHistory, JobId,
+    JobState, NodeId, PublishedResult, Resources, RunOutput, StateCode, Timestamp,
 };
 
 use crate::LabelSelector;

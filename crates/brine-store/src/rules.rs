@@ -16,13 +16,7 @@ use crate::{Condition, Result, StoreError, UpdateExecutionRequest, UpdateJobStat
 ///
 /// Order: expected states, unexpected states, revision. The first failing part is
 /// reported.
-pub fn check_condition<S>(
-    condition: &Condition<S>,
-    kind: ObjectKind,
-    id: &str,
-    state: S,
-    revision: u64,
-) -> Result<()>
+pub fn check_condition<S>(condition: &Condition<S>, kind: ObjectKind, id: &str, state: S, revision: u64) -> Result<()>
 where
     S: StateCode + Into<AnyState>,
 {

@@ -1,0 +1,138 @@
+//! `cargo xtask`: the project's tasks, in Rust so they run wherever cargo does.
+//!
+//! - `ci`: formatting, clippy with warnings denied, then every test of the workspace
+//!   (the README's test command; `.ci/run` calls it);
+//! - `demo`: builds and runs the demo (the README's demo command);
+//! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
+//!   `cargo test`).
+//!
+//! It has almost no dependencies, so that it builds in seconds on a fresh machine.
+
+mod system;
+mod tidy;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs a command, echoing it, and fails with its description if it fails.
+fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("\n==> {what}");
+    let status = cmd.status().map_err(|e| format!("{what}: could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// Totals of cargo's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; …` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result:") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test` over the workspace, echoing its output, and returns the totals.
+fn test_all() -> Result<Totals, String> {
+    eprintln!("\n==> cargo test");
+    let mut child = cargo()
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cargo test: could not start: {e}"))?;
+    let mut totals = Totals::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.map_err(|e| format!("cargo test output: {e}"))?;
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait().map_err(|e| format!("cargo test: {e}"))?;
+    println!("\nci: {} passed, {} failed", totals.passed, totals.failed);
+    if !status.success() || totals.failed > 0 {
+        return Err(format!("cargo test failed ({status})"));
+    }
+    if totals.passed == 0 || totals.ignored > 0 {
+        return Err(format!("cargo test ran {} tests and ignored {}", totals.passed, totals.ignored));
+    }
+    Ok(totals)
+}
+
+fn ci() -> Result<(), String> {
+    system::ensure_packages()?;
+    run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    test_all()?;
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    run("brine demo", cargo().args(["run", "--quiet", "-p", "brine-memory", "--example", "demo", "--"]).args(args))
+}
+
+fn usage() -> &'static str {
+    "usage: cargo xtask <ci | demo [ARGS…] | tidy>"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("demo") => demo(&args[1..]),
+        Some("tidy") => tidy::check_all(&workspace_root()),
+        _ => Err(usage().to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_add_up_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 62 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.25s");
+        t.add_line("test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out");
+        t.add_line("running 5 tests");
+        assert_eq!(t, Totals { passed: 65, failed: 2, ignored: 1 });
+    }
+}
