@@ -3,6 +3,7 @@
 //! - `ci`: formatting, clippy with warnings denied, then every test of the workspace
 //!   (the README's test command; `.ci/run` calls it);
 //! - `demo`: builds and runs the demo (the README's demo command);
+//! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
 //! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
 //!   `cargo test`).
 //!
@@ -102,8 +103,16 @@ fn demo(args: &[String]) -> Result<(), String> {
     run("brine demo", cargo().args(["run", "--quiet", "-p", "brine-memory", "--example", "demo", "--"]).args(args))
 }
 
+fn bench(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    run(
+        "brine-bench compare (release build)",
+        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", "compare", "--"]).args(args),
+    )
+}
+
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -111,6 +120,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
         _ => Err(usage().to_owned()),
     };

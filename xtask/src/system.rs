@@ -2,28 +2,40 @@
 
 use std::process::Command;
 
-/// Debian packages the workspace needs to build and test, with a file whose presence
-/// shows each is installed.
-const PACKAGES: &[(&str, &str)] = &[];
+/// Debian packages the workspace needs: `librocksdb-sys` builds RocksDB from source
+/// and generates its bindings with libclang.
+const PACKAGES: &[&str] = &["clang", "libclang-dev"];
 
-/// Installs the missing packages with apt-get (as root), or says how to.
+fn installed(package: &str) -> Option<bool> {
+    let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+/// Installs the missing packages with apt-get (as root, or through sudo).
 pub fn ensure_packages() -> Result<(), String> {
-    let missing: Vec<&str> =
-        PACKAGES.iter().filter(|(_, probe)| !std::path::Path::new(probe).exists()).map(|(name, _)| *name).collect();
+    let mut missing = Vec::new();
+    for package in PACKAGES {
+        match installed(package) {
+            Some(true) => {}
+            Some(false) => missing.push(*package),
+            None => {
+                eprintln!("xtask: no dpkg-query here; make sure {} are installed", PACKAGES.join(", "));
+                return Ok(());
+            }
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("==> installing system packages: {}", missing.join(" "));
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
-    let sudo: &[&str] = if is_root { &[] } else { &["sudo"] };
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
     let apt = |args: &[&str]| -> Result<(), String> {
-        let (prog, rest) = sudo.first().map_or(("apt-get", args.to_vec()), |s| {
-            let mut v = vec!["apt-get"];
-            v.extend_from_slice(args);
-            (*s, v)
-        });
-        let status = Command::new(prog)
-            .args(&rest)
+        let mut cmd = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !is_root {
+            cmd.arg("apt-get");
+        }
+        let status = cmd
+            .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .map_err(|e| format!("could not run apt-get: {e}"))?;

@@ -193,12 +193,33 @@ pub fn nothing_unfinished(root: &Path) -> Vec<String> {
     problems
 }
 
+/// `docs/FORMAT.md` names every column family the RocksDB backend defines.
+pub fn format_doc_names_every_family(root: &Path) -> Vec<String> {
+    let Ok(cf) = std::fs::read_to_string(root.join("crates/brine-rocksdb/src/cf.rs")) else { return Vec::new() };
+    let doc = std::fs::read_to_string(root.join("docs/FORMAT.md")).unwrap_or_default();
+    let names: Vec<&str> = cf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Cf::").and_then(|rest| rest.split_once("=> \"")).map(|(_, n)| n))
+        .filter_map(|n| n.split_once('"').map(|(name, _)| name))
+        .collect();
+    let mut problems: Vec<String> = names
+        .iter()
+        .filter(|n| !doc.contains(&format!("`{n}`")))
+        .map(|n| format!("docs/FORMAT.md does not document column family `{n}`"))
+        .collect();
+    if names.is_empty() {
+        problems.push("no column family names found in crates/brine-rocksdb/src/cf.rs".into());
+    }
+    problems
+}
+
 /// Runs every check, reporting all problems at once.
 pub fn check_all(root: &Path) -> Result<(), String> {
     let meta = Metadata::load(root)?;
     let mut problems = dependency_direction(&meta);
     problems.extend(modules_documented(root));
     problems.extend(nothing_unfinished(root));
+    problems.extend(format_doc_names_every_family(root));
     if problems.is_empty() {
         eprintln!("tidy: OK");
         Ok(())
@@ -233,6 +254,12 @@ mod tests {
     #[test]
     fn nothing_is_left_unfinished() {
         let problems = nothing_unfinished(&root());
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn format_doc_covers_every_family() {
+        let problems = format_doc_names_every_family(&root());
         assert!(problems.is_empty(), "{problems:#?}");
     }
 

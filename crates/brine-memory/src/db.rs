@@ -138,15 +138,7 @@ impl<T: Clone + Default + Send + Sync + 'static> EventLog for MemEventLog<T> {
         rules::check_limit(limit)?;
         let snap = self.0.read()?;
         let log = &snap.log;
-        let first = match from {
-            Position::TrimHorizon => log.trimmed + 1,
-            Position::Latest => log.head + 1,
-            Position::At(n) => n.max(1),
-            Position::After(n) => n.saturating_add(1),
-        };
-        if first <= log.trimmed {
-            return Err(StoreError::Compacted { requested: first, oldest: log.trimmed + 1 });
-        }
+        let first = rules::first_seq(from, log.head, log.trimmed)?;
         let mut entries = Vec::new();
         let mut last = first - 1;
         for (seq, entry) in log.entries.range((Bound::Included(first), Bound::Unbounded)) {

@@ -14,9 +14,11 @@
 //! selectors.
 
 mod clock;
+pub mod config;
 mod error;
 mod execution;
 mod job;
+pub mod keys;
 mod log;
 mod request;
 pub mod rules;

@@ -217,6 +217,27 @@ pub fn check_namespace(namespace: &str) -> Result<()> {
     Ok(validate_name("namespace", namespace, MAX_ID_LEN)?)
 }
 
+/// The first sequence number a read from `from` covers, given the log's head and the
+/// highest sequence number retention deleted; `Compacted` when that entry is gone.
+pub fn first_seq(from: crate::Position, head: u64, trimmed: u64) -> Result<u64> {
+    let first = match from {
+        crate::Position::TrimHorizon => trimmed + 1,
+        crate::Position::Latest => head + 1,
+        crate::Position::At(n) => n.max(1),
+        crate::Position::After(n) => n.saturating_add(1),
+    };
+    if first <= trimmed {
+        return Err(StoreError::Compacted { requested: first, oldest: trimmed + 1 });
+    }
+    Ok(first)
+}
+
+/// The next-page token of a history read: more matching entries remain, or the job can
+/// still change, so the reader must be able to read on.
+pub fn history_next_token(more: bool, job_terminal: bool, last_examined: u64) -> Option<String> {
+    (more || !job_terminal).then(|| history_token(last_examined))
+}
+
 /// Encodes a history page token: the sequence number of the last entry examined.
 pub fn history_token(seq: u64) -> String {
     format!("h1.{seq}")

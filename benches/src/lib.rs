@@ -1,0 +1,138 @@
+//! Workloads shared by the criterion benches and the comparison harness, and the raw
+//! RocksDB baseline: the same bytes written to the same column families with the same
+//! options, without Brine's API, locking, validation or overlay. The baseline is the
+//! limit Brine's RocksDB backend is measured against.
+
+use std::path::Path;
+
+use brine_rocksdb::codec::encode;
+use brine_rocksdb::{db_options, Cf, StoreKind};
+use brine_store::keys::{prefix_end, KeyBuilder};
+use brine_store::model::{
+    ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, LogEntry, LogObject, Operation, Timestamp,
+};
+use rocksdb::{ColumnFamilyDescriptor, ReadOptions, WriteBatch, WriteOptions, DB};
+
+/// The `i`-th sample execution, of job `i / per_job`.
+pub fn sample_execution(i: u64, per_job: u64) -> Execution {
+    let mut job = Job::new(JobId::new(format!("job-{:08}", i / per_job)).expect("id"), format!("job-{}", i / per_job));
+    job.config = r#"{"image":"ubuntu:24.04","cmd":["python","train.py","--epochs","10"]}"#.into();
+    job.labels.insert("team".into(), "ml".into());
+    let mut e = Execution::new(ExecutionId::new(format!("exec-{i:010}")).expect("id"), &job);
+    e.name = format!("execution {i}");
+    e
+}
+
+/// Raw RocksDB writing what Brine writes for the same operations.
+pub struct RawStore {
+    db: DB,
+    log_head: u64,
+    counts: [u64; 9],
+    sync: bool,
+}
+
+fn count_key(code: u8) -> Vec<u8> {
+    [b"count/".as_slice(), &[code]].concat()
+}
+
+impl RawStore {
+    /// Opens a raw store with the compute store's families at `path`.
+    pub fn open(path: &Path, sync: bool) -> RawStore {
+        let names = StoreKind::Compute.families().iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options()));
+        let db = DB::open_cf_descriptors(&db_options(), path, names).expect("open raw rocksdb");
+        RawStore { db, log_head: 0, counts: [0; 9], sync }
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(cf.name()).expect("family exists")
+    }
+
+    fn write(&self, batch: WriteBatch) {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(batch, &wo).expect("raw write");
+    }
+
+    fn log(&mut self, batch: &mut WriteBatch, operation: Operation, object: LogObject) {
+        self.log_head += 1;
+        let entry = LogEntry {
+            seq: self.log_head,
+            operation,
+            object_type: object.object_type(),
+            object,
+            timestamp: Timestamp::now(),
+        };
+        batch.put_cf(self.cf(Cf::Events), KeyBuilder::new().u64(self.log_head).build(), encode(&entry));
+        batch.put_cf(self.cf(Cf::Meta), b"log_head", encode(&self.log_head));
+    }
+
+    /// Creates an execution: record, two index entries, counter, log entry, log head.
+    pub fn create(&mut self, mut e: Execution) {
+        let now = Timestamp::now();
+        e.revision = 1;
+        e.create_time = now;
+        e.modify_time = now;
+        let code = e.state().code();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(Cf::Executions), e.id.as_bytes(), encode(&e));
+        batch.put_cf(
+            self.cf(Cf::IdxExecutionsByJobId),
+            KeyBuilder::new().str(e.job_id.as_str()).last_str(e.id.as_str()).build(),
+            [],
+        );
+        batch.put_cf(self.cf(Cf::IdxExecutionsByState), KeyBuilder::new().u8(code).last_str(e.id.as_str()).build(), []);
+        self.counts[usize::from(code)] += 1;
+        batch.put_cf(self.cf(Cf::Meta), count_key(code), encode(&self.counts[usize::from(code)]));
+        self.log(
+            &mut batch,
+            Operation::Create,
+            LogObject::Execution { current: Some(Box::new(e)), previous: None, events: vec![] },
+        );
+        self.write(batch);
+    }
+
+    /// Moves an execution to `state`: read, decode, record, index move, counters, log.
+    pub fn update(&mut self, id: &ExecutionId, state: ExecutionState) {
+        let before = self.get(id);
+        let mut next = before.clone();
+        next.compute_state = ComputeState::new(state, "moved");
+        next.revision += 1;
+        next.modify_time = Timestamp::now();
+        let (old, new) = (before.state().code(), state.code());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(Cf::Executions), id.as_bytes(), encode(&next));
+        batch.delete_cf(self.cf(Cf::IdxExecutionsByState), KeyBuilder::new().u8(old).last_str(id.as_str()).build());
+        batch.put_cf(self.cf(Cf::IdxExecutionsByState), KeyBuilder::new().u8(new).last_str(id.as_str()).build(), []);
+        self.counts[usize::from(old)] -= 1;
+        self.counts[usize::from(new)] += 1;
+        batch.put_cf(self.cf(Cf::Meta), count_key(old), encode(&self.counts[usize::from(old)]));
+        batch.put_cf(self.cf(Cf::Meta), count_key(new), encode(&self.counts[usize::from(new)]));
+        let object =
+            LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events: vec![] };
+        self.log(&mut batch, Operation::Update, object);
+        self.write(batch);
+    }
+
+    /// Reads and decodes one execution.
+    pub fn get(&self, id: &ExecutionId) -> Execution {
+        let raw = self.db.get_pinned_cf(self.cf(Cf::Executions), id.as_bytes()).expect("raw read").expect("present");
+        brine_rocksdb::codec::decode(Cf::Executions, id.as_bytes(), &raw).expect("decodes")
+    }
+
+    /// Reads a job's executions through the job index.
+    pub fn get_by_job(&self, job: &JobId) -> Vec<Execution> {
+        let prefix = KeyBuilder::new().str(job.as_str()).build();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(prefix_end(&prefix).expect("bounded"));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(Cf::IdxExecutionsByJobId), ro);
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            let id = ExecutionId::new(std::str::from_utf8(&k[prefix.len()..]).expect("utf-8")).expect("id");
+            out.push(self.get(&id));
+            it.next();
+        }
+        out.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+}

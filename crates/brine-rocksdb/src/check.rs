@@ -1,0 +1,375 @@
+//! Consistency check of a store, streaming: what `brine db check` prints.
+//!
+//! It verifies that every value decodes; that every index entry points at a record in
+//! the matching state or job; that every record has its index entries; that counters
+//! equal the state index; that the event log has no gap below its head and `log_head`
+//! is its newest key; and that checkpoints are at or below the head. Memory stays bounded:
+//! families are iterated once and cross-checks are point reads.
+
+use std::fmt;
+
+use brine_store::keys::{printable, KeyReader};
+use brine_store::model::{Evaluation, Execution, ExecutionState, Job, JobHistory, LogEntry};
+use brine_store::{Result, StoreError};
+use serde::de::DeserializeOwned;
+
+use crate::cf::{Cf, StoreKind};
+use crate::codec::decode;
+use crate::engine::{count_key, meta, Engine};
+use crate::execution::{by_job_key, by_state_key, exec_key};
+
+/// One inconsistency found by [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The family where it was found.
+    pub cf: Cf,
+    /// The key, printable (empty for family-wide problems).
+    pub key: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.cf, self.what)
+        } else {
+            write!(f, "{} {}: {}", self.cf, self.key, self.what)
+        }
+    }
+}
+
+/// What a check found, with how much it read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Every problem, in the order found.
+    pub problems: Vec<Problem>,
+    /// Number of keys read.
+    pub keys_checked: u64,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct Checker<'e> {
+    engine: &'e Engine,
+    report: CheckReport,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, cf: Cf, key: &[u8], what: impl Into<String>) {
+        self.report.problems.push(Problem { cf, key: printable(key), what: what.into() });
+    }
+
+    fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        let db = self.engine.db()?;
+        let found =
+            db.get_pinned_cf(self.engine.cf(&db, cf)?, key).map_err(|e| StoreError::backend("check", e))?.is_some();
+        Ok(found)
+    }
+
+    fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<std::result::Result<T, StoreError>>> {
+        let db = self.engine.db()?;
+        let raw = db.get_pinned_cf(self.engine.cf(&db, cf)?, key).map_err(|e| StoreError::backend("check", e))?;
+        Ok(raw.map(|v| decode(cf, key, &v)))
+    }
+
+    /// Iterates a whole family, decoding each value as `T` and reporting the ones that do
+    /// not decode; `visit` gets the good ones.
+    fn each<T: DeserializeOwned>(
+        &mut self,
+        cf: Cf,
+        mut visit: impl FnMut(&mut Self, &[u8], T) -> Result<()>,
+    ) -> Result<()> {
+        let db = self.engine.db()?;
+        let mut it = self.engine.iter(&db, cf, &[], None)?;
+        it.seek_to_first();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            self.report.keys_checked += 1;
+            match decode::<T>(cf, k, v) {
+                Ok(value) => visit(self, k, value)?,
+                Err(e) => self.problem(cf, k, format!("value does not decode: {}", reason(&e))),
+            }
+            it.next();
+        }
+        it.status().map_err(|e| StoreError::backend("check", e))
+    }
+
+    /// Iterates an index family's keys.
+    fn each_key(&mut self, cf: Cf, mut visit: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let db = self.engine.db()?;
+        let mut it = self.engine.iter(&db, cf, &[], None)?;
+        it.seek_to_first();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            self.report.keys_checked += 1;
+            visit(self, k, v)?;
+            it.next();
+        }
+        it.status().map_err(|e| StoreError::backend("check", e))
+    }
+
+    fn executions(&mut self) -> Result<()> {
+        let mut counts = [0u64; 9];
+        self.each::<Execution>(Cf::Executions, |c, k, e| {
+            if k != exec_key(&e.id).as_slice() {
+                c.problem(Cf::Executions, k, format!("key does not match the record's id {}", e.id));
+            }
+            counts[usize::from(e.state().code())] += 1;
+            if !c.exists(Cf::IdxExecutionsByJobId, &by_job_key(&e.job_id, &e.id))? {
+                c.problem(Cf::Executions, k, format!("missing from idx_executions_by_job_id under job {}", e.job_id));
+            }
+            if !c.exists(Cf::IdxExecutionsByState, &by_state_key(e.state(), &e.id))? {
+                c.problem(Cf::Executions, k, format!("missing from idx_executions_by_state under {}", e.state()));
+            }
+            Ok(())
+        })?;
+        self.each_key(Cf::IdxExecutionsByJobId, |c, k, _| {
+            let mut r = KeyReader::new(k);
+            let parsed = r.str().and_then(|job| r.last_str().map(|id| (job.to_owned(), id.to_owned())));
+            let Ok((job, id)) = parsed else {
+                c.problem(Cf::IdxExecutionsByJobId, k, "key is not job id / execution id");
+                return Ok(());
+            };
+            match c.get::<Execution>(Cf::Executions, id.as_bytes())? {
+                None => c.problem(Cf::IdxExecutionsByJobId, k, format!("points at missing execution {id}")),
+                Some(Ok(e)) if e.job_id.as_str() != job => {
+                    c.problem(Cf::IdxExecutionsByJobId, k, format!("execution {id} belongs to job {}", e.job_id))
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        })?;
+        let mut indexed = [0u64; 9];
+        self.each_key(Cf::IdxExecutionsByState, |c, k, _| {
+            let Some((&code, id)) = k.split_first() else {
+                c.problem(Cf::IdxExecutionsByState, k, "empty key");
+                return Ok(());
+            };
+            let Some(state) = ExecutionState::from_code(code) else {
+                c.problem(Cf::IdxExecutionsByState, k, format!("unknown state code {code}"));
+                return Ok(());
+            };
+            indexed[usize::from(code)] += 1;
+            match c.get::<Execution>(Cf::Executions, id)? {
+                None => {
+                    c.problem(Cf::IdxExecutionsByState, k, format!("points at missing execution {}", printable(id)))
+                }
+                Some(Ok(e)) if e.state() != state => c.problem(
+                    Cf::IdxExecutionsByState,
+                    k,
+                    format!("execution is in state {}, indexed under {state}", e.state()),
+                ),
+                Some(_) => {}
+            }
+            Ok(())
+        })?;
+        for state in ExecutionState::ALL {
+            let key = count_key(state.code());
+            let stored = match self.get::<u64>(Cf::Meta, &key)? {
+                None => 0,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    self.problem(Cf::Meta, &key, format!("value does not decode: {}", reason(&e)));
+                    continue;
+                }
+            };
+            let slot = usize::from(state.code());
+            if stored != indexed[slot] || stored != counts[slot] {
+                self.problem(
+                    Cf::Meta,
+                    &key,
+                    format!(
+                        "counter of {state} is {stored}, the state index has {}, the records {}",
+                        indexed[slot], counts[slot]
+                    ),
+                );
+            }
+        }
+        self.each_key(Cf::ExecutionEvents, |c, k, v| {
+            let mut r = KeyReader::new(k);
+            let Ok(id) = r.str() else {
+                c.problem(Cf::ExecutionEvents, k, "key is not execution id / sequence");
+                return Ok(());
+            };
+            if let Err(e) = decode::<brine_store::model::Event>(Cf::ExecutionEvents, k, v) {
+                c.problem(Cf::ExecutionEvents, k, format!("value does not decode: {}", reason(&e)));
+            }
+            if !c.exists(Cf::Executions, id.as_bytes())? {
+                c.problem(Cf::ExecutionEvents, k, format!("history of missing execution {id}"));
+            }
+            Ok(())
+        })
+    }
+
+    fn jobs(&mut self) -> Result<()> {
+        self.each::<Job>(Cf::Jobs, |c, k, job| {
+            if k != job.id.as_bytes() {
+                c.problem(Cf::Jobs, k, format!("key does not match the record's id {}", job.id));
+            }
+            for (cf, key, _) in crate::job::index_entries(&job) {
+                if !c.exists(cf, &key)? {
+                    c.problem(Cf::Jobs, k, format!("missing from {cf} at {}", printable(&key)));
+                }
+            }
+            Ok(())
+        })?;
+        for cf in [
+            Cf::IdxJobsByCreate,
+            Cf::IdxJobsByModify,
+            Cf::IdxJobsByNamespaceCreate,
+            Cf::IdxJobsByNamespaceModify,
+            Cf::IdxJobsInProgress,
+            Cf::IdxJobsQueued,
+            Cf::IdxJobsIdle,
+            Cf::IdxJobsByName,
+        ] {
+            self.each_key(cf, |c, k, v| {
+                let id = crate::job::indexed_job_id(cf, k, v);
+                let Some(id) = id else {
+                    c.problem(cf, k, "key does not end in a job id");
+                    return Ok(());
+                };
+                match c.get::<Job>(Cf::Jobs, id.as_bytes())? {
+                    None => c.problem(cf, k, format!("points at missing job {id}")),
+                    Some(Ok(job)) => {
+                        if !crate::job::index_entries(&job).iter().any(|(f, key, _)| *f == cf && key == k) {
+                            c.problem(cf, k, format!("does not match job {id} (stale entry)"));
+                        }
+                    }
+                    Some(Err(_)) => {}
+                }
+                Ok(())
+            })?;
+        }
+        for cf in [Cf::JobVersions, Cf::JobHistory] {
+            self.each_key(cf, |c, k, v| {
+                let job = KeyReader::new(k).str().map(str::to_owned);
+                let decoded = if cf == Cf::JobHistory {
+                    decode::<JobHistory>(cf, k, v).map(|_| ())
+                } else {
+                    decode::<Job>(cf, k, v).map(|_| ())
+                };
+                if let Err(e) = decoded {
+                    c.problem(cf, k, format!("value does not decode: {}", reason(&e)));
+                }
+                match job {
+                    Ok(job) if !c.exists(Cf::Jobs, job.as_bytes())? => {
+                        c.problem(cf, k, format!("belongs to missing job {job}"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => c.problem(cf, k, "key is not job id / number"),
+                }
+                Ok(())
+            })?;
+        }
+        self.each::<Evaluation>(Cf::Evaluations, |c, k, e| {
+            if !c.exists(Cf::Jobs, e.job_id.as_bytes())? {
+                c.problem(Cf::Evaluations, k, format!("belongs to missing job {}", e.job_id));
+            }
+            Ok(())
+        })?;
+        self.each::<Execution>(Cf::Executions, |c, k, e| {
+            if !c.exists(Cf::IdxExecutionsByJobId, &by_job_key(&e.job_id, &e.id))? {
+                c.problem(Cf::Executions, k, format!("missing from idx_executions_by_job_id under job {}", e.job_id));
+            }
+            if let Some(node) = &e.node_id {
+                if !c.exists(Cf::IdxExecutionsByNode, &crate::job::node_key(node, &e.id))? {
+                    c.problem(Cf::Executions, k, format!("missing from idx_executions_by_node under node {node}"));
+                }
+            }
+            if !c.exists(Cf::Jobs, e.job_id.as_bytes())? {
+                c.problem(Cf::Executions, k, format!("belongs to missing job {}", e.job_id));
+            }
+            Ok(())
+        })?;
+        for (index, records) in [
+            (Cf::IdxExecutionsByJobId, Cf::Executions),
+            (Cf::IdxExecutionsByNode, Cf::Executions),
+            (Cf::IdxEvaluationsByJob, Cf::Evaluations),
+        ] {
+            self.each_key(index, |c, k, _| {
+                let mut r = KeyReader::new(k);
+                match r.str().and_then(|_| r.last_str()) {
+                    Ok(id) if !c.exists(records, id.as_bytes())? => {
+                        c.problem(index, k, format!("points at missing {records} {id}"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => c.problem(index, k, "key is not owner id / record id"),
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn event_log(&mut self) -> Result<u64> {
+        let head = match self.get::<u64>(Cf::Meta, meta::LOG_HEAD)? {
+            None => 0,
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
+                self.problem(Cf::Meta, meta::LOG_HEAD, format!("value does not decode: {}", reason(&e)));
+                return Ok(0);
+            }
+        };
+        let trimmed = match self.get::<u64>(Cf::Meta, meta::LOG_TRIMMED)? {
+            Some(Ok(t)) => t,
+            _ => 0,
+        };
+        let mut expected = trimmed + 1;
+        let mut last = trimmed;
+        self.each_key(Cf::Events, |c, k, v| {
+            let Ok(bytes) = <[u8; 8]>::try_from(k) else {
+                c.problem(Cf::Events, k, "key is not an 8-byte sequence number");
+                return Ok(());
+            };
+            let seq = u64::from_be_bytes(bytes);
+            if seq < expected {
+                c.problem(Cf::Events, k, format!("entry {seq} is at or below the trimmed point {trimmed}"));
+            } else if seq > expected {
+                c.problem(Cf::Events, k, format!("gap: entries {expected}..{} are missing", seq - 1));
+            }
+            match decode::<LogEntry>(Cf::Events, k, v) {
+                Ok(entry) if entry.seq != seq => c.problem(Cf::Events, k, format!("entry says seq {}", entry.seq)),
+                Ok(_) => {}
+                Err(e) => c.problem(Cf::Events, k, format!("value does not decode: {}", reason(&e))),
+            }
+            expected = seq + 1;
+            last = seq;
+            Ok(())
+        })?;
+        if last != head {
+            self.problem(Cf::Meta, meta::LOG_HEAD, format!("log_head is {head} but the newest entry is {last}"));
+        }
+        self.each::<u64>(Cf::Checkpoints, |c, k, seq| {
+            if seq > head {
+                c.problem(Cf::Checkpoints, k, format!("checkpoint {seq} is beyond the head {head}"));
+            }
+            Ok(())
+        })?;
+        Ok(head)
+    }
+}
+
+fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Corrupt { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks an open store.
+pub(crate) fn check(engine: &Engine) -> Result<CheckReport> {
+    let mut c = Checker { engine, report: CheckReport::default() };
+    match engine.kind {
+        StoreKind::Compute => c.executions()?,
+        StoreKind::Requester => c.jobs()?,
+    }
+    c.event_log()?;
+    Ok(c.report)
+}

@@ -1,0 +1,679 @@
+//! The core shared by both RocksDB stores: opening, the commit protocol, group commit,
+//! sequences and counters, and the event log.
+//!
+//! Commit protocol: a writer takes the store's commit lock (an async mutex over the
+//! store's sequences and counters), reads what it needs through a [`Txn`] (its own
+//! pending writes first, then the database), builds one `WriteBatch` holding the record,
+//! its index moves, counter changes, history events, the event-log entry and the new
+//! sequence values, and writes it without sync. Because the lock is held from the first
+//! read to the write, conditions are decided on current data and event-log sequence
+//! numbers follow commit order. The lock is released before a `Sync` commit waits for
+//! its fsync, so concurrent `Sync` commits share fsyncs: whoever finds no sync running
+//! syncs the WAL up to the newest write and wakes every writer it covered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use brine_store::keys::KeyBuilder;
+use brine_store::model::{LogEntry, LogObject, Operation, Timestamp};
+use brine_store::{Clock, Result, StoreError};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBRawIteratorWithThreadMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{watch, Notify, OwnedMutexGuard};
+
+use crate::cf::{Cf, StoreKind};
+use crate::codec::{decode, encode};
+use crate::{Durability, OpenError, OpenOptions};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Meta keys.
+pub(crate) mod meta {
+    /// Schema version (`u64`).
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    /// `compute` or `requester` (string).
+    pub const STORE_KIND: &[u8] = b"store_kind";
+    /// Node id given at creation (string).
+    pub const NODE_ID: &[u8] = b"node_id";
+    /// Newest event-log sequence number (`u64`).
+    pub const LOG_HEAD: &[u8] = b"log_head";
+    /// Highest event-log sequence number deleted by retention (`u64`).
+    pub const LOG_TRIMMED: &[u8] = b"log_trimmed";
+    /// Last sequence number of per-record history keys (`u64`).
+    pub const HISTORY_SEQ: &[u8] = b"history_seq";
+    /// Prefix of the per-state counters: `count/` then the state code byte (`u64`).
+    pub const COUNT_PREFIX: &[u8] = b"count/";
+}
+
+/// The store's sequences and counters: authoritative under the commit lock, published
+/// after each commit for lock-free reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Seqs {
+    pub(crate) log_head: u64,
+    pub(crate) log_trimmed: u64,
+    pub(crate) history_seq: u64,
+    pub(crate) counts: [u64; 9],
+}
+
+/// Fsync sharing between concurrent `Sync` commits.
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: Notify,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every commit numbered at or below this is durable.
+    synced: u64,
+    /// A sync is running.
+    running: bool,
+}
+
+/// One open RocksDB store.
+pub(crate) struct Engine {
+    db: RwLock<Option<Arc<DB>>>,
+    pub(crate) path: PathBuf,
+    pub(crate) kind: StoreKind,
+    writer: Arc<tokio::sync::Mutex<Seqs>>,
+    published: RwLock<Seqs>,
+    /// Number of batches written; a commit's number is the value after its write.
+    committed: AtomicU64,
+    group: GroupSync,
+    head: watch::Sender<u64>,
+    closed: AtomicBool,
+    poisoned: Mutex<Option<String>>,
+    durability: Durability,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Makes the next WAL sync fail (tests of poisoning).
+    #[cfg(test)]
+    fail_next_sync: AtomicBool,
+}
+
+fn engine_err(context: &str, e: rocksdb::Error) -> StoreError {
+    StoreError::backend(context.to_owned(), e)
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// The RocksDB options every Brine store is opened with (also used by baselines and
+/// tools that open a store's families directly).
+pub fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_max_background_jobs(2);
+    opts.set_keep_log_file_num(4);
+    opts.set_bytes_per_sync(1 << 20);
+    opts
+}
+
+fn map_open_error(path: &Path, e: rocksdb::Error) -> OpenError {
+    let msg = e.to_string();
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("lock") && (lower.contains("resource temporarily unavailable") || lower.contains("lock hold")) {
+        OpenError::InUse { path: path.to_path_buf() }
+    } else {
+        OpenError::Engine { path: path.to_path_buf(), source: e }
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the store of `kind` at `path`.
+    pub(crate) fn open(
+        path: &Path,
+        kind: StoreKind,
+        options: &OpenOptions,
+    ) -> std::result::Result<Arc<Engine>, OpenError> {
+        let exists = path.join("CURRENT").exists();
+        if !exists {
+            if !options.create_if_missing {
+                return Err(OpenError::NotFound { path: path.to_path_buf() });
+            }
+            if path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
+                return Err(OpenError::NotABrineStore {
+                    path: path.to_path_buf(),
+                    reason: "the directory holds other files".into(),
+                });
+            }
+            create_private_dir(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+        }
+        let opts = db_options();
+        let mut names: Vec<String> = kind.families().iter().map(|cf| cf.name().to_owned()).collect();
+        if exists {
+            let on_disk = DB::list_cf(&opts, path).map_err(|e| map_open_error(path, e))?;
+            for name in on_disk {
+                if name != "default" && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, db_options()));
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| map_open_error(path, e))?;
+        let engine = Engine {
+            db: RwLock::new(Some(Arc::new(db))),
+            path: path.to_path_buf(),
+            kind,
+            writer: Arc::new(tokio::sync::Mutex::new(Seqs::default())),
+            published: RwLock::new(Seqs::default()),
+            committed: AtomicU64::new(0),
+            group: GroupSync::default(),
+            head: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
+            durability: options.durability,
+            clock: Arc::clone(&options.clock),
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
+        };
+        let mut engine = engine;
+        let seqs = engine.initialize(options, exists)?;
+        engine.head.send_replace(seqs.log_head);
+        engine.published = RwLock::new(seqs.clone());
+        engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
+        Ok(Arc::new(engine))
+    }
+
+    /// Checks or writes the schema version and kind, and loads the sequences.
+    fn initialize(&self, options: &OpenOptions, existed: bool) -> std::result::Result<Seqs, OpenError> {
+        let path = &self.path;
+        let store_err = |e: StoreError| OpenError::Store { path: path.clone(), source: e };
+        let version: Option<u64> = self.get_value(Cf::Meta, meta::SCHEMA_VERSION).map_err(store_err)?;
+        match version {
+            None if existed && self.has_any_data().map_err(store_err)? => {
+                return Err(OpenError::NotABrineStore {
+                    path: path.clone(),
+                    reason: "it has no schema version".into(),
+                });
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                let db = self.db().map_err(store_err)?;
+                let meta_cf = self.cf(&db, Cf::Meta).map_err(store_err)?;
+                batch.put_cf(meta_cf, meta::SCHEMA_VERSION, encode(&SCHEMA_VERSION));
+                batch.put_cf(meta_cf, meta::STORE_KIND, encode(self.kind.as_str()));
+                if let Some(node) = &options.node_id {
+                    batch.put_cf(meta_cf, meta::NODE_ID, encode(node.as_str()));
+                }
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.write_opt(batch, &wo).map_err(|e| OpenError::Engine { path: path.clone(), source: e })?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(OpenError::NewerSchema { path: path.clone(), found: v, supported: SCHEMA_VERSION });
+            }
+            Some(v) if v != SCHEMA_VERSION => {
+                return Err(OpenError::UnknownSchema { path: path.clone(), found: v, supported: SCHEMA_VERSION });
+            }
+            Some(_) => {
+                let kind: Option<String> = self.get_value(Cf::Meta, meta::STORE_KIND).map_err(store_err)?;
+                if kind.as_deref() != Some(self.kind.as_str()) {
+                    return Err(OpenError::WrongKind {
+                        path: path.clone(),
+                        found: kind.unwrap_or_else(|| "none".into()),
+                        expected: self.kind.as_str(),
+                    });
+                }
+            }
+        }
+        self.load_seqs().map_err(store_err)
+    }
+
+    fn has_any_data(&self) -> Result<bool> {
+        let db = self.db()?;
+        for cf in self.kind.families() {
+            if let Some(handle) = db.cf_handle(cf.name()) {
+                let mut it = db.raw_iterator_cf(handle);
+                it.seek_to_first();
+                if it.valid() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn load_seqs(&self) -> Result<Seqs> {
+        let u = |key: &[u8]| -> Result<u64> { Ok(self.get_value::<u64>(Cf::Meta, key)?.unwrap_or(0)) };
+        let mut seqs = Seqs {
+            log_head: u(meta::LOG_HEAD)?,
+            log_trimmed: u(meta::LOG_TRIMMED)?,
+            history_seq: u(meta::HISTORY_SEQ)?,
+            counts: [0; 9],
+        };
+        for (code, slot) in seqs.counts.iter_mut().enumerate() {
+            *slot = u(&count_key(code as u8))?;
+        }
+        Ok(seqs)
+    }
+
+    /// The open database, or `Closed`.
+    pub(crate) fn db(&self) -> Result<Arc<DB>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or(StoreError::Closed)
+    }
+
+    pub(crate) fn cf<'d>(&self, db: &'d DB, cf: Cf) -> Result<&'d rocksdb::ColumnFamily> {
+        db.cf_handle(cf.name()).ok_or_else(|| StoreError::Corrupt {
+            cf: cf.name().to_owned(),
+            key: String::new(),
+            reason: "column family missing".into(),
+        })
+    }
+
+    /// Reads and decodes one value.
+    pub(crate) fn get_value<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>> {
+        let db = self.db()?;
+        let handle = self.cf(&db, cf)?;
+        let raw = db.get_pinned_cf(handle, key).map_err(|e| engine_err("read", e))?;
+        raw.map(|bytes| decode(cf, key, &bytes)).transpose()
+    }
+
+    /// Reads and decodes one value, `NotFound` when absent.
+    pub(crate) fn get_required<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        missing: impl FnOnce() -> StoreError,
+    ) -> Result<T> {
+        self.get_value(cf, key)?.ok_or_else(missing)
+    }
+
+    /// Visits every key (and value) under `prefix` in `cf`, in order, until `visit`
+    /// returns `false`.
+    pub(crate) fn scan_prefix(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let db = self.db()?;
+        let mut it = self.iter(&db, cf, prefix, brine_store::keys::prefix_end(prefix))?;
+        it.seek(prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if !visit(k, v)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(|e| engine_err("scan", e))
+    }
+
+    /// A raw iterator over `cf` bounded to `[lower, upper)`.
+    pub(crate) fn iter<'d>(
+        &self,
+        db: &'d DB,
+        cf: Cf,
+        lower: &[u8],
+        upper: Option<Vec<u8>>,
+    ) -> Result<DBRawIteratorWithThreadMode<'d, DB>> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.to_vec());
+        if let Some(u) = upper {
+            ro.set_iterate_upper_bound(u);
+        }
+        Ok(db.raw_iterator_cf_opt(self.cf(db, cf)?, ro))
+    }
+
+    /// The sequences and counters as of the last commit.
+    pub(crate) fn published(&self) -> Result<Seqs> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(self.published.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+
+    /// Starts a write: waits for the commit lock.
+    pub(crate) async fn begin(self: &Arc<Self>) -> Result<Txn> {
+        self.check_writable()?;
+        let guard = Arc::clone(&self.writer).lock_owned().await;
+        self.check_writable()?;
+        let seqs = guard.clone();
+        Ok(Txn { engine: Arc::clone(self), guard, seqs, batch: WriteBatch::default(), overlay: BTreeMap::new() })
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if let Some(reason) = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Err(StoreError::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, reason: String) -> StoreError {
+        let mut p = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.get_or_insert(reason.clone());
+        StoreError::Poisoned { reason }
+    }
+
+    /// Waits until every commit up to `commit` is on disk, sharing fsyncs.
+    async fn sync_up_to(&self, commit: u64) -> Result<()> {
+        loop {
+            let notified = self.group.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let lead = {
+                let mut s = self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if s.synced >= commit {
+                    return Ok(());
+                }
+                if let Some(reason) = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+                    return Err(StoreError::Poisoned { reason });
+                }
+                !std::mem::replace(&mut s.running, true)
+            };
+            if !lead {
+                notified.await;
+                continue;
+            }
+            let upto = self.committed.load(Ordering::Acquire);
+            let db = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            #[cfg(test)]
+            let db = if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+                self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
+                let err = self.poison("WAL sync failed: injected by a test".into());
+                self.group.done.notify_waiters();
+                return Err(err);
+            } else {
+                db
+            };
+            let result = match db {
+                Some(db) => tokio::task::spawn_blocking(move || db.flush_wal(true))
+                    .await
+                    .map_err(|e| format!("the WAL sync task failed: {e}"))
+                    .and_then(|r| r.map_err(|e| format!("WAL sync failed: {e}"))),
+                None => {
+                    // Closing synced the WAL; this writer only learns the store is closed.
+                    self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
+                    self.group.done.notify_waiters();
+                    return Err(StoreError::Closed);
+                }
+            };
+            {
+                let mut s = self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.running = false;
+                if result.is_ok() {
+                    s.synced = s.synced.max(upto);
+                }
+            }
+            if let Err(reason) = result {
+                let err = self.poison(reason);
+                self.group.done.notify_waiters();
+                return Err(err);
+            }
+            self.group.done.notify_waiters();
+        }
+    }
+
+    /// Closes the store: syncs the WAL, releases the database (and its lock file once
+    /// in-flight reads finish), wakes every waiter.
+    pub(crate) async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // Wait for a writer in progress to finish, then take the database away.
+        let _guard = self.writer.lock().await;
+        let db = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.head.send_modify(|_| {});
+        self.group.done.notify_waiters();
+        if let Some(db) = db {
+            let flushed = db.flush_wal(true);
+            drop(db);
+            flushed.map_err(|e| engine_err("sync on close", e))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// The key of the counter of state `code` in `meta`.
+pub(crate) fn count_key(code: u8) -> Vec<u8> {
+    [meta::COUNT_PREFIX, &[code]].concat()
+}
+
+/// The key of event-log entry `seq`.
+pub(crate) fn log_key(seq: u64) -> Vec<u8> {
+    KeyBuilder::new().u64(seq).build()
+}
+
+/// A write in progress: holds the commit lock, the pending batch and an overlay of the
+/// pending writes so that reads see them.
+pub(crate) struct Txn {
+    engine: Arc<Engine>,
+    guard: OwnedMutexGuard<Seqs>,
+    pub(crate) seqs: Seqs,
+    batch: WriteBatch,
+    overlay: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Txn {
+    pub(crate) fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+
+    /// Reads raw bytes: the transaction's own write if any, else the database.
+    pub(crate) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(pending) = self.overlay.get(&(cf, key.to_vec())) {
+            return Ok(pending.clone());
+        }
+        let db = self.engine.db()?;
+        let handle = self.engine.cf(&db, cf)?;
+        let value = db.get_pinned_cf(handle, key).map_err(|e| engine_err("read", e))?.map(|v| v.to_vec());
+        Ok(value)
+    }
+
+    /// Reads and decodes a value, seeing pending writes.
+    pub(crate) fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>> {
+        self.get_raw(cf, key)?.map(|bytes| decode(cf, key, &bytes)).transpose()
+    }
+
+    /// Whether a key exists, seeing pending writes.
+    pub(crate) fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        Ok(self.get_raw(cf, key)?.is_some())
+    }
+
+    /// Queues a put of raw bytes.
+    pub(crate) fn put_raw(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        let db = self.engine.db()?;
+        self.batch.put_cf(self.engine.cf(&db, cf)?, &key, &value);
+        self.overlay.insert((cf, key), Some(value));
+        Ok(())
+    }
+
+    /// Queues a put of an encoded value.
+    pub(crate) fn put<T: Serialize + ?Sized>(&mut self, cf: Cf, key: Vec<u8>, value: &T) -> Result<()> {
+        self.put_raw(cf, key, encode(value))
+    }
+
+    /// Queues a delete.
+    pub(crate) fn delete(&mut self, cf: Cf, key: Vec<u8>) -> Result<()> {
+        let db = self.engine.db()?;
+        self.batch.delete_cf(self.engine.cf(&db, cf)?, &key);
+        self.overlay.insert((cf, key), None);
+        Ok(())
+    }
+
+    /// The keys under `prefix`, seeing pending writes.
+    pub(crate) fn keys_with_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = std::collections::BTreeSet::new();
+        self.engine.scan_prefix(cf, prefix, |k, _| {
+            keys.insert(k.to_vec());
+            Ok(true)
+        })?;
+        for ((c, k), v) in self.overlay.range((cf, prefix.to_vec())..) {
+            if *c != cf || !k.starts_with(prefix) {
+                break;
+            }
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// The smallest key under `prefix`, seeing pending writes; reads one key from disk
+    /// per pending delete it skips, not the whole prefix.
+    pub(crate) fn first_key_with_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let pending = self
+            .overlay
+            .range((cf, prefix.to_vec())..)
+            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
+            .find(|(_, v)| v.is_some())
+            .map(|((_, k), _)| k.clone());
+        let db = self.engine.db()?;
+        let mut it = self.engine.iter(&db, cf, prefix, brine_store::keys::prefix_end(prefix))?;
+        it.seek(prefix);
+        let mut on_disk = None;
+        while it.valid() {
+            let Some(k) = it.key() else { break };
+            if !matches!(self.overlay.get(&(cf, k.to_vec())), Some(None)) {
+                on_disk = Some(k.to_vec());
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(|e| engine_err("scan", e))?;
+        Ok(match (pending, on_disk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Queues deletes of every key under `prefix`.
+    pub(crate) fn delete_prefix(&mut self, cf: Cf, prefix: &[u8]) -> Result<usize> {
+        let keys = self.keys_with_prefix(cf, prefix)?;
+        let n = keys.len();
+        for k in keys {
+            self.delete(cf, k)?;
+        }
+        Ok(n)
+    }
+
+    /// Queues an event-log entry and returns its sequence number.
+    pub(crate) fn append_log(&mut self, operation: Operation, object: LogObject, now: Timestamp) -> Result<u64> {
+        self.seqs.log_head += 1;
+        let seq = self.seqs.log_head;
+        let entry = LogEntry { seq, operation, object_type: object.object_type(), object, timestamp: now };
+        self.put(Cf::Events, log_key(seq), &entry)?;
+        Ok(seq)
+    }
+
+    /// The next history sequence number.
+    pub(crate) fn next_history_seq(&mut self) -> u64 {
+        self.seqs.history_seq += 1;
+        self.seqs.history_seq
+    }
+
+    /// Writes the batch. Sequences and counters that changed are written with it; a
+    /// `Sync` store returns once the batch is on disk.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        let before = self.guard.clone();
+        let changed: Vec<(&[u8], u64, u64)> = vec![
+            (meta::LOG_HEAD, before.log_head, self.seqs.log_head),
+            (meta::LOG_TRIMMED, before.log_trimmed, self.seqs.log_trimmed),
+            (meta::HISTORY_SEQ, before.history_seq, self.seqs.history_seq),
+        ];
+        for (key, old, new) in changed {
+            if old != new {
+                self.put(Cf::Meta, key.to_vec(), &new)?;
+            }
+        }
+        for code in 0..9u8 {
+            let (old, new) = (before.counts[usize::from(code)], self.seqs.counts[usize::from(code)]);
+            if old != new {
+                self.put(Cf::Meta, count_key(code), &new)?;
+            }
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let engine = Arc::clone(&self.engine);
+        let db = engine.db()?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(e) = db.write_opt(batch, &wo) {
+            return Err(match engine.durability {
+                Durability::Sync => engine.poison(format!("write failed: {e}")),
+                Durability::Buffered => engine_err("write", e),
+            });
+        }
+        *self.guard = self.seqs.clone();
+        let commit = engine.committed.fetch_add(1, Ordering::AcqRel) + 1;
+        *engine.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) = self.seqs.clone();
+        let head = self.seqs.log_head;
+        drop(self.guard);
+        engine.head.send_if_modified(|h| {
+            let changed = *h != head;
+            *h = head;
+            changed
+        });
+        if engine.durability == Durability::Sync {
+            engine.sync_up_to(commit).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brine_store::model::{Execution, ExecutionId, Job, JobId};
+    use brine_store::{ExecutionStore, StoreError};
+
+    use crate::{OpenOptions, RocksExecutionStore};
+
+    fn exec(id: &str) -> Execution {
+        Execution::new(ExecutionId::new(id).unwrap(), &Job::new(JobId::new("j").unwrap(), "j"))
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_poisons_the_store_for_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksExecutionStore::open(dir.path().join("s.db"), &OpenOptions::default()).unwrap();
+        store.create_execution(exec("e-1"), vec![]).await.unwrap();
+        store.engine().fail_next_sync.store(true, std::sync::atomic::Ordering::Release);
+        let err = store.create_execution(exec("e-2"), vec![]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned { .. }), "{err:?}");
+        assert!(err.to_string().contains("refuses writes") && err.to_string().contains("injected"), "{err}");
+        // Every later write is refused with the original reason, before anything is written.
+        let err = store.create_execution(exec("e-3"), vec![]).await.unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert!(store.get_execution(&ExecutionId::new("e-3").unwrap()).await.unwrap_err().is_not_found());
+        let err = store.checkpoint("w", 1).await.unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned { .. }), "{err:?}");
+        // Reads still work, so an operator can inspect what is there.
+        assert_eq!(store.get_execution(&ExecutionId::new("e-1").unwrap()).await.unwrap().revision, 1);
+        store.close().await.unwrap();
+    }
+}

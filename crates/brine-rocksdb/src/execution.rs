@@ -1,0 +1,336 @@
+//! `RocksExecutionStore`: the compute node's execution store on RocksDB.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use brine_store::keys::KeyBuilder;
+use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
+use brine_store::{
+    rules, EventLog, ExecutionStore, ExecutionTx, ObjectKind, Result, StoreError, UpdateExecutionRequest,
+};
+
+use crate::cf::{Cf, StoreKind};
+use crate::codec::decode;
+use crate::engine::{Engine, Txn};
+use crate::log::{corrupt_key, RocksEventLog};
+use crate::{OpenError, OpenOptions};
+use brine_store::config::StoreConfig;
+
+pub(crate) fn exec_key(id: &ExecutionId) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+pub(crate) fn by_job_prefix(job: &JobId) -> Vec<u8> {
+    KeyBuilder::new().str(job.as_str()).build()
+}
+
+pub(crate) fn by_job_key(job: &JobId, id: &ExecutionId) -> Vec<u8> {
+    KeyBuilder::new().str(job.as_str()).last_str(id.as_str()).build()
+}
+
+pub(crate) fn by_state_key(state: ExecutionState, id: &ExecutionId) -> Vec<u8> {
+    KeyBuilder::new().u8(state.code()).last_str(id.as_str()).build()
+}
+
+pub(crate) fn events_prefix(id: &ExecutionId) -> Vec<u8> {
+    KeyBuilder::new().str(id.as_str()).build()
+}
+
+fn not_found(id: &ExecutionId) -> StoreError {
+    StoreError::not_found(ObjectKind::Execution, id)
+}
+
+/// Lowers a counter; a counter already at 0 is wrong on disk, which `brine db check`
+/// reports and recovery repairs, so it stays at 0 rather than wrapping.
+fn decrement(counter: &mut u64) {
+    *counter = counter.saturating_sub(1);
+}
+
+fn slot(state: ExecutionState) -> usize {
+    usize::from(state.code())
+}
+
+/// Reads an execution inside a write.
+fn current(txn: &Txn, id: &ExecutionId) -> Result<Execution> {
+    txn.get(Cf::Executions, &exec_key(id))?.ok_or_else(|| not_found(id))
+}
+
+fn put_events(txn: &mut Txn, id: &ExecutionId, events: &[Event]) -> Result<()> {
+    for event in events {
+        let seq = txn.next_history_seq();
+        txn.put(Cf::ExecutionEvents, KeyBuilder::new().str(id.as_str()).u64(seq).build(), event)?;
+    }
+    Ok(())
+}
+
+fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
+    let e = rules::new_execution(execution, now)?;
+    if txn.exists(Cf::Executions, &exec_key(&e.id))? {
+        return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
+    }
+    txn.put(Cf::Executions, exec_key(&e.id), &e)?;
+    txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&e.job_id, &e.id), Vec::new())?;
+    txn.put_raw(Cf::IdxExecutionsByState, by_state_key(e.state(), &e.id), Vec::new())?;
+    txn.seqs.counts[slot(e.state())] += 1;
+    put_events(txn, &e.id, &events)?;
+    let object = LogObject::Execution { current: Some(Box::new(e.clone())), previous: None, events };
+    txn.append_log(Operation::Create, object, now)?;
+    Ok(e)
+}
+
+fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
+    let before = current(txn, &request.execution_id)?;
+    let next = rules::update_execution(&before, &request, now)?;
+    if before.state() != next.state() {
+        txn.delete(Cf::IdxExecutionsByState, by_state_key(before.state(), &before.id))?;
+        txn.put_raw(Cf::IdxExecutionsByState, by_state_key(next.state(), &next.id), Vec::new())?;
+        decrement(&mut txn.seqs.counts[slot(before.state())]);
+        txn.seqs.counts[slot(next.state())] += 1;
+    }
+    txn.put(Cf::Executions, exec_key(&next.id), &next)?;
+    put_events(txn, &next.id, &request.events)?;
+    let object = LogObject::Execution {
+        current: Some(Box::new(next.clone())),
+        previous: Some(Box::new(before)),
+        events: request.events,
+    };
+    txn.append_log(Operation::Update, object, now)?;
+    Ok(next)
+}
+
+fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+    if !txn.exists(Cf::Executions, &exec_key(id))? {
+        return Err(not_found(id));
+    }
+    put_events(txn, id, &events)
+}
+
+fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
+    let before = current(txn, id)?;
+    txn.delete(Cf::Executions, exec_key(id))?;
+    txn.delete(Cf::IdxExecutionsByJobId, by_job_key(&before.job_id, id))?;
+    txn.delete(Cf::IdxExecutionsByState, by_state_key(before.state(), id))?;
+    decrement(&mut txn.seqs.counts[slot(before.state())]);
+    txn.delete_prefix(Cf::ExecutionEvents, &events_prefix(id))?;
+    let object = LogObject::Execution { current: None, previous: Some(Box::new(before)), events: Vec::new() };
+    txn.append_log(Operation::Delete, object, now)?;
+    Ok(())
+}
+
+/// Reads the executions whose ids are the last part of the index keys under `prefix`.
+pub(crate) fn read_indexed(engine: &Engine, index: Cf, prefix: &[u8]) -> Result<Vec<Execution>> {
+    let mut ids = Vec::new();
+    engine.scan_prefix(index, prefix, |k, _| {
+        ids.push(k[prefix.len()..].to_vec());
+        Ok(true)
+    })?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        // An entry whose record a concurrent delete removed after the scan is skipped.
+        if let Some(e) = engine.get_value::<Execution>(Cf::Executions, &id)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn newest_first(mut execs: Vec<Execution>) -> Vec<Execution> {
+    execs.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
+    execs
+}
+
+/// The execution store of a compute node, on RocksDB.
+#[derive(Clone)]
+pub struct RocksExecutionStore {
+    engine: Arc<Engine>,
+}
+
+impl RocksExecutionStore {
+    /// Opens (or creates) the execution store at `path`.
+    pub fn open(path: impl AsRef<Path>, options: &OpenOptions) -> std::result::Result<Self, OpenError> {
+        Ok(RocksExecutionStore { engine: Engine::open(path.as_ref(), StoreKind::Compute, options)? })
+    }
+
+    /// Opens (or creates) the execution store at `config.compute_store_path`, recording `config.node_id`
+    /// in a new store.
+    pub fn open_from_config(config: &StoreConfig, options: &OpenOptions) -> std::result::Result<Self, OpenError> {
+        let options = OpenOptions { node_id: Some(config.node_id.clone()), ..options.clone() };
+        Self::open(&config.compute_store_path, &options)
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.engine.path
+    }
+
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Checks the store's consistency (see [`crate::check`]) on a blocking thread.
+    pub async fn check(&self) -> Result<crate::check::CheckReport> {
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || crate::check::check(&engine))
+            .await
+            .map_err(|e| StoreError::backend("check", e))?
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for RocksExecutionStore {
+    async fn create_execution(&self, execution: Execution, events: Vec<Event>) -> Result<Execution> {
+        let mut txn = self.engine.begin().await?;
+        let now = txn.now();
+        let e = create(&mut txn, execution, events, now)?;
+        txn.commit().await?;
+        Ok(e)
+    }
+
+    async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
+        self.engine.get_required(Cf::Executions, &exec_key(id), || not_found(id))
+    }
+
+    async fn get_executions(&self, job_id: &JobId) -> Result<Vec<Execution>> {
+        Ok(newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(job_id))?))
+    }
+
+    async fn get_live_executions(&self) -> Result<Vec<Execution>> {
+        let mut all = Vec::new();
+        for state in ExecutionState::LIVE {
+            all.extend(read_indexed(&self.engine, Cf::IdxExecutionsByState, &[state.code()])?);
+        }
+        Ok(newest_first(all))
+    }
+
+    async fn get_executions_in_state(
+        &self,
+        state: ExecutionState,
+        after: Option<&ExecutionId>,
+        limit: usize,
+    ) -> Result<Vec<Execution>> {
+        rules::check_limit(limit)?;
+        let prefix = [state.code()];
+        let start = match after {
+            Some(a) => KeyBuilder::new().u8(state.code()).str(a.as_str()).build(),
+            None => prefix.to_vec(),
+        };
+        let db = self.engine.db()?;
+        let mut it = self.engine.iter(&db, Cf::IdxExecutionsByState, &prefix, Some(vec![state.code() + 1]))?;
+        it.seek(&start);
+        let mut ids = Vec::new();
+        while it.valid() && ids.len() < limit {
+            let Some(k) = it.key() else { break };
+            ids.push(k[1..].to_vec());
+            it.next();
+        }
+        it.status().map_err(|e| StoreError::backend("scan the state index", e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.engine.get_value::<Execution>(Cf::Executions, &id)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_execution_count(&self, state: ExecutionState) -> Result<u64> {
+        Ok(self.engine.published()?.counts[slot(state)])
+    }
+
+    async fn update_execution_state(&self, request: UpdateExecutionRequest) -> Result<Execution> {
+        let mut txn = self.engine.begin().await?;
+        let now = txn.now();
+        let e = update(&mut txn, request, now)?;
+        txn.commit().await?;
+        Ok(e)
+    }
+
+    async fn add_execution_event(&self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+        let mut txn = self.engine.begin().await?;
+        add_events(&mut txn, id, events)?;
+        txn.commit().await
+    }
+
+    async fn get_execution_events(&self, id: &ExecutionId) -> Result<Vec<Event>> {
+        if self.engine.get_value::<Execution>(Cf::Executions, &exec_key(id))?.is_none() {
+            return Err(not_found(id));
+        }
+        let mut out = Vec::new();
+        self.engine.scan_prefix(Cf::ExecutionEvents, &events_prefix(id), |k, v| {
+            if k.len() != events_prefix(id).len() + 8 {
+                return Err(corrupt_key(Cf::ExecutionEvents, k, "not execution id + sequence number"));
+            }
+            out.push(decode(Cf::ExecutionEvents, k, v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    async fn delete_execution(&self, id: &ExecutionId) -> Result<()> {
+        let mut txn = self.engine.begin().await?;
+        let now = txn.now();
+        delete(&mut txn, id, now)?;
+        txn.commit().await
+    }
+
+    async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>> {
+        Ok(Box::new(RocksExecutionTx { txn: self.engine.begin().await? }))
+    }
+
+    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
+        self.event_log().checkpoint(name, seq).await
+    }
+
+    async fn get_checkpoint(&self, name: &str) -> Result<u64> {
+        self.event_log().get_checkpoint(name).await
+    }
+
+    fn event_log(&self) -> Arc<dyn EventLog> {
+        Arc::new(RocksEventLog(Arc::clone(&self.engine)))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.engine.close().await
+    }
+}
+
+/// A transaction on a [`RocksExecutionStore`]: the commit lock and one pending batch.
+struct RocksExecutionTx {
+    txn: Txn,
+}
+
+#[async_trait]
+impl ExecutionTx for RocksExecutionTx {
+    async fn create_execution(&mut self, execution: Execution, events: Vec<Event>) -> Result<Execution> {
+        let now = self.txn.now();
+        create(&mut self.txn, execution, events, now)
+    }
+
+    async fn get_execution(&mut self, id: &ExecutionId) -> Result<Execution> {
+        current(&self.txn, id)
+    }
+
+    async fn update_execution_state(&mut self, request: UpdateExecutionRequest) -> Result<Execution> {
+        let now = self.txn.now();
+        update(&mut self.txn, request, now)
+    }
+
+    async fn add_execution_event(&mut self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+        add_events(&mut self.txn, id, events)
+    }
+
+    async fn delete_execution(&mut self, id: &ExecutionId) -> Result<()> {
+        let now = self.txn.now();
+        delete(&mut self.txn, id, now)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.txn.commit().await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}

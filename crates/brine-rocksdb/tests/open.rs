@@ -1,0 +1,173 @@
+//! Opening stores: configuration paths and directory modes, a store held by another
+//! handle, schema versions that are refused, the wrong kind of store, and values that do
+//! not decode (written with raw RocksDB) reported as errors naming family and key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use brine_rocksdb::codec::encode;
+use brine_rocksdb::{db_options, Cf, OpenError, OpenOptions, RocksExecutionStore, RocksJobStore, StoreKind};
+use brine_store::config::StoreConfig;
+use brine_store::model::{Execution, ExecutionId, Job, JobId};
+use brine_store::{ExecutionStore, JobStore, StoreError};
+use rocksdb::{ColumnFamilyDescriptor, DB};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Opens a closed store's families with raw RocksDB, as a tool or an attacker would.
+fn raw(path: &Path, kind: StoreKind) -> DB {
+    let families = kind.families().iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options()));
+    DB::open_cf_descriptors(&db_options(), path, families).expect("raw open")
+}
+
+fn raw_put(path: &Path, kind: StoreKind, cf: Cf, key: &[u8], value: &[u8]) {
+    let db = raw(path, kind);
+    db.put_cf(db.cf_handle(cf.name()).expect("family"), key, value).expect("raw put");
+    db.flush_wal(true).expect("sync");
+}
+
+fn sample(id: &str) -> Execution {
+    Execution::new(ExecutionId::new(id).unwrap(), &Job::new(JobId::new("j-1").unwrap(), "j"))
+}
+
+#[test]
+fn paths_come_from_the_configuration_and_directories_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("nested/brine");
+    let vars: HashMap<&str, String> =
+        [("BRINE_DIR", base.display().to_string()), ("BACALHAU_NODE_ID", "n7".to_owned())].into_iter().collect();
+    let config = StoreConfig::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let exec = RocksExecutionStore::open_from_config(&config, &OpenOptions::default()).unwrap();
+        let jobs = RocksJobStore::open_from_config(&config, &OpenOptions::default()).unwrap();
+        assert_eq!(exec.path(), base.join("n7-compute.db"));
+        assert_eq!(jobs.path(), base.join("n7-requester.db"));
+        exec.close().await.unwrap();
+        jobs.close().await.unwrap();
+    });
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [tmp.path().join("nested"), base.clone(), base.join("n7-compute.db"), base.join("n7-requester.db")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is private", dir.display());
+        }
+    }
+}
+
+#[test]
+fn a_store_in_use_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("n-compute.db");
+    let first = RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap();
+    let err = RocksExecutionStore::open(&path, &OpenOptions::default()).err().expect("second open fails");
+    assert!(matches!(err, OpenError::InUse { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.starts_with(&format!("store is in use: {}", path.display())), "{msg}");
+    assert!(msg.contains("stop it"), "the message has a hint: {msg}");
+    runtime().block_on(first.close()).unwrap();
+    // Once closed, the lock is released.
+    let again = RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap();
+    runtime().block_on(again.close()).unwrap();
+}
+
+fn with_schema_version(version: u64) -> (tempfile::TempDir, PathBuf, OpenError) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("n-compute.db");
+    runtime().block_on(RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap().close()).unwrap();
+    raw_put(&path, StoreKind::Compute, Cf::Meta, b"schema_version", &encode(&version));
+    let err = RocksExecutionStore::open(&path, &OpenOptions::default()).err().expect("refused");
+    (tmp, path, err)
+}
+
+#[test]
+fn newer_and_unknown_schema_versions_are_refused_naming_both() {
+    let (_tmp, path, err) = with_schema_version(99);
+    assert!(matches!(err, OpenError::NewerSchema { found: 99, supported: 1, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("99") && msg.contains("(1)"), "{msg}");
+
+    let (_tmp, _path, err) = with_schema_version(0);
+    assert!(matches!(err, OpenError::UnknownSchema { found: 0, supported: 1, .. }), "{err:?}");
+    assert!(err.to_string().contains("version 0") && err.to_string().contains("supports 1"), "{err}");
+}
+
+#[test]
+fn the_wrong_kind_and_missing_stores_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("n-compute.db");
+    runtime().block_on(RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap().close()).unwrap();
+    let err = RocksJobStore::open(&path, &OpenOptions::default()).err().expect("refused");
+    assert_eq!(err.to_string(), format!("store {} is a compute store, not a requester store", path.display()));
+
+    let missing = tmp.path().join("absent.db");
+    let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
+    let err = RocksExecutionStore::open(&missing, &options).err().expect("refused");
+    assert!(matches!(err, OpenError::NotFound { .. }), "{err:?}");
+    assert!(!missing.exists(), "nothing was created");
+
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let err = RocksExecutionStore::open(&other, &OpenOptions::default()).err().expect("refused");
+    assert!(matches!(err, OpenError::NotABrineStore { .. }), "{err:?}");
+}
+
+#[test]
+fn garbage_values_are_errors_naming_family_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("n-compute.db");
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap();
+        store.create_execution(sample("e-good"), vec![]).await.unwrap();
+        store.close().await.unwrap();
+    });
+    raw_put(&path, StoreKind::Compute, Cf::Executions, b"e-good", &[0x01, 0xde, 0xad]);
+    raw_put(&path, StoreKind::Compute, Cf::Checkpoints, b"w", &[0x7f]);
+    rt.block_on(async {
+        let store = RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap();
+        let err = store.get_execution(&ExecutionId::new("e-good").unwrap()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("executions") && msg.contains("e-good"), "{msg}");
+        let err = store.get_checkpoint("w").await.unwrap_err();
+        assert!(err.to_string().contains("checkpoints") && err.to_string().contains("unknown codec tag 0x7f"), "{err}");
+        // Listing by job reads the record through the index: the same error, no panic.
+        let err = store.get_executions(&JobId::new("j-1").unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains("e-good"), "{err}");
+        let report = store.check().await.unwrap();
+        assert!(!report.is_ok());
+        let shown: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|p| p.starts_with("executions e-good")), "{shown:?}");
+        assert!(shown.iter().any(|p| p.starts_with("checkpoints w")), "{shown:?}");
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_consistent_store_checks_clean_and_a_broken_index_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("n-requester.db");
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RocksJobStore::open(&path, &OpenOptions::default()).unwrap();
+        store.create_job(Job::new(JobId::new("j-1").unwrap(), "first")).await.unwrap();
+        let report = store.check().await.unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert!(report.keys_checked > 0);
+        store.close().await.unwrap();
+    });
+    // An in-progress index entry for a job that does not exist.
+    raw_put(&path, StoreKind::Requester, Cf::IdxJobsInProgress, b"\x00ghost", &[]);
+    rt.block_on(async {
+        let store = RocksJobStore::open(&path, &OpenOptions::default()).unwrap();
+        let report = store.check().await.unwrap();
+        let shown: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|p| p.starts_with("idx_jobs_in_progress") && p.contains("ghost")), "{shown:?}");
+        store.close().await.unwrap();
+    });
+}

@@ -1,0 +1,174 @@
+//! Where stores live and which backend serves them (SPEC §7), from the environment.
+//!
+//! Each `BRINE_*` variable falls back to the seed's `BACALHAU_*` name. Paths default to
+//! `{BRINE_DIR}/{NODE_ID}-requester.db` and `{BRINE_DIR}/{NODE_ID}-compute.db`, with
+//! `BRINE_DIR` defaulting to `~/.brine`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use brine_model::{NodeId, ValidationError};
+
+/// Which backend serves the compute node's execution store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreType {
+    /// In memory, nothing kept across restarts.
+    InMemory,
+    /// Embedded RocksDB on local disk: the default.
+    #[default]
+    RocksDb,
+    /// A PostgreSQL server (`BRINE_DATABASE_URL`).
+    Postgres,
+}
+
+impl FromStr for StoreType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "inmemory" | "in-memory" | "memory" => Ok(StoreType::InMemory),
+            "rocksdb" | "boltdb" => Ok(StoreType::RocksDb),
+            "postgres" | "postgresql" => Ok(StoreType::Postgres),
+            _ => Err(format!("unknown store type {s:?} (expected inmemory, rocksdb or postgres)")),
+        }
+    }
+}
+
+impl fmt::Display for StoreType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreType::InMemory => "inmemory",
+            StoreType::RocksDb => "rocksdb",
+            StoreType::Postgres => "postgres",
+        })
+    }
+}
+
+/// Resolved store configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The base directory.
+    pub dir: PathBuf,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Path of the requester's job store.
+    pub job_store_path: PathBuf,
+    /// Backend of the compute node's execution store.
+    pub compute_store_type: StoreType,
+    /// Path of the compute node's execution store.
+    pub compute_store_path: PathBuf,
+    /// PostgreSQL connection string, when that backend is used.
+    pub database_url: Option<String>,
+}
+
+/// A configuration variable with a bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl StoreConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `get` (for tests and embedding).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| -> Option<(String, String)> {
+            let brine = format!("BRINE_{name}");
+            let seed = format!("BACALHAU_{name}");
+            get(&brine)
+                .filter(|v| !v.is_empty())
+                .map(|v| (brine, v))
+                .or_else(|| get(&seed).filter(|v| !v.is_empty()).map(|v| (seed, v)))
+        };
+        let dir = match var("DIR") {
+            Some((_, d)) => PathBuf::from(d),
+            None => {
+                let home = get("HOME").ok_or_else(|| ConfigError {
+                    var: "BRINE_DIR".into(),
+                    reason: "not set, and HOME is not set to default it to ~/.brine".into(),
+                })?;
+                PathBuf::from(home).join(".brine")
+            }
+        };
+        let node_id = match var("NODE_ID") {
+            Some((name, v)) => {
+                NodeId::new(v).map_err(|e: ValidationError| ConfigError { var: name, reason: e.to_string() })?
+            }
+            None => {
+                NodeId::new("node-0").map_err(|e| ConfigError { var: "BRINE_NODE_ID".into(), reason: e.to_string() })?
+            }
+        };
+        let compute_store_type = match var("COMPUTE_STORE_TYPE") {
+            Some((name, v)) => v.parse().map_err(|reason| ConfigError { var: name, reason })?,
+            None => StoreType::default(),
+        };
+        let job_store_path = var("JOB_STORE_PATH")
+            .map_or_else(|| dir.join(format!("{node_id}-requester.db")), |(_, p)| PathBuf::from(p));
+        let compute_store_path = var("COMPUTE_STORE_PATH")
+            .map_or_else(|| dir.join(format!("{node_id}-compute.db")), |(_, p)| PathBuf::from(p));
+        let database_url = var("DATABASE_URL").map(|(_, v)| v);
+        if compute_store_type == StoreType::Postgres && database_url.is_none() {
+            return Err(ConfigError {
+                var: "BRINE_DATABASE_URL".into(),
+                reason: "must be set when BRINE_COMPUTE_STORE_TYPE is postgres".into(),
+            });
+        }
+        Ok(StoreConfig { dir, node_id, job_store_path, compute_store_type, compute_store_path, database_url })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<StoreConfig, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        StoreConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = cfg(&[("HOME", "/home/u"), ("BRINE_NODE_ID", "n1")]).unwrap();
+        assert_eq!(c.dir, PathBuf::from("/home/u/.brine"));
+        assert_eq!(c.job_store_path, PathBuf::from("/home/u/.brine/n1-requester.db"));
+        assert_eq!(c.compute_store_path, PathBuf::from("/home/u/.brine/n1-compute.db"));
+        assert_eq!(c.compute_store_type, StoreType::RocksDb);
+    }
+
+    #[test]
+    fn brine_names_win_and_bacalhau_names_are_fallbacks() {
+        let c = cfg(&[
+            ("BACALHAU_DIR", "/b"),
+            ("BACALHAU_NODE_ID", "seed"),
+            ("BRINE_NODE_ID", "mine"),
+            ("BACALHAU_COMPUTE_STORE_TYPE", "inmemory"),
+            ("BACALHAU_JOB_STORE_PATH", "/jobs.db"),
+        ])
+        .unwrap();
+        assert_eq!(c.dir, PathBuf::from("/b"));
+        assert_eq!(c.node_id.as_str(), "mine");
+        assert_eq!(c.compute_store_type, StoreType::InMemory);
+        assert_eq!(c.job_store_path, PathBuf::from("/jobs.db"));
+        assert_eq!(c.compute_store_path, PathBuf::from("/b/mine-compute.db"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = cfg(&[("BRINE_DIR", "/x"), ("BRINE_COMPUTE_STORE_TYPE", "sqlite")]).unwrap_err();
+        assert_eq!(e.var, "BRINE_COMPUTE_STORE_TYPE");
+        let e = cfg(&[("BRINE_DIR", "/x"), ("BACALHAU_NODE_ID", "a b")]).unwrap_err();
+        assert_eq!(e.var, "BACALHAU_NODE_ID");
+        let e = cfg(&[("BRINE_DIR", "/x"), ("BRINE_COMPUTE_STORE_TYPE", "postgres")]).unwrap_err();
+        assert_eq!(e.var, "BRINE_DATABASE_URL");
+        assert_eq!(cfg(&[]).unwrap_err().var, "BRINE_DIR");
+    }
+}
