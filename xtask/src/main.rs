@@ -4,6 +4,7 @@
 //!   (the README's test command; `.ci/run` calls it);
 //! - `demo`: builds and runs the demo (the README's demo command);
 //! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
+//! - `bench-watch`: watcher latency and throughput on RocksDB;
 //! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
 //!   `cargo test`).
 //!
@@ -111,8 +112,16 @@ fn bench(args: &[String]) -> Result<(), String> {
     )
 }
 
+fn bench_watch(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    run(
+        "brine-bench watch (release build)",
+        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", "watch", "--"]).args(args),
+    )
+}
+
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("bench-watch") => bench_watch(&args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
         _ => Err(usage().to_owned()),
     };

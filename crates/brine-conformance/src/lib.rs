@@ -35,6 +35,8 @@
 //! - close ([`tx::close_is_idempotent_and_later_calls_fail`]);
 //! - checkpoints ([`log::checkpoint_round_trip_and_missing_is_zero`],
 //!   [`log::blank_checkpoint_name_is_refused`], [`log::checkpoint_beyond_head_is_refused`]);
+//! - retention deletes a handled, old prefix and later reads below it are `Compacted`
+//!   ([`log::trim_deletes_an_old_handled_prefix`]);
 //! - every error variant ([`tx::every_error_variant_is_produced`]).
 //!
 //! §3 job store
@@ -172,6 +174,7 @@ macro_rules! conformance_tests {
             log::checkpoint_round_trip_and_missing_is_zero,
             log::blank_checkpoint_name_is_refused,
             log::checkpoint_beyond_head_is_refused,
+            log::trim_deletes_an_old_handled_prefix,
             job::create_sets_version_revision_and_history,
             job::duplicate_id_and_name,
             job::get_by_name,

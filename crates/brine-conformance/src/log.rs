@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brine_store::model::{ExecutionState, LogObject, ObjectType, Operation};
+use brine_store::model::{ExecutionState, LogObject, ObjectType, Operation, Timestamp};
 use brine_store::{EventFilter, Position, StoreError};
 use tokio::task::JoinSet;
 
@@ -223,4 +223,47 @@ pub async fn checkpoint_beyond_head_is_refused(f: &dyn Factory) {
     assert!(matches!(err, StoreError::CheckpointBeyondHead { seq: 2, head: 1, .. }));
     store.checkpoint("w", 1).await.unwrap();
     assert_eq!(store.get_checkpoint("w").await.unwrap(), 1);
+}
+
+/// `trim` deletes, oldest first and at most `max` per call, the entries at or below
+/// `up_to` older than `before`; it stops at the first young entry; reads below the oldest
+/// entry are `Compacted`; the head and new sequence numbers are unaffected; it survives a
+/// reopen.
+pub async fn trim_deletes_an_old_handled_prefix(f: &dyn Factory) {
+    let mut env = Env::new(f).await;
+    let log = env.exec().event_log();
+    for i in 0..6 {
+        log.append("k", &i.to_string()).await.unwrap();
+    }
+    env.advance(Duration::from_secs(60));
+    for i in 6..10 {
+        log.append("k", &i.to_string()).await.unwrap();
+    }
+    let entries = whole_log(&*env.exec()).await;
+    let before = entries[6].timestamp; // entries 1..=6 are older than this, 7..=10 are not
+    assert_eq!(log.trim(0, before, 10).await.unwrap(), 0, "nothing handled, nothing deleted");
+    assert_err!(log.trim(10, before, 0).await, StoreError::Invalid(_));
+    assert_eq!(log.trim(4, before, 3).await.unwrap(), 3, "at most max per call");
+    assert_eq!(log.oldest().await.unwrap(), 4);
+    assert_eq!(log.trim(100, before, 10).await.unwrap(), 3, "stops at the first young entry");
+    assert_eq!(log.oldest().await.unwrap(), 7);
+    let all = EventFilter::all();
+    let kept = log.get_events(Position::TrimHorizon, 100, &all).await.unwrap();
+    assert_eq!(kept.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
+    let err = assert_err!(log.get_events(Position::At(6), 10, &all).await, StoreError::Compacted { .. });
+    assert!(matches!(err, StoreError::Compacted { requested: 6, oldest: 7 }), "{err}");
+    assert_err!(log.get_events(Position::After(4), 10, &all).await, StoreError::Compacted { .. });
+    assert_eq!(log.get_events(Position::After(6), 10, &all).await.unwrap().entries.len(), 4);
+    assert_eq!(log.head().await.unwrap(), 10);
+    assert_eq!(log.append("k", "next").await.unwrap(), 11, "sequence numbers go on");
+    let log = if env.backend.reopen().await { env.exec().event_log() } else { log };
+    assert_eq!(log.oldest().await.unwrap(), 7, "the trimmed point persists");
+    assert_err!(log.get_events(Position::At(1), 10, &all).await, StoreError::Compacted { .. });
+    env.advance(Duration::from_secs(60));
+    assert_eq!(log.trim(u64::MAX, Timestamp::MAX, 100).await.unwrap(), 5);
+    assert_eq!(log.oldest().await.unwrap(), 12, "an emptied log's oldest is head + 1");
+    let empty = log.get_events(Position::TrimHorizon, 10, &all).await.unwrap();
+    assert!(empty.entries.is_empty());
+    assert_eq!(empty.next_after(), 11);
+    assert_eq!(log.append("k", "after").await.unwrap(), 12);
 }

@@ -211,4 +211,25 @@ impl<T: Clone + Default + Send + Sync + 'static> EventLog for MemEventLog<T> {
             })
             .await
     }
+
+    async fn trim(&self, up_to: u64, before: Timestamp, max: usize) -> Result<u64> {
+        rules::check_limit(max)?;
+        self.0
+            .write(|s, _| {
+                let log = &mut s.log;
+                let mut deleted = 0;
+                while deleted < max as u64 {
+                    let seq = log.trimmed + 1;
+                    match log.entries.get(&seq) {
+                        Some(e) if seq <= log.head && rules::may_trim(seq, e.timestamp, up_to, before) => {}
+                        _ => break,
+                    }
+                    log.entries.remove(&seq);
+                    log.trimmed = seq;
+                    deleted += 1;
+                }
+                Ok(deleted)
+            })
+            .await
+    }
 }

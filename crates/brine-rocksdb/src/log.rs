@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use brine_store::model::{LogEntry, LogObject, Operation};
+use brine_store::model::{LogEntry, LogObject, Operation, Timestamp};
 use brine_store::{rules, validate_checkpoint_name, EventBatch, EventFilter, EventLog, Position, Result, StoreError};
 
 use crate::cf::Cf;
@@ -58,14 +58,9 @@ impl EventLog for RocksEventLog {
     }
 
     async fn oldest(&self) -> Result<u64> {
-        let seqs = self.0.published()?;
-        let db = self.0.db()?;
-        let mut it = self.0.iter(&db, Cf::Events, &[], None)?;
-        it.seek_to_first();
-        match it.key() {
-            Some(k) => Ok(decode_seq(k)?),
-            None => Ok(seqs.log_head + 1),
-        }
+        // The log is gap-free above what retention trimmed (`brine db check` verifies it),
+        // so the oldest entry is the one after the trimmed point, or head + 1 when empty.
+        Ok(self.0.published()?.log_trimmed + 1)
     }
 
     async fn append(&self, kind: &str, data: &str) -> Result<u64> {
@@ -110,11 +105,31 @@ impl EventLog for RocksEventLog {
         txn.delete(Cf::Checkpoints, name.as_bytes().to_vec())?;
         txn.commit().await
     }
-}
 
-fn decode_seq(key: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| corrupt_key(Cf::Events, key, "not an 8-byte sequence number"))?;
-    Ok(u64::from_be_bytes(bytes))
+    async fn trim(&self, up_to: u64, before: Timestamp, max: usize) -> Result<u64> {
+        rules::check_limit(max)?;
+        let mut txn = self.0.begin().await?;
+        let mut deleted = 0;
+        while deleted < max as u64 {
+            let seq = txn.seqs.log_trimmed + 1;
+            if seq > txn.seqs.log_head {
+                break;
+            }
+            let key = log_key(seq);
+            let entry: LogEntry = txn
+                .get(Cf::Events, &key)?
+                .ok_or_else(|| corrupt_key(Cf::Events, &key, "entry missing below the head"))?;
+            if !rules::may_trim(seq, entry.timestamp, up_to, before) {
+                break;
+            }
+            txn.delete(Cf::Events, key)?;
+            txn.seqs.log_trimmed = seq;
+            deleted += 1;
+        }
+        // The deletes and the new trimmed point commit together.
+        txn.commit().await?;
+        Ok(deleted)
+    }
 }
 
 pub(crate) fn corrupt_key(cf: Cf, key: &[u8], reason: &str) -> StoreError {

@@ -1,7 +1,7 @@
 //! The event log: every change in commit order, read by watchers from a position.
 
 use async_trait::async_trait;
-use brine_model::{validate_name, LogEntry, ObjectType, Operation, MAX_ID_LEN};
+use brine_model::{validate_name, LogEntry, ObjectType, Operation, Timestamp, MAX_ID_LEN};
 
 use crate::{Result, StoreError};
 
@@ -106,4 +106,12 @@ pub trait EventLog: Send + Sync {
 
     /// Forgets the checkpoint of `name` (no error if there is none).
     async fn delete_checkpoint(&self, name: &str) -> Result<()>;
+
+    /// Retention: deletes, oldest first, at most `max` entries whose sequence number is
+    /// at or below `up_to` and whose timestamp is before `before` (see
+    /// [`rules::may_trim`](crate::rules::may_trim)), stopping at the first entry that may
+    /// not go, in one atomic write. Returns how many were deleted. Reads of a deleted
+    /// position then fail with `Compacted`; the head and later sequence numbers do not
+    /// change.
+    async fn trim(&self, up_to: u64, before: Timestamp, max: usize) -> Result<u64>;
 }

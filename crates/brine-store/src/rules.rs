@@ -204,6 +204,14 @@ pub fn check_queue(queue: &str) -> Result<()> {
     Ok(validate_queue(queue)?)
 }
 
+/// Whether retention may delete log entry `seq`, committed at `timestamp`: every
+/// durable watcher has handled it (`seq <= up_to`) and it is older than the cut-off
+/// (`timestamp < before`). Retention deletes a prefix of the log and stops at the first
+/// entry this refuses, so the log stays gap-free above its oldest entry.
+pub fn may_trim(seq: u64, timestamp: brine_model::Timestamp, up_to: u64, before: brine_model::Timestamp) -> bool {
+    seq <= up_to && timestamp < before
+}
+
 /// Checks a page size.
 pub fn check_limit(limit: usize) -> Result<()> {
     if limit == 0 {

@@ -1,0 +1,440 @@
+//! One watcher: its delivery loop, retries, checkpoints, stop/start/seek and stats.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brine_store::model::LogEntry;
+use brine_store::{validate_checkpoint_name, EventLog, Position, StoreError};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::options::{OnCompacted, OnRetriesExhausted, WatcherOptions};
+use crate::{HandlerError, WatchError};
+
+/// How many skipped ranges the stats remember.
+const SKIPPED_KEPT: usize = 16;
+
+/// Receives a watcher's entries, in sequence order, one batch per call.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles `entries`; an error makes the watcher retry the same batch.
+    async fn handle(&self, entries: &[LogEntry]) -> Result<(), HandlerError>;
+}
+
+/// Whether a watcher's loop is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatcherState {
+    /// Not started, or stopped.
+    Stopped,
+    /// Delivering or waiting for entries.
+    Running,
+    /// Stopped on an error (shown).
+    Failed(String),
+}
+
+/// A batch the watcher skipped after its retries ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRange {
+    /// First sequence number of the batch.
+    pub first: u64,
+    /// Last sequence number of the batch.
+    pub last: u64,
+    /// The handler's last error.
+    pub error: String,
+}
+
+/// What a watcher has done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Everything at or below this sequence number is handled (or filtered out, or
+    /// skipped); 0 before the first entry.
+    pub last_handled: u64,
+    /// The log's head when the stats were taken.
+    pub head: u64,
+    /// `head - last_handled`.
+    pub lag: u64,
+    /// Batches handled.
+    pub batches: u64,
+    /// Entries delivered to the handler and handled.
+    pub delivered: u64,
+    /// Failed handler calls that were retried.
+    pub retries: u64,
+    /// Entries skipped after retries ran out.
+    pub skipped: u64,
+    /// The most recent skipped batches (at most 16).
+    pub skipped_ranges: Vec<SkippedRange>,
+    /// Times the watcher restarted from the oldest entry after its position was deleted.
+    pub compacted_restarts: u64,
+    /// The loop's state.
+    pub state: WatcherState,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// Where the next read starts.
+    position: Option<Position>,
+    last_handled: u64,
+    head: u64,
+    batches: u64,
+    delivered: u64,
+    retries: u64,
+    skipped: u64,
+    skipped_ranges: VecDeque<SkippedRange>,
+    compacted_restarts: u64,
+    /// A seek asked for while running, applied before the next read.
+    pending_seek: Option<Position>,
+}
+
+struct Shared {
+    name: String,
+    log: Arc<dyn EventLog>,
+    handler: Arc<dyn Handler>,
+    options: WatcherOptions,
+    progress: Mutex<Progress>,
+    state: Mutex<WatcherState>,
+    stop: watch::Sender<bool>,
+    wake: Notify,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The sequence number a position starts after, where it is known without the store.
+fn after_of(position: Position) -> Option<u64> {
+    match position {
+        Position::After(n) => Some(n),
+        Position::At(n) => Some(n.saturating_sub(1)),
+        Position::TrimHorizon | Position::Latest => None,
+    }
+}
+
+/// A named follower of one event log. Cheap to clone; clones control the same watcher.
+#[derive(Clone)]
+pub struct Watcher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").field("name", &self.shared.name).field("state", &self.state()).finish()
+    }
+}
+
+enum Delivery {
+    Handled,
+    /// Skipped after the retries ran out, with the handler's last error.
+    Skipped(String),
+    StopRequested,
+}
+
+impl Watcher {
+    /// Creates a stopped watcher. A durable watcher resumes after its checkpoint when it
+    /// has one; otherwise (and always when ephemeral) it starts at `options.start`, with
+    /// `Latest` meaning the head at creation. Options are validated first.
+    pub async fn new(
+        name: &str,
+        log: Arc<dyn EventLog>,
+        handler: Arc<dyn Handler>,
+        options: WatcherOptions,
+    ) -> Result<Watcher, WatchError> {
+        options.validate()?;
+        validate_checkpoint_name(name).map_err(|source| WatchError::InvalidName { name: name.to_owned(), source })?;
+        let checkpoint = if options.ephemeral { 0 } else { log.get_checkpoint(name).await? };
+        let (position, last_handled) = if checkpoint > 0 {
+            (Position::After(checkpoint), checkpoint)
+        } else {
+            match options.start {
+                Position::Latest => {
+                    let head = log.head().await?;
+                    (Position::After(head), head)
+                }
+                p => (p, after_of(p).unwrap_or(0)),
+            }
+        };
+        let progress = Progress { position: Some(position), last_handled, ..Progress::default() };
+        Ok(Watcher {
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                log,
+                handler,
+                options,
+                progress: Mutex::new(progress),
+                state: Mutex::new(WatcherState::Stopped),
+                stop: watch::channel(false).0,
+                wake: Notify::new(),
+                task: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The watcher's name (also its checkpoint's name).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether it keeps no checkpoint.
+    pub fn is_ephemeral(&self) -> bool {
+        self.shared.options.ephemeral
+    }
+
+    /// The loop's state.
+    pub fn state(&self) -> WatcherState {
+        lock(&self.shared.state).clone()
+    }
+
+    /// Starts delivering on the current tokio runtime.
+    pub fn start(&self) -> Result<(), WatchError> {
+        let mut task = lock(&self.shared.task);
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Err(WatchError::AlreadyRunning { name: self.shared.name.clone() });
+        }
+        self.shared.stop.send_replace(false);
+        *lock(&self.shared.state) = WatcherState::Running;
+        let shared = Arc::clone(&self.shared);
+        *task = Some(tokio::spawn(async move { run(shared).await }));
+        Ok(())
+    }
+
+    /// Asks the loop to stop and waits until it has: a handler call in progress is
+    /// allowed to finish (and its batch is checkpointed); waits between retries and for
+    /// new entries end at once.
+    pub async fn stop(&self) -> Result<(), WatchError> {
+        self.stop_within(Duration::MAX).await
+    }
+
+    /// Like [`stop`](Self::stop), but gives up after `deadline` with `Timeout` (the loop
+    /// still stops once its handler returns).
+    pub async fn stop_within(&self, deadline: Duration) -> Result<(), WatchError> {
+        self.request_stop();
+        self.join(deadline).await.map_err(|()| WatchError::Timeout { names: vec![self.shared.name.clone()], deadline })
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.shared.stop.send_replace(true);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits up to `deadline` for the loop to end; `Err(())` on timeout.
+    pub(crate) async fn join(&self, deadline: Duration) -> Result<(), ()> {
+        let Some(mut handle) = lock(&self.shared.task).take() else { return Ok(()) };
+        let outcome = if deadline == Duration::MAX {
+            Ok((&mut handle).await)
+        } else {
+            tokio::time::timeout(deadline, &mut handle).await
+        };
+        match outcome {
+            Ok(joined) => {
+                let mut state = lock(&self.shared.state);
+                if let Err(e) = joined {
+                    *state = WatcherState::Failed(format!("the watcher task ended abnormally: {e}"));
+                } else if *state == WatcherState::Running {
+                    *state = WatcherState::Stopped;
+                }
+                Ok(())
+            }
+            Err(_) => {
+                *lock(&self.shared.task) = Some(handle);
+                Err(())
+            }
+        }
+    }
+
+    /// Moves the watcher: the next batch starts at `position` (`Latest`: the current
+    /// head). A durable watcher records the move as its checkpoint. While running, the
+    /// move happens before the next read.
+    pub async fn seek(&self, position: Position) -> Result<(), WatchError> {
+        if let Position::At(0) = position {
+            return Err(WatchError::InvalidOption {
+                field: "position",
+                reason: "At(0): sequence numbers start at 1".into(),
+            });
+        }
+        let position = match position {
+            Position::Latest => Position::After(self.shared.log.head().await?),
+            p => p,
+        };
+        let after = match after_of(position) {
+            Some(n) => n,
+            None => self.shared.log.oldest().await?.saturating_sub(1),
+        };
+        let head = self.shared.log.head().await?;
+        if after > head {
+            return Err(StoreError::CheckpointBeyondHead { name: self.shared.name.clone(), seq: after, head }.into());
+        }
+        if !self.shared.options.ephemeral {
+            self.shared.log.checkpoint(&self.shared.name, after).await?;
+        }
+        let running = self.state() == WatcherState::Running;
+        let mut p = lock(&self.shared.progress);
+        if running {
+            p.pending_seek = Some(position);
+            drop(p);
+            self.shared.wake.notify_one();
+        } else {
+            p.position = Some(position);
+            p.last_handled = after;
+        }
+        Ok(())
+    }
+
+    /// Records `seq` as handled (for handlers that checkpoint inside a batch).
+    pub async fn checkpoint(&self, seq: u64) -> Result<(), WatchError> {
+        if self.shared.options.ephemeral {
+            return Err(WatchError::Ephemeral { name: self.shared.name.clone() });
+        }
+        Ok(self.shared.log.checkpoint(&self.shared.name, seq).await?)
+    }
+
+    /// What the watcher has done, with the lag to the log's current head.
+    pub async fn stats(&self) -> WatchStats {
+        let fresh_head = self.shared.log.head().await.ok();
+        let p = lock(&self.shared.progress);
+        let head = fresh_head.unwrap_or(p.head).max(p.head);
+        WatchStats {
+            last_handled: p.last_handled,
+            head,
+            lag: head.saturating_sub(p.last_handled),
+            batches: p.batches,
+            delivered: p.delivered,
+            retries: p.retries,
+            skipped: p.skipped,
+            skipped_ranges: p.skipped_ranges.iter().cloned().collect(),
+            compacted_restarts: p.compacted_restarts,
+            state: self.state(),
+        }
+    }
+}
+
+/// Whether stop was asked for.
+fn stopping(shared: &Shared) -> bool {
+    *shared.stop.borrow()
+}
+
+fn fail(shared: &Shared, error: WatchError) {
+    *lock(&shared.state) = WatcherState::Failed(error.to_string());
+}
+
+async fn run(shared: Arc<Shared>) {
+    if let Err(e) = deliver_loop(&shared).await {
+        fail(&shared, e);
+    } else {
+        let mut state = lock(&shared.state);
+        if *state == WatcherState::Running {
+            *state = WatcherState::Stopped;
+        }
+    }
+}
+
+async fn record_progress(shared: &Shared, after: u64) -> Result<(), WatchError> {
+    if !shared.options.ephemeral {
+        shared.log.checkpoint(&shared.name, after).await?;
+    }
+    let mut p = lock(&shared.progress);
+    p.position = Some(Position::After(after));
+    p.last_handled = after;
+    Ok(())
+}
+
+async fn deliver_loop(shared: &Shared) -> Result<(), WatchError> {
+    let stopped = |source: StoreError| WatchError::Stopped { name: shared.name.clone(), source };
+    let mut stop_rx = shared.stop.subscribe();
+    loop {
+        if stopping(shared) {
+            return Ok(());
+        }
+        let position = {
+            let mut p = lock(&shared.progress);
+            if let Some(seek) = p.pending_seek.take() {
+                p.position = Some(seek);
+                p.last_handled = after_of(seek).unwrap_or(p.last_handled);
+            }
+            p.position.unwrap_or(Position::TrimHorizon)
+        };
+        let batch = match shared.log.get_events(position, shared.options.batch_size, &shared.options.filter).await {
+            Ok(batch) => batch,
+            Err(StoreError::Compacted { requested, oldest }) => match shared.options.on_compacted {
+                OnCompacted::RestartFromOldest => {
+                    let mut p = lock(&shared.progress);
+                    p.position = Some(Position::TrimHorizon);
+                    p.compacted_restarts += 1;
+                    continue;
+                }
+                OnCompacted::Stop => return Err(stopped(StoreError::Compacted { requested, oldest })),
+            },
+            Err(e) => return Err(stopped(e)),
+        };
+        let after = batch.next_after();
+        lock(&shared.progress).head = batch.head;
+        if batch.entries.is_empty() {
+            if after_of(position).is_none_or(|before| after > before) {
+                // Entries were passed over by the filter (or the start was resolved).
+                record_progress(shared, after).await.map_err(|e| match e {
+                    WatchError::Store(s) => stopped(s),
+                    other => other,
+                })?;
+                continue;
+            }
+            tokio::select! {
+                waited = shared.log.wait_for(after) => {
+                    let head = waited.map_err(stopped)?;
+                    lock(&shared.progress).head = head;
+                }
+                _ = stop_rx.changed() => {}
+                () = shared.wake.notified() => {}
+            }
+            continue;
+        }
+        let (first, last) = (batch.entries[0].seq, batch.entries[batch.entries.len() - 1].seq);
+        match deliver(shared, &batch.entries, &mut stop_rx).await {
+            Delivery::StopRequested => return Ok(()),
+            Delivery::Handled => {
+                let mut p = lock(&shared.progress);
+                p.batches += 1;
+                p.delivered += batch.entries.len() as u64;
+            }
+            Delivery::Skipped(error) => {
+                let mut p = lock(&shared.progress);
+                p.skipped += batch.entries.len() as u64;
+                p.skipped_ranges.push_back(SkippedRange { first, last, error });
+                while p.skipped_ranges.len() > SKIPPED_KEPT {
+                    p.skipped_ranges.pop_front();
+                }
+            }
+        }
+        record_progress(shared, after).await.map_err(|e| match e {
+            WatchError::Store(s) => stopped(s),
+            other => other,
+        })?;
+    }
+}
+
+/// Calls the handler until it succeeds, retrying with exponential backoff; after
+/// `max_retries` retries, blocks (keeps retrying at the maximum backoff) or skips.
+async fn deliver(shared: &Shared, entries: &[LogEntry], stop_rx: &mut watch::Receiver<bool>) -> Delivery {
+    let options = &shared.options;
+    let mut backoff = options.initial_backoff;
+    let mut failures: u32 = 0;
+    loop {
+        let error = match shared.handler.handle(entries).await {
+            Ok(()) => return Delivery::Handled,
+            Err(e) => e.to_string(),
+        };
+        failures = failures.saturating_add(1);
+        if failures > options.max_retries && options.on_retries_exhausted == OnRetriesExhausted::Skip {
+            return Delivery::Skipped(error);
+        }
+        lock(&shared.progress).retries += 1;
+        if stopping(shared) {
+            return Delivery::StopRequested;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop_rx.changed() => return Delivery::StopRequested,
+        }
+        backoff = backoff.saturating_mul(2).min(options.max_backoff);
+    }
+}
