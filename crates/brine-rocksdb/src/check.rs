@@ -85,19 +85,13 @@ impl Checker<'_> {
         cf: Cf,
         mut visit: impl FnMut(&mut Self, &[u8], T) -> Result<()>,
     ) -> Result<()> {
-        let db = self.engine.db()?;
-        let mut it = self.engine.iter(&db, cf, &[], None)?;
-        it.seek_to_first();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            self.report.keys_checked += 1;
-            match decode::<T>(cf, k, v) {
-                Ok(value) => visit(self, k, value)?,
-                Err(e) => self.problem(cf, k, format!("value does not decode: {}", reason(&e))),
+        self.each_key(cf, |c, k, v| match decode::<T>(cf, k, v) {
+            Ok(value) => visit(c, k, value),
+            Err(e) => {
+                c.problem(cf, k, format!("value does not decode: {}", reason(&e)));
+                Ok(())
             }
-            it.next();
-        }
-        it.status().map_err(|e| StoreError::backend("check", e))
+        })
     }
 
     /// Iterates an index family's keys.

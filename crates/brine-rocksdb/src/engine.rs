@@ -284,6 +284,13 @@ impl Engine {
         raw.map(|bytes| decode(cf, key, &bytes)).transpose()
     }
 
+    /// Whether `key` exists in `cf`, without decoding its value.
+    pub(crate) fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        let db = self.db()?;
+        let found = db.get_pinned_cf(self.cf(&db, cf)?, key).map_err(|e| engine_err("read", e))?.is_some();
+        Ok(found)
+    }
+
     /// Reads and decodes one value, `NotFound` when absent.
     pub(crate) fn get_required<T: DeserializeOwned>(
         &self,

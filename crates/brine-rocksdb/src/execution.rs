@@ -125,9 +125,14 @@ pub(crate) fn read_indexed(engine: &Engine, index: Cf, prefix: &[u8]) -> Result<
         ids.push(k[prefix.len()..].to_vec());
         Ok(true)
     })?;
+    fetch_records(engine, ids)
+}
+
+/// Reads the executions with these ids, in order. An id whose record a concurrent
+/// delete removed after the index scan is skipped.
+fn fetch_records(engine: &Engine, ids: Vec<Vec<u8>>) -> Result<Vec<Execution>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        // An entry whose record a concurrent delete removed after the scan is skipped.
         if let Some(e) = engine.get_value::<Execution>(Cf::Executions, &id)? {
             out.push(e);
         }
@@ -226,13 +231,8 @@ impl ExecutionStore for RocksExecutionStore {
             it.next();
         }
         it.status().map_err(|e| StoreError::backend("scan the state index", e))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = self.engine.get_value::<Execution>(Cf::Executions, &id)? {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        drop(it);
+        fetch_records(&self.engine, ids)
     }
 
     async fn get_execution_count(&self, state: ExecutionState) -> Result<u64> {
@@ -254,12 +254,13 @@ impl ExecutionStore for RocksExecutionStore {
     }
 
     async fn get_execution_events(&self, id: &ExecutionId) -> Result<Vec<Event>> {
-        if self.engine.get_value::<Execution>(Cf::Executions, &exec_key(id))?.is_none() {
+        if !self.engine.contains(Cf::Executions, &exec_key(id))? {
             return Err(not_found(id));
         }
+        let prefix = events_prefix(id);
         let mut out = Vec::new();
-        self.engine.scan_prefix(Cf::ExecutionEvents, &events_prefix(id), |k, v| {
-            if k.len() != events_prefix(id).len() + 8 {
+        self.engine.scan_prefix(Cf::ExecutionEvents, &prefix, |k, v| {
+            if k.len() != prefix.len() + 8 {
                 return Err(corrupt_key(Cf::ExecutionEvents, k, "not execution id + sequence number"));
             }
             out.push(decode(Cf::ExecutionEvents, k, v)?);
