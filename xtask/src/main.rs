@@ -5,6 +5,7 @@
 //! - `demo`: builds and runs the demo (the README's demo command);
 //! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
+//! - `bench-recovery`: recovery over 1 000 000 executions on RocksDB (time, peak RSS);
 //! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
 //!   `cargo test`).
 //!
@@ -120,8 +121,16 @@ fn bench_watch(args: &[String]) -> Result<(), String> {
     )
 }
 
+fn bench_recovery(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    run(
+        "brine-bench recovery (release build)",
+        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", "recovery", "--"]).args(args),
+    )
+}
+
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -131,6 +140,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("bench-watch") => bench_watch(&args[1..]),
+        Some("bench-recovery") => bench_recovery(&args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
         _ => Err(usage().to_owned()),
     };

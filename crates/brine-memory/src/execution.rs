@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
 use brine_store::{
-    rules, Clock, EventLog, ExecutionStore, ExecutionTx, ObjectKind, Result, StoreError, SystemClock,
+    rules, Clock, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError, SystemClock,
     UpdateExecutionRequest,
 };
 use imbl::{OrdMap, OrdSet, Vector};
@@ -47,7 +47,8 @@ impl ExecTables {
             }
         }
         self.by_state[slot(e.state())].remove(&e.id);
-        self.counts[slot(e.state())] -= 1;
+        // A counter already at 0 is wrong (a repair sets it right); it stays at 0.
+        self.counts[slot(e.state())] = self.counts[slot(e.state())].saturating_sub(1);
     }
 
     fn collect(&self, ids: impl Iterator<Item = ExecutionId>) -> Vec<Execution> {
@@ -108,6 +109,64 @@ fn delete(s: &mut State, id: &ExecutionId, now: Timestamp) -> Result<()> {
     Ok(())
 }
 
+/// Puts the indexes, counters and history right against the records (see
+/// [`brine_store::RepairReport`]).
+fn repair(t: &mut ExecTables) -> RepairReport {
+    let mut report = RepairReport::default();
+    let records: Vec<Arc<Execution>> = t.executions.values().cloned().collect();
+    report.keys_scanned += records.len() as u64;
+    for e in &records {
+        if !t.by_job.get(&e.job_id).is_some_and(|set| set.contains(&e.id)) {
+            t.by_job.entry(e.job_id.clone()).or_default().insert(e.id.clone());
+            report.missing_index_entries += 1;
+        }
+        if !t.by_state[slot(e.state())].contains(&e.id) {
+            t.by_state[slot(e.state())].insert(e.id.clone());
+            report.missing_index_entries += 1;
+        }
+    }
+    let by_job: Vec<(JobId, ExecutionId)> =
+        t.by_job.iter().flat_map(|(job, ids)| ids.iter().map(move |id| (job.clone(), id.clone()))).collect();
+    report.keys_scanned += by_job.len() as u64;
+    for (job, id) in by_job {
+        if t.executions.get(&id).is_none_or(|e| e.job_id != job) {
+            if let Some(set) = t.by_job.get_mut(&job) {
+                set.remove(&id);
+                if set.is_empty() {
+                    t.by_job.remove(&job);
+                }
+            }
+            report.orphan_index_entries += 1;
+        }
+    }
+    for state in ExecutionState::ALL {
+        let ids: Vec<ExecutionId> = t.by_state[slot(state)].iter().cloned().collect();
+        report.keys_scanned += ids.len() as u64;
+        for id in ids {
+            if t.executions.get(&id).is_none_or(|e| e.state() != state) {
+                t.by_state[slot(state)].remove(&id);
+                report.orphan_index_entries += 1;
+            }
+        }
+    }
+    let histories: Vec<(ExecutionId, usize)> = t.events.iter().map(|(id, v)| (id.clone(), v.len())).collect();
+    report.keys_scanned += histories.len() as u64;
+    for (id, n) in histories {
+        if !t.executions.contains_key(&id) {
+            t.events.remove(&id);
+            report.orphan_history_events += n as u64;
+        }
+    }
+    for state in ExecutionState::ALL {
+        let indexed = t.by_state[slot(state)].len() as u64;
+        if t.counts[slot(state)] != indexed {
+            t.counts[slot(state)] = indexed;
+            report.counters_fixed += 1;
+        }
+    }
+    report
+}
+
 /// The execution store of a compute node, in memory.
 #[derive(Clone)]
 pub struct MemExecutionStore {
@@ -129,6 +188,39 @@ impl MemExecutionStore {
     /// An empty store that takes its timestamps from `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         MemExecutionStore { db: Db::new(clock) }
+    }
+
+    /// Writes `fault` straight into the tables, bypassing every rule: for tests of
+    /// check and repair.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject(&self, fault: brine_store::Fault) -> Result<()> {
+        use brine_store::Fault;
+        let mut tx = self.db.begin().await?;
+        let t = &mut tx.state.tables;
+        match fault {
+            Fault::DropStateIndexEntry(id) => {
+                let state = t.get(&id)?.state();
+                t.by_state[slot(state)].remove(&id);
+            }
+            Fault::DropJobIndexEntry(id) => {
+                let job = t.get(&id)?.job_id.clone();
+                if let Some(set) = t.by_job.get_mut(&job) {
+                    set.remove(&id);
+                }
+            }
+            Fault::OrphanStateIndexEntry(state, id) => {
+                t.by_state[slot(state)].insert(id);
+            }
+            Fault::OrphanJobIndexEntry(job, id) => {
+                t.by_job.entry(job).or_default().insert(id);
+            }
+            Fault::OrphanHistory(id, events) => {
+                t.events.entry(id).or_default().extend(events);
+            }
+            Fault::SetCounter(state, n) => t.counts[slot(state)] = n,
+            other => return Err(StoreError::Unsupported { what: format!("injecting {other:?}") }),
+        }
+        tx.commit()
     }
 }
 
@@ -208,6 +300,23 @@ impl ExecutionStore for MemExecutionStore {
 
     fn event_log(&self) -> Arc<dyn EventLog> {
         Arc::new(MemEventLog(Arc::clone(&self.db)))
+    }
+
+    async fn repair(&self, dry_run: bool) -> Result<RepairReport> {
+        let mut tx = self.db.begin().await?;
+        let report = repair(&mut tx.state.tables);
+        if !dry_run && report.repaired() > 0 {
+            tx.commit()?;
+        }
+        Ok(report)
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.db.read().map(|_| ())
+    }
+
+    fn unclean_shutdown(&self) -> bool {
+        false
     }
 
     async fn close(&self) -> Result<()> {

@@ -49,6 +49,8 @@ pub(crate) mod meta {
     pub const HISTORY_SEQ: &[u8] = b"history_seq";
     /// Prefix of the per-state counters: `count/` then the state code byte (`u64`).
     pub const COUNT_PREFIX: &[u8] = b"count/";
+    /// `1` while a process has the store open, `0` after a clean close (`u64`).
+    pub const OPEN: &[u8] = b"open";
 }
 
 /// The store's sequences and counters: authoritative under the commit lock, published
@@ -91,6 +93,11 @@ pub(crate) struct Engine {
     poisoned: Mutex<Option<String>>,
     durability: Durability,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The previous session ended without a clean close.
+    pub(crate) unclean_shutdown: bool,
+    /// A repair ran in this session (after which a clean close clears the marker even
+    /// when the previous session was unclean).
+    pub(crate) repaired: AtomicBool,
     /// Makes the next WAL sync fail (tests of poisoning).
     #[cfg(test)]
     fail_next_sync: AtomicBool,
@@ -118,6 +125,9 @@ pub fn db_options() -> Options {
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(4);
     opts.set_bytes_per_sync(1 << 20);
+    // One memtable budget for all families together, so memory stays bounded however
+    // many families a workload writes to.
+    opts.set_db_write_buffer_size(64 << 20);
     opts
 }
 
@@ -176,11 +186,15 @@ impl Engine {
             poisoned: Mutex::new(None),
             durability: options.durability,
             clock: Arc::clone(&options.clock),
+            unclean_shutdown: false,
+            repaired: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
         };
         let mut engine = engine;
         let seqs = engine.initialize(options, exists)?;
+        engine.unclean_shutdown =
+            engine.mark_open().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
         engine.head.send_replace(seqs.log_head);
         engine.published = RwLock::new(seqs.clone());
         engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
@@ -230,6 +244,23 @@ impl Engine {
             }
         }
         self.load_seqs().map_err(store_err)
+    }
+
+    /// Records (durably) that the store is open, returning whether the previous session
+    /// left it marked open: it ended without a clean close.
+    fn mark_open(&self) -> Result<bool> {
+        let previous: Option<u64> = self.get_value(Cf::Meta, meta::OPEN)?;
+        self.write_open_marker(1)?;
+        Ok(previous == Some(1))
+    }
+
+    fn write_open_marker(&self, value: u64) -> Result<()> {
+        let db = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(&db, Cf::Meta)?, meta::OPEN, encode(&value));
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch, &wo).map_err(|e| engine_err("write the open marker", e))
     }
 
     fn has_any_data(&self) -> Result<bool> {
@@ -430,7 +461,7 @@ impl Engine {
         }
     }
 
-    /// Closes the store: syncs the WAL, releases the database (and its lock file once
+    /// Closes the store: flushes the memtables, syncs the WAL, releases the database (and its lock file once
     /// in-flight reads finish), wakes every waiter.
     pub(crate) async fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
@@ -438,15 +469,32 @@ impl Engine {
         }
         // Wait for a writer in progress to finish, then take the database away.
         let _guard = self.writer.lock().await;
+        // The marker stays set when this session did not close cleanly (a failed sync
+        // poisoned it) or when the previous one did not and no repair has run since, so
+        // the next recovery still knows to scan.
+        let poisoned = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some();
+        let pending = self.unclean_shutdown && !self.repaired.load(Ordering::Acquire);
+        let marked = if poisoned || pending { Ok(()) } else { self.write_open_marker(0) };
         let db = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         self.head.send_modify(|_| {});
         self.group.done.notify_waiters();
         if let Some(db) = db {
-            let flushed = db.flush_wal(true);
-            drop(db);
-            flushed.map_err(|e| engine_err("sync on close", e))?;
+            // Flushing the memtables leaves nothing in the WAL to replay, so the next
+            // open is quick however much was written; it can take a while, so it runs
+            // off the async workers.
+            let kind = self.kind;
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                for cf in kind.families() {
+                    if let Some(handle) = db.cf_handle(cf.name()) {
+                        db.flush_cf(handle).map_err(|e| engine_err("flush on close", e))?;
+                    }
+                }
+                db.flush_wal(true).map_err(|e| engine_err("sync on close", e))
+            })
+            .await
+            .map_err(|e| StoreError::backend("close", e))??;
         }
-        Ok(())
+        marked
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {

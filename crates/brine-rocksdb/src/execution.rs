@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use brine_store::keys::KeyBuilder;
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
 use brine_store::{
-    rules, EventLog, ExecutionStore, ExecutionTx, ObjectKind, Result, StoreError, UpdateExecutionRequest,
+    rules, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError, UpdateExecutionRequest,
 };
 
 use crate::cf::{Cf, StoreKind};
@@ -174,6 +174,13 @@ impl RocksExecutionStore {
         &self.engine
     }
 
+    /// Writes `fault` straight into the families, bypassing every rule: for tests of
+    /// check and repair.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject(&self, fault: brine_store::Fault) -> Result<()> {
+        crate::repair::inject(&self.engine, fault).await
+    }
+
     /// Checks the store's consistency (see [`crate::check`]) on a blocking thread.
     pub async fn check(&self) -> Result<crate::check::CheckReport> {
         let engine = Arc::clone(&self.engine);
@@ -290,6 +297,18 @@ impl ExecutionStore for RocksExecutionStore {
 
     fn event_log(&self) -> Arc<dyn EventLog> {
         Arc::new(RocksEventLog(Arc::clone(&self.engine)))
+    }
+
+    async fn repair(&self, dry_run: bool) -> Result<RepairReport> {
+        crate::repair::repair(&self.engine, dry_run).await
+    }
+
+    async fn compact(&self) -> Result<()> {
+        crate::repair::compact(&self.engine).await
+    }
+
+    fn unclean_shutdown(&self) -> bool {
+        self.engine.unclean_shutdown
     }
 
     async fn close(&self) -> Result<()> {

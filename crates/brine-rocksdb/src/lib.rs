@@ -27,6 +27,7 @@ mod engine;
 mod execution;
 mod job;
 mod log;
+mod repair;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -212,6 +212,12 @@ pub enum StoreError {
         /// The original failure.
         reason: String,
     },
+    /// The backend cannot do this (a fault it cannot represent, say).
+    #[error("not supported by this backend: {what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+    },
     /// The storage engine failed.
     #[error("{context}: {source}")]
     Backend {

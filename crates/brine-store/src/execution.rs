@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use brine_model::{Event, Execution, ExecutionId, ExecutionState, JobId};
 
-use crate::{EventLog, Result, UpdateExecutionRequest};
+use crate::{EventLog, RepairReport, Result, UpdateExecutionRequest};
 
 /// Executions of a compute node, their history events, indexes by job and state,
 /// per-state counters, and the event log.
@@ -65,6 +65,23 @@ pub trait ExecutionStore: Send + Sync {
 
     /// The store's event log.
     fn event_log(&self) -> Arc<dyn EventLog>;
+
+    /// Finds where the derived data (indexes, counters, history) disagrees with the
+    /// records and, unless `dry_run`, puts it right (see [`crate::RepairReport`] for
+    /// what is repaired and how). Streams in bounded batches, so memory does not grow
+    /// with the store; each batch of fixes commits atomically, and writers may run
+    /// between batches.
+    async fn repair(&self, dry_run: bool) -> Result<RepairReport>;
+
+    /// Compacts the execution data (RocksDB `compact_range` over the execution
+    /// families), reclaiming the space of deleted records. Backends with nothing to
+    /// compact return at once.
+    async fn compact(&self) -> Result<()>;
+
+    /// Whether the previous session of this store ended without [`ExecutionStore::close`]
+    /// (a crash or a kill) and no repair has run since. Recovery runs a repair scan when
+    /// it did. Stores without persistence always answer `false`.
+    fn unclean_shutdown(&self) -> bool;
 
     /// Closes the store; idempotent. Later operations return `Closed`.
     async fn close(&self) -> Result<()>;

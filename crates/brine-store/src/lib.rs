@@ -20,6 +20,7 @@ mod execution;
 mod job;
 pub mod keys;
 mod log;
+mod maintenance;
 mod request;
 pub mod rules;
 mod selector;
@@ -30,6 +31,7 @@ pub use error::{AnyState, ObjectKind, Result, StateExpectation, StoreError};
 pub use execution::{ExecutionStore, ExecutionTx};
 pub use job::JobStore;
 pub use log::{validate_checkpoint_name, EventBatch, EventFilter, EventLog, Position};
+pub use maintenance::{Fault, RepairReport};
 pub use request::{
     Condition, ExecutionUpdate, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, JobSort, SortOrder,
     UpdateExecutionRequest, UpdateJobStateRequest,

@@ -1,0 +1,140 @@
+//! Recovery at scale on RocksDB (issue 5). Targets: open + recovery with the `seed`
+//! preset over 1 000 000 stored executions under 100 ms (counters, not a scan);
+//! `fail-live` over 100 000 live executions with peak RSS under 256 MiB. Also reported:
+//! the full cleanup scan over the 1 000 000 executions, as after an unclean shutdown.
+//!
+//! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) after the store is
+//! built and closed, so it covers only the open and the recovery.
+//!
+//! `cargo bench -p brine-bench --bench recovery -- [EXECUTIONS] [--json]` (or
+//! `cargo xtask bench-recovery`); EXECUTIONS defaults to 1 000 000, and the live store
+//! holds a tenth of that.
+
+use std::path::Path;
+use std::time::Instant;
+
+use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
+use brine_rocksdb::{OpenOptions, RocksExecutionStore};
+use brine_store::model::{ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
+use brine_store::ExecutionStore;
+
+fn open(path: &Path) -> RocksExecutionStore {
+    RocksExecutionStore::open(path, &OpenOptions::default()).expect("open")
+}
+
+/// Writes `n` executions, in transactions of 1000; `state` picks each one's state.
+async fn build(path: &Path, n: usize, state: impl Fn(usize) -> ExecutionState) {
+    let store = open(path);
+    let jobs: Vec<Job> = (0..4)
+        .map(|t| {
+            let mut job = Job::new(JobId::new(format!("j-{t}")).expect("id"), "bench job");
+            job.job_type = JobType::ALL[t];
+            job
+        })
+        .collect();
+    let mut i = 0;
+    while i < n {
+        let mut tx = store.begin_tx().await.expect("begin");
+        for _ in 0..1000.min(n - i) {
+            let mut job = jobs[i % 4].clone();
+            job.id = JobId::new(format!("j-{:07}", i / 10)).expect("id");
+            let mut e = Execution::new(ExecutionId::new(format!("e-{i:08}")).expect("id"), &job);
+            e.compute_state = ComputeState::new(state(i), "stored");
+            tx.create_execution(e, vec![]).await.expect("create");
+            i += 1;
+        }
+        tx.commit().await.expect("commit");
+    }
+    store.close().await.expect("close");
+}
+
+/// Resets the peak RSS the kernel tracks for this process.
+fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux 4.0+); elsewhere peak RSS is not reported.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS in MiB since the last reset, if the kernel reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+struct Run {
+    ms: f64,
+    rss: Option<f64>,
+    report: Report,
+}
+
+async fn open_and_recover(path: &Path, policy: &Policy, cleanup: Cleanup) -> Run {
+    reset_peak_rss();
+    let t = Instant::now();
+    let store = open(path);
+    let options = RecoveryOptions { cleanup, ..RecoveryOptions::default() };
+    let report = recover(&store, policy, &options).await.expect("recover");
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let rss = peak_rss_mib();
+    store.close().await.expect("close");
+    Run { ms, rss, report }
+}
+
+fn rss(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".into(), |m| format!("{m:.0} MiB"))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let live_n = n / 10;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.db");
+    let live = dir.path().join("live.db");
+
+    let t = Instant::now();
+    build(&big, n, |i| ExecutionState::ALL[i % 9]).await;
+    let build_s = t.elapsed().as_secs_f64();
+    build(&live, live_n, |i| ExecutionState::LIVE[i % 5]).await;
+
+    let seed = open_and_recover(&big, &Policy::seed(), Cleanup::Auto).await;
+    assert_eq!(seed.report.before.total(), n as u64);
+    let scan = open_and_recover(&big, &Policy::seed(), Cleanup::Always).await;
+    assert_eq!(scan.report.cleaned(), 0, "{}", scan.report);
+    let fail = open_and_recover(&live, &Policy::fail_live(), Cleanup::Auto).await;
+    assert_eq!(fail.report.changed(), live_n as u64, "{}", fail.report);
+    let rate = live_n as f64 / (fail.ms / 1000.0);
+    let keys = scan.report.cleanup.as_ref().map_or(0, |c| c.keys_scanned);
+
+    if json {
+        let opt = |r: Option<f64>| r.map_or_else(|| "null".into(), |m| format!("{m:.1}"));
+        println!(
+            r#"{{"executions":{n},"seed":{{"open_and_recover_ms":{:.2},"peak_rss_mib":{}}},"cleanup_scan":{{"ms":{:.0},"keys":{keys},"peak_rss_mib":{}}},"fail_live":{{"executions":{live_n},"ms":{:.0},"executions_per_s":{rate:.0},"peak_rss_mib":{}}}}}"#,
+            seed.ms,
+            opt(seed.rss),
+            scan.ms,
+            opt(scan.rss),
+            fail.ms,
+            opt(fail.rss)
+        );
+        return;
+    }
+    println!("Recovery on RocksDB ({n} executions written in {build_s:.0} s)");
+    println!(
+        "  seed preset, open + recovery over {n}: {:.2} ms (target < 100 ms), peak RSS {}",
+        seed.ms,
+        rss(seed.rss)
+    );
+    println!(
+        "  cleanup scan over {n} ({keys} keys, as after an unclean shutdown): {:.0} ms, peak RSS {}",
+        scan.ms,
+        rss(scan.rss)
+    );
+    println!(
+        "  fail-live over {live_n} live executions: {:.0} ms, {rate:.0} executions/s, peak RSS {} (target < 256 MiB)",
+        fail.ms,
+        rss(fail.rss)
+    );
+}

@@ -1,0 +1,343 @@
+//! Repair of a compute store's derived data against its records (see
+//! [`brine_store::RepairReport`]), and the fault-injection hook its tests use.
+//!
+//! A repair makes four passes: records (each has both index entries), the job index and
+//! the state index (each entry points at a record in that job or state), history (each
+//! key belongs to an existing execution), then counters. A pass reads the family in
+//! chunks on a blocking thread, outside the commit lock, and collects candidate fixes;
+//! each chunk's candidates are then checked again and fixed inside one write under the
+//! commit lock, so a writer running between chunks can never be undone by a stale fix.
+//! The counter pass holds the commit lock while it counts the state index. No fix
+//! writes an event-log entry: records are never changed.
+
+use std::sync::Arc;
+
+use brine_store::keys::KeyReader;
+use brine_store::model::{Execution, ExecutionId, ExecutionState};
+use brine_store::{RepairReport, Result, StoreError};
+
+use crate::cf::Cf;
+use crate::codec::decode;
+use crate::engine::{Engine, Txn};
+use crate::execution::{by_job_key, by_state_key, events_prefix, exec_key};
+
+/// Keys read per chunk.
+const CHUNK: usize = 1024;
+
+/// A fix found by a scan, checked again before it is made.
+enum Fix {
+    /// The execution may lack index entries.
+    AddIndex(ExecutionId),
+    /// This index entry may point at nothing, or at a record elsewhere.
+    RemoveIndex(Cf, Vec<u8>),
+    /// This execution may be missing while its history is stored.
+    RemoveHistory(ExecutionId),
+}
+
+/// What one chunk of a scan found.
+struct Chunk {
+    fixes: Vec<Fix>,
+    /// The last key read; `None` when the family is done.
+    last: Option<Vec<u8>>,
+    scanned: u64,
+    undecodable: u64,
+    /// Fixes a dry run counts (index entries, history events).
+    would_fix: u64,
+    /// How the state index's size per state would change, for a dry run's counter pass.
+    state_delta: [i64; 9],
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::backend("repair task", e))?
+}
+
+/// The execution id at the end of an index key, if the key parses.
+fn indexed_id(cf: Cf, key: &[u8]) -> Option<ExecutionId> {
+    let id = match cf {
+        Cf::IdxExecutionsByState => std::str::from_utf8(key.get(1..)?).ok()?.to_owned(),
+        _ => {
+            let mut r = KeyReader::new(key);
+            r.str().ok()?;
+            r.last_str().ok()?.to_owned()
+        }
+    };
+    ExecutionId::new(id).ok()
+}
+
+/// Whether index entry `key` of `cf` is the entry `record` should have.
+fn entry_matches(cf: Cf, key: &[u8], record: &Execution) -> bool {
+    match cf {
+        Cf::IdxExecutionsByState => key == by_state_key(record.state(), &record.id).as_slice(),
+        _ => key == by_job_key(&record.job_id, &record.id).as_slice(),
+    }
+}
+
+/// Reads up to [`CHUNK`] keys of `cf` after `after` and returns the candidate fixes.
+fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
+    let db = engine.db()?;
+    let mut it = engine.iter(&db, cf, &[], None)?;
+    match after {
+        Some(k) => {
+            it.seek(k);
+            if it.valid() && it.key() == Some(k) {
+                it.next();
+            }
+        }
+        None => it.seek_to_first(),
+    }
+    let mut chunk =
+        Chunk { fixes: Vec::new(), last: None, scanned: 0, undecodable: 0, would_fix: 0, state_delta: [0; 9] };
+    let mut history_of: Option<(String, bool)> = None;
+    while it.valid() && chunk.scanned < CHUNK as u64 {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+        chunk.scanned += 1;
+        chunk.last = Some(k.to_vec());
+        match cf {
+            Cf::Executions => match decode::<Execution>(cf, k, v) {
+                Ok(e) => {
+                    let by_job = engine.contains(Cf::IdxExecutionsByJobId, &by_job_key(&e.job_id, &e.id))?;
+                    let by_state = engine.contains(Cf::IdxExecutionsByState, &by_state_key(e.state(), &e.id))?;
+                    if !by_state {
+                        chunk.state_delta[usize::from(e.state().code())] += 1;
+                    }
+                    if !by_job || !by_state {
+                        chunk.would_fix += u64::from(!by_job) + u64::from(!by_state);
+                        chunk.fixes.push(Fix::AddIndex(e.id));
+                    }
+                }
+                Err(_) => chunk.undecodable += 1,
+            },
+            Cf::IdxExecutionsByJobId | Cf::IdxExecutionsByState => {
+                let stale = match indexed_id(cf, k) {
+                    None => true,
+                    Some(id) => match engine.get_value::<Execution>(Cf::Executions, &exec_key(&id)) {
+                        Ok(Some(record)) => !entry_matches(cf, k, &record),
+                        Ok(None) => true,
+                        // An undecodable record is counted by the records pass; its
+                        // index entries stay until an operator deals with it.
+                        Err(StoreError::Corrupt { .. }) => false,
+                        Err(e) => return Err(e),
+                    },
+                };
+                if stale {
+                    if let (Cf::IdxExecutionsByState, Some(&code)) = (cf, k.first()) {
+                        if let Some(slot) = chunk.state_delta.get_mut(usize::from(code)) {
+                            *slot -= 1;
+                        }
+                    }
+                    chunk.would_fix += 1;
+                    chunk.fixes.push(Fix::RemoveIndex(cf, k.to_vec()));
+                }
+            }
+            Cf::ExecutionEvents => {
+                let id = KeyReader::new(k).str().map(str::to_owned).unwrap_or_default();
+                let known = match &history_of {
+                    Some((last, exists)) if *last == id => *exists,
+                    _ => {
+                        let exists = engine.contains(Cf::Executions, id.as_bytes())?;
+                        history_of = Some((id.clone(), exists));
+                        if !exists {
+                            if let Ok(id) = ExecutionId::new(id) {
+                                chunk.fixes.push(Fix::RemoveHistory(id));
+                            }
+                        }
+                        exists
+                    }
+                };
+                if !known {
+                    chunk.would_fix += 1;
+                }
+            }
+            other => {
+                return Err(StoreError::Corrupt {
+                    cf: other.name().to_owned(),
+                    key: String::new(),
+                    reason: "repair does not scan this family".into(),
+                })
+            }
+        }
+        it.next();
+    }
+    it.status().map_err(|e| StoreError::backend("repair scan", e))?;
+    if chunk.scanned < CHUNK as u64 {
+        chunk.last = None;
+    }
+    Ok(chunk)
+}
+
+/// Checks a candidate again under the commit lock and makes it; returns what it fixed.
+fn apply(txn: &mut Txn, fix: &Fix, report: &mut RepairReport) -> Result<()> {
+    match fix {
+        Fix::AddIndex(id) => {
+            let Some(e) = txn.get::<Execution>(Cf::Executions, &exec_key(id))? else { return Ok(()) };
+            for (cf, key) in [
+                (Cf::IdxExecutionsByJobId, by_job_key(&e.job_id, &e.id)),
+                (Cf::IdxExecutionsByState, by_state_key(e.state(), &e.id)),
+            ] {
+                if !txn.exists(cf, &key)? {
+                    txn.put_raw(cf, key, Vec::new())?;
+                    report.missing_index_entries += 1;
+                }
+            }
+        }
+        Fix::RemoveIndex(cf, key) => {
+            if !txn.exists(*cf, key)? {
+                return Ok(());
+            }
+            let stale = match indexed_id(*cf, key) {
+                None => true,
+                Some(id) => match txn.get::<Execution>(Cf::Executions, &exec_key(&id)) {
+                    Ok(Some(record)) => !entry_matches(*cf, key, &record),
+                    Ok(None) => true,
+                    Err(StoreError::Corrupt { .. }) => false,
+                    Err(e) => return Err(e),
+                },
+            };
+            if stale {
+                txn.delete(*cf, key.clone())?;
+                report.orphan_index_entries += 1;
+            }
+        }
+        Fix::RemoveHistory(id) => {
+            if !txn.exists(Cf::Executions, &exec_key(id))? {
+                report.orphan_history_events += txn.delete_prefix(Cf::ExecutionEvents, &events_prefix(id))? as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the repair passes (see the module documentation).
+pub(crate) async fn repair(engine: &Arc<Engine>, dry_run: bool) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    let mut state_delta = [0i64; 9];
+    for cf in [Cf::Executions, Cf::IdxExecutionsByJobId, Cf::IdxExecutionsByState, Cf::ExecutionEvents] {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let e = Arc::clone(engine);
+            let from = after.take();
+            let chunk = blocking(move || scan_chunk(&e, cf, from.as_deref())).await?;
+            report.keys_scanned += chunk.scanned;
+            report.undecodable_records += chunk.undecodable;
+            for (total, d) in state_delta.iter_mut().zip(chunk.state_delta) {
+                *total += d;
+            }
+            if dry_run {
+                match cf {
+                    Cf::Executions => report.missing_index_entries += chunk.would_fix,
+                    Cf::ExecutionEvents => report.orphan_history_events += chunk.would_fix,
+                    _ => report.orphan_index_entries += chunk.would_fix,
+                }
+            } else if !chunk.fixes.is_empty() {
+                let mut txn = engine.begin().await?;
+                for fix in &chunk.fixes {
+                    apply(&mut txn, fix, &mut report)?;
+                }
+                txn.commit().await?;
+            }
+            match chunk.last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+    }
+    // A dry run fixed nothing, so the state index still holds what the scans found:
+    // count it as it would be after the fixes.
+    let delta = if dry_run { state_delta } else { [0; 9] };
+    repair_counters(engine, dry_run, delta, &mut report).await?;
+    if !dry_run {
+        engine.repaired.store(true, std::sync::atomic::Ordering::Release);
+    }
+    Ok(report)
+}
+
+/// Sets each counter to the size of its state index (adjusted by `delta`), counting
+/// under the commit lock.
+async fn repair_counters(
+    engine: &Arc<Engine>,
+    dry_run: bool,
+    delta: [i64; 9],
+    report: &mut RepairReport,
+) -> Result<()> {
+    let txn = engine.begin().await?;
+    let e = Arc::clone(engine);
+    let (mut txn, indexed) = blocking(move || {
+        let mut indexed = [0u64; 9];
+        for state in ExecutionState::ALL {
+            e.scan_prefix(Cf::IdxExecutionsByState, &[state.code()], |_, _| {
+                indexed[usize::from(state.code())] += 1;
+                Ok(true)
+            })?;
+        }
+        Ok((txn, indexed))
+    })
+    .await?;
+    report.keys_scanned += indexed.iter().sum::<u64>();
+    for (slot, n) in indexed.iter().enumerate() {
+        let n = n.saturating_add_signed(delta[slot]);
+        if txn.seqs.counts[slot] != n {
+            txn.seqs.counts[slot] = n;
+            report.counters_fixed += 1;
+        }
+    }
+    if dry_run {
+        return Ok(());
+    }
+    txn.commit().await
+}
+
+/// Compacts the compute store's execution families.
+pub(crate) async fn compact(engine: &Arc<Engine>) -> Result<()> {
+    let e = Arc::clone(engine);
+    blocking(move || {
+        let db = e.db()?;
+        for cf in [Cf::Executions, Cf::IdxExecutionsByJobId, Cf::IdxExecutionsByState, Cf::ExecutionEvents, Cf::Events]
+        {
+            db.compact_range_cf(e.cf(&db, cf)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Writes a fault straight into the families, bypassing every rule.
+#[cfg(feature = "fault-injection")]
+pub(crate) async fn inject(engine: &Arc<Engine>, fault: brine_store::Fault) -> Result<()> {
+    use brine_store::keys::KeyBuilder;
+    use brine_store::Fault;
+    let mut txn = engine.begin().await?;
+    let record = |txn: &Txn, id: &ExecutionId| -> Result<Execution> {
+        txn.get(Cf::Executions, &exec_key(id))?
+            .ok_or_else(|| StoreError::not_found(brine_store::ObjectKind::Execution, id))
+    };
+    match fault {
+        Fault::DropStateIndexEntry(id) => {
+            let e = record(&txn, &id)?;
+            txn.delete(Cf::IdxExecutionsByState, by_state_key(e.state(), &id))?;
+        }
+        Fault::DropJobIndexEntry(id) => {
+            let e = record(&txn, &id)?;
+            txn.delete(Cf::IdxExecutionsByJobId, by_job_key(&e.job_id, &id))?;
+        }
+        Fault::OrphanStateIndexEntry(state, id) => {
+            txn.put_raw(Cf::IdxExecutionsByState, by_state_key(state, &id), Vec::new())?;
+        }
+        Fault::OrphanJobIndexEntry(job, id) => {
+            txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&job, &id), Vec::new())?;
+        }
+        Fault::OrphanHistory(id, events) => {
+            for event in events {
+                let seq = txn.next_history_seq();
+                txn.put(Cf::ExecutionEvents, KeyBuilder::new().str(id.as_str()).u64(seq).build(), &event)?;
+            }
+        }
+        Fault::SetCounter(state, n) => txn.seqs.counts[usize::from(state.code())] = n,
+        Fault::CorruptExecution(id) => {
+            record(&txn, &id)?;
+            txn.put_raw(Cf::Executions, exec_key(&id), vec![0xff, 0x00, 0x13])?;
+        }
+        Fault::DropLogEntry(seq) => txn.delete(Cf::Events, crate::engine::log_key(seq))?,
+        other => return Err(StoreError::Unsupported { what: format!("injecting {other:?}") }),
+    }
+    txn.commit().await
+}
