@@ -102,7 +102,7 @@ fn ci() -> Result<(), String> {
 
 fn demo(args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
-    run("brine demo", cargo().args(["run", "--quiet", "-p", "brine-memory", "--example", "demo", "--"]).args(args))
+    run("brine simulate", cargo().args(["run", "--quiet", "-p", "brine-cli", "--", "simulate"]).args(args))
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

@@ -25,6 +25,7 @@ pub mod check;
 pub mod codec;
 mod engine;
 mod execution;
+pub mod inspect;
 mod job;
 mod log;
 mod repair;
@@ -38,6 +39,7 @@ use brine_store::{Clock, StoreError, SystemClock};
 pub use cf::{Cf, StoreKind};
 pub use engine::{db_options, SCHEMA_VERSION};
 pub use execution::RocksExecutionStore;
+pub use inspect::Inspector;
 pub use job::RocksJobStore;
 
 /// When a commit counts as done.

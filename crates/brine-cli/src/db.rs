@@ -1,0 +1,293 @@
+//! `brine db`: the `bbolt` commands of seed 001 on a Brine store directory.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use brine_rocksdb::{Cf, Inspector};
+use brine_store::keys::{parse_printable, printable};
+use brine_store::StoreError;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::ui;
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub(crate) struct DbArgs {
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Verify the store: values decode, indexes match records, counters match, the event
+    /// log has no gap, checkpoints are at or below the head. Prints OK or each problem;
+    /// exits with 2 when there are problems.
+    Check {
+        /// The store directory.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the column families (the buckets).
+    Buckets {
+        /// The store directory.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the keys of a column family, in order (binary parts as \xNN, separators as /).
+    Keys {
+        /// The store directory.
+        path: PathBuf,
+        /// The column family.
+        cf: String,
+        /// Only keys starting with this (same notation as the output).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one value, decoded, as pretty JSON.
+    Get {
+        /// The store directory.
+        path: PathBuf,
+        /// The column family.
+        cf: String,
+        /// The key (as `keys` prints it).
+        key: String,
+        /// Print compact JSON with the family and key.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per family: keys, data size, SST files; and the size on disk.
+    Stats {
+        /// The store directory.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the store into a fresh, compacted one at DEST.
+    Compact {
+        /// The store directory.
+        path: PathBuf,
+        /// Where to write the copy (must not exist, or be empty).
+        #[arg(short = 'o', long = "output", value_name = "DEST")]
+        dest: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Opens the store at `path` for inspection.
+fn open(path: &std::path::Path) -> anyhow::Result<Arc<Inspector>> {
+    Ok(Arc::new(Inspector::open(path)?))
+}
+
+/// Runs a blocking read on the store off the async workers.
+async fn blocking<T: Send + 'static>(
+    ins: &Arc<Inspector>,
+    f: impl FnOnce(&Inspector) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ins = Arc::clone(ins);
+    tokio::task::spawn_blocking(move || f(&ins)).await.context("the inspection task failed")?
+}
+
+fn family(ins: &Inspector, name: &str) -> anyhow::Result<Cf> {
+    Cf::from_name(name).filter(|cf| ins.families().contains(cf)).ok_or_else(|| {
+        let known: Vec<&str> = ins.families().iter().map(|c| c.name()).collect();
+        anyhow!("unknown column family {name:?} (this {} store has: {})", ins.kind().as_str(), known.join(", "))
+    })
+}
+
+fn key_bytes(text: &str) -> anyhow::Result<Vec<u8>> {
+    parse_printable(text).map_err(|e| anyhow!("bad key {text:?}: {}", e.reason))
+}
+
+pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
+    let (path, outcome) = match args.command {
+        DbCommand::Check { path, json } => {
+            let ins = open(&path)?;
+            let report = blocking(&ins, |i| Ok(i.check()?)).await?;
+            ins.close().await?;
+            if json {
+                let problems: Vec<_> = report
+                    .problems
+                    .iter()
+                    .map(|p| json!({ "cf": p.cf.name(), "key": p.key, "problem": p.what }))
+                    .collect();
+                ui::print_json(&json!({
+                    "ok": report.is_ok(),
+                    "keys_checked": report.keys_checked,
+                    "problems": problems,
+                }))?;
+            } else if report.is_ok() {
+                println!("OK");
+            } else {
+                for p in &report.problems {
+                    println!("{p}");
+                }
+                println!("{} problem(s) in {} keys", report.problems.len(), report.keys_checked);
+            }
+            (path, if report.is_ok() { Outcome::Ok } else { Outcome::Problems })
+        }
+        DbCommand::Buckets { path, json } => {
+            let ins = open(&path)?;
+            let names: Vec<&str> = ins.families().iter().map(|c| c.name()).collect();
+            if json {
+                ui::print_json(&json!({ "kind": ins.kind().as_str(), "buckets": names }))?;
+            } else {
+                for n in &names {
+                    println!("{n}");
+                }
+            }
+            ins.close().await?;
+            (path, Outcome::Ok)
+        }
+        DbCommand::Keys { path, cf, prefix, limit, json } => {
+            let ins = open(&path)?;
+            let cf = family(&ins, &cf)?;
+            let prefix = prefix.as_deref().map(key_bytes).transpose()?.unwrap_or_default();
+            let limit = limit.unwrap_or(usize::MAX);
+            blocking(&ins, move |i| {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let mut n = 0usize;
+                let mut failed = None;
+                if json {
+                    write!(out, "[")?;
+                }
+                i.keys(cf, &prefix, |k| {
+                    if n >= limit {
+                        return false;
+                    }
+                    let text = printable(k);
+                    let written = if json {
+                        let sep = if n == 0 { "" } else { "," };
+                        serde_json::to_string(&text)
+                            .map_err(std::io::Error::other)
+                            .and_then(|t| write!(out, "{sep}{t}"))
+                    } else {
+                        writeln!(out, "{text}")
+                    };
+                    n += 1;
+                    match written {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                })?;
+                if let Some(e) = failed {
+                    // A closed pipe (`| head`) ends the listing quietly.
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
+                if json {
+                    writeln!(out, "]")?;
+                }
+                out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
+                Ok(())
+            })
+            .await?;
+            ins.close().await?;
+            (path, Outcome::Ok)
+        }
+        DbCommand::Get { path, cf, key, json } => {
+            let ins = open(&path)?;
+            let family = family(&ins, &cf)?;
+            let bytes = key_bytes(&key)?;
+            let value = match ins.get_json(family, &bytes) {
+                Ok(Some(v)) => v,
+                Ok(None) => bail!("key not found: {} {key}", family.name()),
+                Err(e @ StoreError::Corrupt { .. }) => bail!(e),
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                ui::print_json(&json!({ "cf": family.name(), "key": printable(&bytes), "value": value }))?;
+            } else {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            }
+            ins.close().await?;
+            (path, Outcome::Ok)
+        }
+        DbCommand::Stats { path, json } => {
+            let ins = open(&path)?;
+            let stats = blocking(&ins, |i| Ok(i.stats()?)).await?;
+            ins.close().await?;
+            if json {
+                ui::print_json(&stats)?;
+            } else {
+                print_stats(&path, &stats);
+            }
+            (path, Outcome::Ok)
+        }
+        DbCommand::Compact { path, dest, json } => {
+            let ins = open(&path)?;
+            let bar = ui::progress(None, "copying keys", json);
+            let b = bar.clone();
+            let target = dest.clone();
+            let (before, after) =
+                blocking(&ins, move |i| Ok(i.compact_into(&target, 10_000, |n| b.set_position(n))?)).await?;
+            bar.finish_and_clear();
+            ins.close().await?;
+            let gain = before as f64 / after.max(1) as f64;
+            if json {
+                ui::print_json(&json!({
+                    "source": path, "destination": dest, "before": before, "after": after, "gain": gain,
+                }))?;
+            } else {
+                println!("{before} -> {after} bytes (gain={gain:.2}x)");
+            }
+            (path, Outcome::Ok)
+        }
+    };
+    tracing::debug!(path = %path.display(), "db command done");
+    Ok(outcome)
+}
+
+fn print_stats(path: &std::path::Path, stats: &brine_rocksdb::inspect::StoreStats) {
+    println!("Statistics for {} ({} store), {} on disk", path.display(), stats.kind, ui::bytes(stats.disk_bytes));
+    println!(
+        "{:<36} {:>10} {:>11} {:>11} {:>5} {:>11} {:>11}",
+        "family", "keys", "data", "live est.", "ssts", "sst bytes", "memtable"
+    );
+    let (mut keys, mut data, mut ssts, mut sst_bytes) = (0, 0, 0, 0);
+    for f in &stats.families {
+        println!(
+            "{:<36} {:>10} {:>11} {:>11} {:>5} {:>11} {:>11}",
+            f.name,
+            f.keys,
+            ui::bytes(f.logical_bytes),
+            ui::bytes(f.live_data_bytes),
+            f.sst_files,
+            ui::bytes(f.sst_bytes),
+            ui::bytes(f.memtable_bytes)
+        );
+        keys += f.keys;
+        data += f.logical_bytes;
+        ssts += f.sst_files;
+        sst_bytes += f.sst_bytes;
+    }
+    println!(
+        "{:<36} {:>10} {:>11} {:>11} {:>5} {:>11}",
+        format!("total ({} families)", stats.families.len()),
+        keys,
+        ui::bytes(data),
+        "",
+        ssts,
+        ui::bytes(sst_bytes)
+    );
+}

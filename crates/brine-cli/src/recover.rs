@@ -1,0 +1,114 @@
+//! `brine recover`: restart recovery on a compute store, with a policy file or preset.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
+use brine_rocksdb::{OpenOptions, RocksExecutionStore};
+use brine_store::config::StoreConfig;
+use brine_store::ExecutionStore;
+use clap::{Args, ValueEnum};
+
+use crate::ui;
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub(crate) struct RecoverArgs {
+    /// The compute store (default: BRINE_COMPUTE_STORE_PATH, else {BRINE_DIR}/{NODE_ID}-compute.db).
+    #[arg(long, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Compute and print the report, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// A TOML policy file.
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    policy: Option<PathBuf>,
+    /// A built-in policy: seed (no action anywhere, the default) or fail-live.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// When to scan for and repair inconsistent indexes, history and counters.
+    #[arg(long, value_enum, default_value_t = CleanupArg::Auto)]
+    cleanup: CleanupArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// When the cleanup scan runs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CleanupArg {
+    /// After an unclean shutdown.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl From<CleanupArg> for Cleanup {
+    fn from(c: CleanupArg) -> Self {
+        match c {
+            CleanupArg::Auto => Cleanup::Auto,
+            CleanupArg::Always => Cleanup::Always,
+            CleanupArg::Never => Cleanup::Never,
+        }
+    }
+}
+
+/// The policy the flags name: a file, a preset, or `seed`.
+pub(crate) fn load_policy(file: Option<&Path>, preset: Option<&str>) -> anyhow::Result<Policy> {
+    match (file, preset) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let policy = Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(policy.named(path.display().to_string()))
+        }
+        (None, Some(name)) => Ok(Policy::preset(name)?),
+        (None, None) => Ok(Policy::seed()),
+    }
+}
+
+/// Runs recovery on `store` with a progress bar (hidden when `quiet`).
+pub(crate) async fn run_with_progress(
+    store: &dyn ExecutionStore,
+    policy: &Policy,
+    dry_run: bool,
+    cleanup: Cleanup,
+    quiet: bool,
+) -> anyhow::Result<Report> {
+    let bar = ui::progress(Some(0), "recovery", quiet);
+    let b = bar.clone();
+    let options = RecoveryOptions {
+        dry_run,
+        cleanup,
+        progress: Some(Arc::new(move |p: brine_recovery::Progress| {
+            b.set_length(p.total);
+            b.set_position(p.done);
+            b.set_message(format!("recovery: {}", p.state));
+        })),
+        ..RecoveryOptions::default()
+    };
+    let report = recover(store, policy, &options).await;
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+pub(crate) async fn run(args: RecoverArgs) -> anyhow::Result<Outcome> {
+    let policy = load_policy(args.policy.as_deref(), args.preset.as_deref())?;
+    let path = match args.store {
+        Some(p) => p,
+        None => StoreConfig::from_env()?.compute_store_path,
+    };
+    let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
+    let store = RocksExecutionStore::open(&path, &options)?;
+    let report = run_with_progress(&store, &policy, args.dry_run, args.cleanup.into(), args.json).await;
+    store.close().await?;
+    let report = report?;
+    if args.json {
+        ui::print_json(&report)?;
+    } else {
+        println!("{report}");
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,326 @@
+//! The `brine` binary over real stores in temp dirs: each `db` command's output, `check`
+//! on each injected fault, the errors a user will hit, `recover`, and `simulate` end to
+//! end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use assert_cmd::Command;
+use brine_rocksdb::{OpenOptions, RocksExecutionStore};
+use brine_store::model::{ComputeState, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobType, Timestamp};
+use brine_store::{ExecutionStore, Fault, ManualClock};
+use serde_json::Value;
+
+fn brine() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_brine"));
+    cmd.env_remove("BRINE_LOG");
+    cmd
+}
+
+fn id(s: &str) -> ExecutionId {
+    ExecutionId::new(s).unwrap()
+}
+
+fn execution(n: usize, state: ExecutionState) -> Execution {
+    let mut job = Job::new(JobId::new(format!("job-{}", n / 2)).unwrap(), "a job");
+    job.job_type = if n.is_multiple_of(3) { JobType::Service } else { JobType::Batch };
+    let mut e = Execution::new(id(&format!("e-{n}")), &job);
+    e.compute_state = ComputeState::new(state, "stored");
+    e
+}
+
+fn open(path: &Path) -> RocksExecutionStore {
+    let options = OpenOptions { clock: Arc::new(ManualClock::default()), ..OpenOptions::default() };
+    RocksExecutionStore::open(path, &options).unwrap()
+}
+
+/// A compute store with executions e-1..=e-6 in several states, history, a checkpoint.
+async fn store(dir: &Path) -> PathBuf {
+    let path = dir.join("node-compute.db");
+    let s = open(&path);
+    let states = [
+        ExecutionState::Running,
+        ExecutionState::Completed,
+        ExecutionState::Running,
+        ExecutionState::Failed,
+        ExecutionState::BidAccepted,
+        ExecutionState::Completed,
+    ];
+    for (i, state) in states.into_iter().enumerate() {
+        let events = vec![Event::new("scheduling", "bid submitted", Timestamp::from_secs(1))];
+        s.create_execution(execution(i + 1, state), events).await.unwrap();
+    }
+    s.checkpoint("metrics", 4).await.unwrap();
+    s.close().await.unwrap();
+    path
+}
+
+async fn with_fault(dir: &Path, fault: Fault) -> PathBuf {
+    let path = store(dir).await;
+    let s = open(&path);
+    s.inject(fault).await.unwrap();
+    s.close().await.unwrap();
+    path
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn json(cmd: &mut Command) -> Value {
+    serde_json::from_str(&stdout(cmd)).unwrap()
+}
+
+/// Runs a command that must fail with status 1 and one line on stderr; returns it.
+fn error_line(cmd: &mut Command) -> String {
+    let out = cmd.assert().code(1).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
+    assert!(out.stdout.is_empty());
+    err.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn check_says_ok_on_a_good_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(dir.path()).await;
+    assert_eq!(stdout(brine().args(["db", "check"]).arg(&path)), "OK\n");
+    let v = json(brine().args(["db", "check", "--json"]).arg(&path));
+    assert_eq!(v["ok"], true);
+    assert!(v["keys_checked"].as_u64().unwrap() > 20);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn check_names_each_injected_fault() {
+    let cases = [
+        (Fault::DropStateIndexEntry(id("e-1")), "executions e-1: missing from idx_executions_by_state under Running"),
+        (
+            Fault::OrphanStateIndexEntry(ExecutionState::Running, id("ghost")),
+            "idx_executions_by_state \\x02ghost: points at missing execution ghost",
+        ),
+        (
+            Fault::SetCounter(ExecutionState::Running, 7),
+            "counter of Running is 7, the state index has 2, the records 2",
+        ),
+        (Fault::CorruptExecution(id("e-2")), "executions e-2: value does not decode"),
+        (Fault::DropLogEntry(3), ": gap: entries 3..3 are missing"),
+    ];
+    let mut seen = Vec::new();
+    for (fault, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = with_fault(dir.path(), fault.clone()).await;
+        let out = brine().args(["db", "check"]).arg(&path).assert().code(2).get_output().stdout.clone();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(expected), "{fault:?}: expected {expected:?} in\n{text}");
+        assert!(text.trim_end().ends_with("keys"), "{text}");
+        let first = text.lines().next().unwrap().to_owned();
+        assert!(!seen.contains(&first), "two faults gave the same message {first}");
+        seen.push(first);
+        let out = brine().args(["db", "check", "--json"]).arg(&path).assert().code(2).get_output().stdout.clone();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ok"], false);
+        let lines: Vec<String> = v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}: {}",
+                    p["cf"].as_str().unwrap(),
+                    p["key"].as_str().unwrap(),
+                    p["problem"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert!(lines.iter().any(|l| l.contains(expected)), "{lines:?}");
+    }
+}
+
+#[tokio::test]
+async fn buckets_keys_and_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(dir.path()).await;
+    let buckets = stdout(brine().args(["db", "buckets"]).arg(&path));
+    let names: Vec<&str> = buckets.lines().collect();
+    assert_eq!(
+        names,
+        [
+            "executions",
+            "execution_events",
+            "idx_executions_by_job_id",
+            "idx_executions_by_state",
+            "events",
+            "checkpoints",
+            "meta"
+        ]
+    );
+    let v = json(brine().args(["db", "buckets", "--json"]).arg(&path));
+    assert_eq!(v["kind"], "compute");
+    assert_eq!(v["buckets"].as_array().unwrap().len(), 7);
+
+    let keys = stdout(brine().args(["db", "keys"]).arg(&path).arg("executions"));
+    assert_eq!(keys, "e-1\ne-2\ne-3\ne-4\ne-5\ne-6\n");
+    let keys = stdout(brine().args(["db", "keys"]).arg(&path).args(["idx_executions_by_job_id", "--prefix", "job-1/"]));
+    assert_eq!(keys, "job-1/e-2\njob-1/e-3\n");
+    let keys = stdout(brine().args(["db", "keys"]).arg(&path).args(["executions", "--limit", "2"]));
+    assert_eq!(keys, "e-1\ne-2\n");
+    let v = json(brine().args(["db", "keys", "--json", "--limit", "3"]).arg(&path).arg("checkpoints"));
+    assert_eq!(v, serde_json::json!(["metrics"]));
+
+    let text = stdout(brine().args(["db", "get"]).arg(&path).args(["executions", "e-3"]));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["id"], "e-3");
+    assert_eq!(value["compute_state"]["state"], "Running");
+    assert!(text.contains("\n  \"id\": \"e-3\""), "pretty JSON expected:\n{text}");
+    let v = json(brine().args(["db", "get", "--json"]).arg(&path).args(["checkpoints", "metrics"]));
+    assert_eq!(v, serde_json::json!({ "cf": "checkpoints", "key": "metrics", "value": 4 }));
+    let v = json(brine().args(["db", "get"]).arg(&path).args(["meta", "store_kind"]));
+    assert_eq!(v, "compute");
+}
+
+#[tokio::test]
+async fn stats_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(dir.path()).await;
+    let text = stdout(brine().args(["db", "stats"]).arg(&path));
+    assert!(text.starts_with(&format!("Statistics for {} (compute store), ", path.display())), "{text}");
+    let row = text.lines().find(|l| l.starts_with("executions ")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("6"), "{row}");
+    let v = json(brine().args(["db", "stats", "--json"]).arg(&path));
+    let families = v["families"].as_array().unwrap();
+    let exec = families.iter().find(|f| f["name"] == "executions").unwrap();
+    assert_eq!(exec["keys"], 6);
+    assert!(v["disk_bytes"].as_u64().unwrap() > 0);
+
+    let dest = dir.path().join("copy.db");
+    let text = stdout(brine().args(["db", "compact"]).arg(&path).arg("-o").arg(&dest));
+    let line = text.trim_end();
+    let (sizes, gain) = line.split_once(" bytes (gain=").unwrap_or_else(|| panic!("{line}"));
+    let (before, after) = sizes.split_once(" -> ").unwrap();
+    let (before, after): (u64, u64) = (before.parse().unwrap(), after.parse().unwrap());
+    assert!(before > 0 && after > 0);
+    let gain = gain.strip_suffix("x)").unwrap();
+    assert_eq!(gain, format!("{:.2}", before as f64 / after as f64));
+    assert_eq!(stdout(brine().args(["db", "check"]).arg(&dest)), "OK\n");
+    assert_eq!(
+        stdout(brine().args(["db", "keys"]).arg(&dest).arg("executions")),
+        stdout(brine().args(["db", "keys"]).arg(&path).arg("executions"))
+    );
+    let err = error_line(brine().args(["db", "compact"]).arg(&path).arg("-o").arg(&dest));
+    assert!(err.contains("exists and is not empty"), "{err}");
+    let v = json(brine().args(["db", "compact", "--json"]).arg(&path).arg("-o").arg(dir.path().join("c2.db")));
+    assert!(v["gain"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn errors_a_user_will_hit_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(dir.path()).await;
+    let missing = dir.path().join("nothing-here.db");
+    let err = error_line(brine().args(["db", "check"]).arg(&missing));
+    assert_eq!(err, format!("error: no store at {}", missing.display()));
+
+    let not_store = dir.path().join("notes");
+    std::fs::create_dir(&not_store).unwrap();
+    std::fs::write(not_store.join("a.txt"), "hello").unwrap();
+    let err = error_line(brine().args(["db", "buckets"]).arg(&not_store));
+    assert!(err.starts_with(&format!("error: {} is not a Brine store", not_store.display())), "{err}");
+
+    let err = error_line(brine().args(["db", "keys"]).arg(&path).arg("jobs"));
+    assert!(err.starts_with("error: unknown column family \"jobs\" (this compute store has: executions,"), "{err}");
+    let err = error_line(brine().args(["db", "get"]).arg(&path).args(["executions", "e-404"]));
+    assert_eq!(err, "error: key not found: executions e-404");
+
+    {
+        let held = open(&path);
+        let err = error_line(brine().args(["db", "stats"]).arg(&path));
+        assert!(err.starts_with(&format!("error: store is in use: {}", path.display())), "{err}");
+        held.close().await.unwrap();
+    }
+
+    let corrupt = with_fault(&dir.path().join("c"), Fault::CorruptExecution(id("e-2"))).await;
+    let err = error_line(brine().args(["db", "get"]).arg(&corrupt).args(["executions", "e-2"]));
+    assert!(err.starts_with("error: corrupt value in executions at key e-2: "), "{err}");
+
+    // A store written by a newer brine.
+    let newer = store(&dir.path().join("n")).await;
+    {
+        let opts = brine_rocksdb::db_options();
+        let cfs = rocksdb::DB::list_cf(&opts, &newer).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &newer, cfs).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"schema_version", brine_rocksdb::codec::encode(&99u64)).unwrap();
+    }
+    let err = error_line(brine().args(["db", "check"]).arg(&newer));
+    assert!(err.contains("has schema version 99, newer than this build supports"), "{err}");
+}
+
+#[tokio::test]
+async fn recover_prints_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(dir.path()).await;
+    let text = stdout(brine().args(["recover", "--dry-run", "--preset", "fail-live", "--store"]).arg(&path));
+    assert!(text.starts_with("recovery (dry run: nothing changed) with policy fail-live"), "{text}");
+    assert!(text.contains("mark-failed"), "{text}");
+    let running =
+        stdout(brine().args(["db", "keys"]).arg(&path).args(["idx_executions_by_state", "--prefix", "\\x02"]));
+    assert_eq!(running, "\\x02e-1\n\\x02e-3\n", "the dry run changed nothing");
+
+    let v = json(brine().args(["recover", "--json", "--preset", "fail-live", "--store"]).arg(&path));
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["before"]["Running"], 2);
+    assert_eq!(v["after"]["Running"], 0);
+    // e-3 is a service execution (requeued); e-1 and e-5 are batch (failed).
+    assert_eq!(v["after"]["Created"], 1);
+    assert_eq!(v["after"]["Failed"], 3);
+    assert_eq!(stdout(brine().args(["db", "check"]).arg(&path)), "OK\n");
+
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[[rule]]\njob_type = \"batch\"\nstate = \"Runing\"\naction = \"mark-failed\"\n").unwrap();
+    let err = error_line(brine().args(["recover", "--store"]).arg(&path).arg("--policy").arg(&policy));
+    assert!(err.contains("policy line 3: unknown execution state \"Runing\""), "{err}");
+    let err = error_line(brine().args(["recover", "--preset", "everything", "--store"]).arg(&path));
+    assert!(err.contains("unknown preset \"everything\""), "{err}");
+}
+
+#[test]
+fn simulate_runs_end_to_end_and_repeats_with_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |sub: &str| {
+        json(
+            brine()
+                .args(["simulate", "--executions", "80", "--seed", "7", "--durability", "buffered", "--json", "--dir"])
+                .arg(dir.path().join(sub)),
+        )
+    };
+    let a = run("a");
+    assert_eq!(a["check"]["ok"], true, "{a}");
+    assert_eq!(a["jobs"], 80);
+    assert_eq!(a["restart_after_jobs"], 40);
+    assert_eq!(a["recovery"]["cleanup_reason"], "unclean-shutdown");
+    let head = a["watchers"][0]["head"].as_u64().unwrap();
+    for w in a["watchers"].as_array().unwrap() {
+        assert_eq!(w["checkpoint"].as_u64().unwrap(), head, "{w}");
+        assert_eq!(w["lag"], 0);
+    }
+    let b = run("b");
+    assert_eq!(a["compute_states"], b["compute_states"]);
+    assert_eq!(a["requester_states"], b["requester_states"]);
+    assert_eq!(a["operations"], b["operations"]);
+
+    let out = brine()
+        .args(["simulate", "--executions", "30", "--durability", "buffered", "--dir"])
+        .arg(dir.path().join("c"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("hard restart after 15 jobs"), "{text}");
+    assert!(text.trim_end().ends_with("check: OK"), "{text}");
+    assert_eq!(stdout(brine().args(["db", "check"]).arg(dir.path().join("c/sim-node-compute.db"))), "OK\n");
+    assert_eq!(stdout(brine().args(["db", "check"]).arg(dir.path().join("c/sim-node-requester.db"))), "OK\n");
+}

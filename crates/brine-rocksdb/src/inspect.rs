@@ -1,0 +1,268 @@
+//! Operator access to a store of either kind, family by family: what `brine db` is
+//! built on (the `bbolt` commands of seed 001: check, buckets, keys, get, stats,
+//! compact).
+//!
+//! An [`Inspector`] opens an existing store (it never creates one), finds its kind from
+//! its families, and reads keys and values without knowing the record types' meaning:
+//! values are decoded to JSON by family ([`Inspector::get_json`]). Long reads stream:
+//! `keys` visits keys one at a time, `stats` and `check` iterate each family once, and
+//! `compact_into` copies in bounded batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use brine_store::model::{Evaluation, Event, Execution, Job, JobHistory, LogEntry};
+use brine_store::{Result, StoreError};
+use rocksdb::{ColumnFamilyDescriptor, WriteBatch, DB};
+use serde::Serialize;
+
+use crate::cf::{Cf, StoreKind};
+use crate::check::CheckReport;
+use crate::codec::decode;
+use crate::engine::{db_options, meta, Engine};
+use crate::{Durability, OpenError, OpenOptions};
+
+/// One family's numbers, for `brine db stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilyStats {
+    /// The family's name.
+    pub name: String,
+    /// Number of keys (counted, not estimated).
+    pub keys: u64,
+    /// Bytes of keys and values read while counting.
+    pub logical_bytes: u64,
+    /// RocksDB's estimate of the live data in SST files.
+    pub live_data_bytes: u64,
+    /// SST files of the family.
+    pub sst_files: u64,
+    /// Bytes of those SST files.
+    pub sst_bytes: u64,
+    /// Bytes in memtables not yet flushed.
+    pub memtable_bytes: u64,
+}
+
+/// Numbers for a whole store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// `compute` or `requester`.
+    pub kind: String,
+    /// Per family, in the store kind's order.
+    pub families: Vec<FamilyStats>,
+    /// Every file under the store's directory.
+    pub disk_bytes: u64,
+}
+
+/// An open store for inspection and maintenance.
+pub struct Inspector {
+    engine: Arc<Engine>,
+}
+
+/// Bytes of every file under `path`.
+pub fn disk_usage(path: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { disk_usage(&entry.path())? } else { meta.len() };
+    }
+    Ok(total)
+}
+
+impl Inspector {
+    /// Opens the existing store at `path`, of whichever kind it is.
+    pub fn open(path: impl AsRef<Path>) -> std::result::Result<Inspector, OpenError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(OpenError::NotFound { path: path.to_path_buf() });
+        }
+        if !path.join("CURRENT").exists() {
+            return Err(OpenError::NotABrineStore {
+                path: path.to_path_buf(),
+                reason: "it is not a RocksDB directory (no CURRENT file)".into(),
+            });
+        }
+        let families = DB::list_cf(&db_options(), path)
+            .map_err(|e| OpenError::NotABrineStore { path: path.to_path_buf(), reason: e.to_string() })?;
+        let kind =
+            if families.iter().any(|f| f == Cf::Jobs.name()) { StoreKind::Requester } else { StoreKind::Compute };
+        let options = OpenOptions { durability: Durability::Sync, create_if_missing: false, ..OpenOptions::default() };
+        Ok(Inspector { engine: Engine::open(path, kind, &options)? })
+    }
+
+    /// The store's kind.
+    pub fn kind(&self) -> StoreKind {
+        self.engine.kind
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.engine.path
+    }
+
+    /// The store's families, in order.
+    pub fn families(&self) -> &'static [Cf] {
+        self.engine.kind.families()
+    }
+
+    /// Visits the keys of `cf` under `prefix`, in order, until `visit` returns `false`.
+    pub fn keys(&self, cf: Cf, prefix: &[u8], mut visit: impl FnMut(&[u8]) -> bool) -> Result<()> {
+        self.engine.scan_prefix(cf, prefix, |k, _| Ok(visit(k)))
+    }
+
+    /// The raw value of `key` in `cf`.
+    pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let db = self.engine.db()?;
+        let value = db
+            .get_pinned_cf(self.engine.cf(&db, cf)?, key)
+            .map_err(|e| StoreError::backend("read", e))?
+            .map(|v| v.to_vec());
+        Ok(value)
+    }
+
+    /// The value of `key` in `cf`, decoded by family and given as JSON; `Corrupt` when
+    /// it does not decode. Index families hold no value (`null`) or a job id (string).
+    pub fn get_json(&self, cf: Cf, key: &[u8]) -> Result<Option<serde_json::Value>> {
+        let Some(raw) = self.get_raw(cf, key)? else { return Ok(None) };
+        decode_json(cf, key, &raw).map(Some)
+    }
+
+    /// Per-family numbers and the size on disk.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let db = self.engine.db()?;
+        let live = db.live_files().map_err(|e| StoreError::backend("list SST files", e))?;
+        let mut families = Vec::new();
+        for &cf in self.families() {
+            let handle = self.engine.cf(&db, cf)?;
+            let (mut keys, mut logical_bytes) = (0u64, 0u64);
+            self.engine.scan_prefix(cf, &[], |k, v| {
+                keys += 1;
+                logical_bytes += (k.len() + v.len()) as u64;
+                Ok(true)
+            })?;
+            let prop = |name: &str| -> Result<u64> {
+                Ok(db
+                    .property_int_value_cf(handle, name)
+                    .map_err(|e| StoreError::backend("read a property", e))?
+                    .unwrap_or(0))
+            };
+            let files: Vec<_> = live.iter().filter(|f| f.column_family_name == cf.name()).collect();
+            families.push(FamilyStats {
+                name: cf.name().to_owned(),
+                keys,
+                logical_bytes,
+                live_data_bytes: prop("rocksdb.estimate-live-data-size")?,
+                sst_files: files.len() as u64,
+                sst_bytes: files.iter().map(|f| f.size as u64).sum(),
+                memtable_bytes: prop("rocksdb.cur-size-all-mem-tables")?,
+            });
+        }
+        let disk_bytes = disk_usage(&self.engine.path).map_err(|e| StoreError::backend("measure the store", e))?;
+        Ok(StoreStats { kind: self.kind().as_str().to_owned(), families, disk_bytes })
+    }
+
+    /// The consistency check (see [`crate::check`]).
+    pub fn check(&self) -> Result<CheckReport> {
+        crate::check::check(&self.engine)
+    }
+
+    /// Copies every family into a fresh store at `dest` (which must not exist or be
+    /// empty), compacts the copy, and returns the sizes on disk of the store and the
+    /// copy. Copies in batches of `batch` keys, calling `progress` with the keys copied.
+    pub fn compact_into(&self, dest: &Path, batch: usize, mut progress: impl FnMut(u64)) -> Result<(u64, u64)> {
+        let busy = dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true);
+        if busy {
+            return Err(StoreError::backend(
+                "compact",
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not empty", dest.display()),
+                ),
+            ));
+        }
+        let db = self.engine.db()?;
+        // Flush first so the source's size on disk counts its data, not its WAL alone.
+        db.flush_wal(true).map_err(|e| StoreError::backend("sync the WAL", e))?;
+        let before = disk_usage(&self.engine.path).map_err(|e| StoreError::backend("measure the store", e))?;
+        let names: Vec<&str> = self.families().iter().map(|c| c.name()).collect();
+        let out = DB::open_cf_descriptors(
+            &db_options(),
+            dest,
+            names.iter().map(|n| ColumnFamilyDescriptor::new(*n, db_options())),
+        )
+        .map_err(|e| StoreError::backend(format!("create {}", dest.display()), e))?;
+        let mut copied = 0u64;
+        for &cf in self.families() {
+            let target = out.cf_handle(cf.name()).ok_or_else(|| StoreError::Corrupt {
+                cf: cf.name().to_owned(),
+                key: String::new(),
+                reason: "column family missing in the copy".into(),
+            })?;
+            let mut wb = WriteBatch::default();
+            let write = |wb: &mut WriteBatch| -> Result<()> {
+                out.write(std::mem::take(wb)).map_err(|e| StoreError::backend("write the copy", e))
+            };
+            self.engine.scan_prefix(cf, &[], |k, v| {
+                wb.put_cf(target, k, v);
+                copied += 1;
+                if wb.len() >= batch.max(1) {
+                    write(&mut wb)?;
+                    progress(copied);
+                }
+                Ok(true)
+            })?;
+            if !wb.is_empty() {
+                write(&mut wb)?;
+            }
+            progress(copied);
+        }
+        // The copy is a clean store: it was never left open.
+        if let Some(meta_cf) = out.cf_handle(Cf::Meta.name()) {
+            out.put_cf(meta_cf, meta::OPEN, crate::codec::encode(&0u64))
+                .map_err(|e| StoreError::backend("write the copy", e))?;
+        }
+        for &cf in self.families() {
+            if let Some(h) = out.cf_handle(cf.name()) {
+                out.flush_cf(h).map_err(|e| StoreError::backend("flush the copy", e))?;
+                out.compact_range_cf(h, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        drop(out);
+        // RocksDB keeps old logs and manifests until the next open; they are not data.
+        let after = disk_usage(dest).map_err(|e| StoreError::backend("measure the copy", e))?;
+        Ok((before, after))
+    }
+
+    /// Closes the store (cleanly).
+    pub async fn close(&self) -> Result<()> {
+        self.engine.close().await
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.engine.path.clone()
+    }
+}
+
+/// Decodes a stored value of `cf` to JSON.
+fn decode_json(cf: Cf, key: &[u8], raw: &[u8]) -> Result<serde_json::Value> {
+    fn json<T: serde::de::DeserializeOwned + Serialize>(cf: Cf, key: &[u8], raw: &[u8]) -> Result<serde_json::Value> {
+        let value: T = decode(cf, key, raw)?;
+        serde_json::to_value(value).map_err(|e| StoreError::backend("render JSON", e))
+    }
+    match cf {
+        Cf::Executions => json::<Execution>(cf, key, raw),
+        Cf::ExecutionEvents => json::<Event>(cf, key, raw),
+        Cf::Events => json::<LogEntry>(cf, key, raw),
+        Cf::Checkpoints => json::<u64>(cf, key, raw),
+        Cf::Jobs | Cf::JobVersions => json::<Job>(cf, key, raw),
+        Cf::JobHistory => json::<JobHistory>(cf, key, raw),
+        Cf::Evaluations => json::<Evaluation>(cf, key, raw),
+        Cf::Meta if key == meta::STORE_KIND || key == meta::NODE_ID => json::<String>(cf, key, raw),
+        Cf::Meta => json::<u64>(cf, key, raw),
+        _ if raw.is_empty() => Ok(serde_json::Value::Null),
+        _ => match std::str::from_utf8(raw) {
+            Ok(text) => Ok(serde_json::Value::String(text.to_owned())),
+            Err(_) => Ok(serde_json::Value::String(brine_store::keys::printable(raw))),
+        },
+    }
+}
