@@ -6,6 +6,7 @@
 //! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
 //! - `bench-recovery`: recovery over 1 000 000 executions on RocksDB (time, peak RSS);
+//! - `bench-purge`: purge of 1 000 000 executions across 100 000 jobs with zstd;
 //! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
 //!   `cargo test`).
 //!
@@ -105,32 +106,17 @@ fn demo(args: &[String]) -> Result<(), String> {
     run("brine simulate", cargo().args(["run", "--quiet", "-p", "brine-cli", "--", "simulate"]).args(args))
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
+/// Builds the `brine-bench` bench `name` in release mode and runs it with `args`.
+fn bench(name: &str, args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
     run(
-        "brine-bench compare (release build)",
-        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", "compare", "--"]).args(args),
-    )
-}
-
-fn bench_watch(args: &[String]) -> Result<(), String> {
-    system::ensure_packages()?;
-    run(
-        "brine-bench watch (release build)",
-        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", "watch", "--"]).args(args),
-    )
-}
-
-fn bench_recovery(args: &[String]) -> Result<(), String> {
-    system::ensure_packages()?;
-    run(
-        "brine-bench recovery (release build)",
-        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", "recovery", "--"]).args(args),
+        &format!("brine-bench {name} (release build)"),
+        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", name, "--"]).args(args),
     )
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -138,9 +124,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
-        Some("bench") => bench(&args[1..]),
-        Some("bench-watch") => bench_watch(&args[1..]),
-        Some("bench-recovery") => bench_recovery(&args[1..]),
+        Some("bench") => bench("compare", &args[1..]),
+        Some("bench-watch") => bench("watch", &args[1..]),
+        Some("bench-recovery") => bench("recovery", &args[1..]),
+        Some("bench-purge") => bench("purge", &args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
         _ => Err(usage().to_owned()),
     };

@@ -3,8 +3,9 @@
 use std::process::Command;
 
 /// Debian packages the workspace needs: `librocksdb-sys` builds RocksDB from source
-/// and generates its bindings with libclang.
-const PACKAGES: &[&str] = &["clang", "libclang-dev"];
+/// and generates its bindings with libclang; the purge tests check archive files with
+/// the standard `gzip -t` and `zstd -t`.
+const PACKAGES: &[&str] = &["clang", "libclang-dev", "gzip", "zstd"];
 
 fn installed(package: &str) -> Option<bool> {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().ok()?;

@@ -13,6 +13,8 @@
 //! revision). The `requester-sync` watcher carries terminal execution states to the
 //! requester's jobs (`finish`, or `Stopped` for cancellations), idempotently, as a
 //! requester following a compute node would; the `metrics` watcher counts operations.
+//! At the end every finished job is purged to a zstd archive (and one is read back),
+//! then both stores are checked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -184,6 +186,7 @@ struct SimulationReport {
     watchers: Vec<WatcherPosition>,
     recovery: Report,
     requester_sync_applied: u64,
+    purge: brine_purge::PurgeReport,
     check: CheckResult,
 }
 
@@ -536,6 +539,20 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
         }
     }
     let requester_states = job_states(&nodes.requester).await?;
+    // Purge: every finished job goes to a zstd archive, and one is read back.
+    let purge_options = brine_purge::PurgeOptions {
+        min_age: Duration::ZERO,
+        compression: brine_purge::Compression::Zstd,
+        ..brine_purge::PurgeOptions::new(dir.join("archive"))
+    };
+    let purged = brine_purge::purge(&brine_purge::Source::Jobs(nodes.requester.clone()), &purge_options).await?;
+    let read_back = match brine_purge::read_archived(&purge_options.archive_dir, "job-0000000")? {
+        Some(record) => record.pointer("/job/id").and_then(|v| v.as_str()) == Some("job-0000000"),
+        None => !matches!(nodes.requester.get_job(&JobId::new("job-0000000")?).await, Err(StoreError::Archived { .. })),
+    };
+    if !read_back {
+        anyhow::bail!("job-0000000 was purged but does not read back from {}", purge_options.archive_dir.display());
+    }
     let compute_problems: Vec<String> = nodes.compute.check().await?.problems.iter().map(ToString::to_string).collect();
     let requester_problems: Vec<String> =
         nodes.requester.check().await?.problems.iter().map(ToString::to_string).collect();
@@ -558,6 +575,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
         watchers,
         recovery,
         requester_sync_applied: applied.load(Ordering::Relaxed),
+        purge: purged,
         check: CheckResult { compute: compute_problems, requester: requester_problems, ok },
     };
     if args.json {
@@ -593,6 +611,7 @@ fn print_report(r: &SimulationReport, unclean: bool) {
         );
     }
     println!("requester-sync applied {} terminal states to the requester's jobs", r.requester_sync_applied);
+    println!("{} (archive: {})", r.purge, r.dir.join("archive").display());
     if r.check.ok {
         println!("check: OK");
     } else {

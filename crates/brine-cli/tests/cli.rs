@@ -305,6 +305,9 @@ fn simulate_runs_end_to_end_and_repeats_with_a_seed() {
         assert_eq!(w["checkpoint"].as_u64().unwrap(), head, "{w}");
         assert_eq!(w["lag"], 0);
     }
+    let finished: u64 =
+        ["Completed", "Failed", "Stopped"].iter().filter_map(|s| a["requester_states"][s].as_u64()).sum();
+    assert_eq!(a["purge"]["jobs"].as_u64().unwrap(), finished, "every finished job was purged");
     let b = run("b");
     assert_eq!(a["compute_states"], b["compute_states"]);
     assert_eq!(a["requester_states"], b["requester_states"]);

@@ -539,3 +539,87 @@ pub async fn job_changes_are_logged(f: &dyn Factory) {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// Purge: `purgeable_jobs` lists terminal jobs modified at or before the cutoff, oldest
+/// first, pages with its cursor; `job_bundle` holds everything of a job; `purge_jobs`
+/// deletes it all in one write, logs the deletes, and leaves a retained entry so that
+/// `get_job` answers `Archived`; ids already gone are skipped.
+pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let jobs = env.jobs();
+    let finish = |id: &str, state: JobState| UpdateJobStateRequest {
+        job_id: jid(id),
+        new_state: state,
+        message: "done".into(),
+        condition: Default::default(),
+        events: vec![],
+    };
+    // Old and terminal: j1, j3, j4 (in modify order); old but running: j2; young: j5.
+    for id in ["j1", "j2", "j3", "j4"] {
+        jobs.create_job(job(id)).await.unwrap();
+        env.advance(Duration::from_secs(10));
+    }
+    let j1 = jobs.get_job(&jid("j1")).await.unwrap();
+    jobs.update_job(j1).await.unwrap();
+    jobs.create_evaluation(Evaluation::new(eval_id("ev1"), "default", jid("j1"))).await.unwrap();
+    jobs.create_execution(execution("x1", "j1")).await.unwrap();
+    jobs.create_execution(execution("x2", "j1")).await.unwrap();
+    for (id, state) in [("j1", JobState::Completed), ("j3", JobState::Failed), ("j4", JobState::Stopped)] {
+        jobs.update_job_state(finish(id, state)).await.unwrap();
+        env.advance(Duration::from_secs(10));
+    }
+    let cutoff = env.clock.peek();
+    env.advance(Duration::from_secs(10));
+    jobs.create_job(job("j5")).await.unwrap();
+    jobs.update_job_state(finish("j5", JobState::Completed)).await.unwrap();
+
+    let all = jobs.purgeable_jobs(cutoff, None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j1", "j3", "j4"]);
+    let first = jobs.purgeable_jobs(cutoff, None, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let last = &first[1];
+    let rest = jobs.purgeable_jobs(cutoff, Some((last.modify_time, last.id.clone())), 2).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j4"]);
+    assert_err!(jobs.purgeable_jobs(cutoff, None, 0).await, StoreError::Invalid(_));
+
+    let bundle = jobs.job_bundle(&jid("j1")).await.unwrap();
+    assert_eq!(bundle.job, jobs.get_job(&jid("j1")).await.unwrap());
+    assert_eq!(bundle.versions.len(), 2);
+    assert_eq!(
+        bundle.history.len(),
+        jobs.get_job_history(&jid("j1"), &HistoryQuery::default()).await.unwrap().entries.len()
+    );
+    assert_eq!(bundle.evaluations.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["ev1"]);
+    let mut xs: Vec<&str> = bundle.executions.iter().map(|x| x.id.as_str()).collect();
+    xs.sort_unstable();
+    assert_eq!(xs, ["x1", "x2"]);
+    assert!(jobs.job_bundle(&jid("ghost")).await.unwrap_err().is_not_found());
+
+    let head = jobs.event_log().head().await.unwrap();
+    let n = jobs.purge_jobs(&[jid("j1"), jid("j3"), jid("ghost")], "job_archive_100.jsonl").await.unwrap();
+    assert_eq!(n, 2);
+    // One entry per purged job, naming the archive.
+    assert_eq!(jobs.event_log().head().await.unwrap(), head + 2, "one delete entry per purged job");
+    let batch = jobs.event_log().get_events(brine_store::Position::After(head), 10, &Default::default()).await.unwrap();
+    for entry in &batch.entries {
+        assert_eq!(entry.operation, Operation::Delete);
+        let LogObject::Job { current: None, previous: Some(_), events } = &entry.object else {
+            panic!("a job delete: {entry:?}")
+        };
+        assert_eq!(events[0].details.get("archive").map(String::as_str), Some("job_archive_100.jsonl"));
+    }
+    for id in ["j1", "j3"] {
+        let err = jobs.get_job(&jid(id)).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Archived { id: got, file } if got == id && file == "job_archive_100.jsonl"),
+            "{err}"
+        );
+    }
+    assert!(jobs.get_execution(&eid("x1")).await.unwrap_err().is_not_found());
+    assert!(jobs.get_evaluation(&eval_id("ev1")).await.unwrap_err().is_not_found());
+    assert!(jobs.get_job(&jid("ghost")).await.unwrap_err().is_not_found());
+    let left = jobs.purgeable_jobs(cutoff, None, 10).await.unwrap();
+    assert_eq!(left.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j4"]);
+    assert_eq!(jobs.purge_jobs(&[jid("j1")], "job_archive_101.jsonl").await.unwrap(), 0, "already gone");
+    assert_eq!(jobs.get_job(&jid("j2")).await.unwrap().state(), JobState::Pending);
+}

@@ -37,7 +37,8 @@
 //!   [`log::blank_checkpoint_name_is_refused`], [`log::checkpoint_beyond_head_is_refused`]);
 //! - retention deletes a handled, old prefix and later reads below it are `Compacted`
 //!   ([`log::trim_deletes_an_old_handled_prefix`]);
-//! - every error variant ([`tx::every_error_variant_is_produced`]).
+//! - every error variant ([`tx::every_error_variant_is_produced`]);
+//! - repair of a consistent store finds nothing ([`execution::repair_finds_nothing_in_a_consistent_store`]).
 //!
 //! §3 job store
 //! - create, duplicates, names, prefixes, versions, state updates, delete
@@ -51,6 +52,8 @@
 //!   [`job::list_pagination_both_orders`], [`job::in_progress_by_type`]);
 //! - evaluations and requester executions ([`job::evaluations`],
 //!   [`job::requester_executions_by_job_and_node`], [`job::job_changes_are_logged`]);
+//! - purge: candidates, bundles, atomic purge with retained ids
+//!   ([`job::purge_archives_terminal_jobs_and_retains_their_ids`]);
 //! - the queue of seed 002 ([`queue::enqueue_grab_finish`], [`queue::grab_is_fifo_per_queue`],
 //!   [`queue::concurrent_grabbers_never_share_a_job`], [`queue::expire_idle_jobs`],
 //!   [`queue::finish_requires_in_progress`]).
@@ -155,6 +158,7 @@ macro_rules! conformance_tests {
             execution::delete_removes_everything,
             execution::delete_missing_is_not_found,
             execution::every_change_logs_one_entry,
+            execution::repair_finds_nothing_in_a_consistent_store,
             tx::commit_applies_all_at_once,
             tx::reads_own_writes,
             tx::drop_rolls_back,
@@ -192,6 +196,7 @@ macro_rules! conformance_tests {
             job::evaluations,
             job::requester_executions_by_job_and_node,
             job::job_changes_are_logged,
+            job::purge_archives_terminal_jobs_and_retains_their_ids,
             queue::enqueue_grab_finish,
             queue::grab_is_fifo_per_queue,
             queue::concurrent_grabbers_never_share_a_job,

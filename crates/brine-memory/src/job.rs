@@ -10,8 +10,8 @@ use brine_store::model::{
     LogObject, NodeId, Operation, Timestamp,
 };
 use brine_store::{
-    rules, Clock, EventLog, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, JobSort, JobStore, ObjectKind,
-    Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
+    rules, Clock, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStore,
+    ObjectKind, Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 use imbl::{OrdMap, OrdSet};
 
@@ -42,6 +42,8 @@ pub(crate) struct JobTables {
     execs: OrdMap<ExecutionId, Arc<Execution>>,
     execs_by_job: OrdMap<JobId, OrdSet<ExecutionId>>,
     execs_by_node: OrdMap<NodeId, OrdSet<ExecutionId>>,
+    /// Purged job ids and the archive each went to (the retained table).
+    purged: OrdMap<JobId, String>,
 }
 
 type State = Snapshot<JobTables>;
@@ -66,6 +68,29 @@ fn remove_nested<K: Ord + Clone, V: Ord + Clone>(map: &mut OrdMap<K, OrdSet<V>>,
 impl JobTables {
     fn job(&self, id: &JobId) -> Result<&Arc<Job>> {
         self.jobs.get(id).ok_or_else(|| StoreError::not_found(ObjectKind::Job, id))
+    }
+
+    /// Everything that belongs to `id`.
+    fn bundle(&self, id: &JobId) -> Result<JobBundle> {
+        let job = Job::clone(self.job(id)?);
+        let versions = self.versions.get(id).map(|v| v.values().map(|j| Job::clone(j)).collect()).unwrap_or_default();
+        let history =
+            self.history.get(id).map(|h| h.values().map(|e| JobHistory::clone(e)).collect()).unwrap_or_default();
+        let evaluations = self
+            .evals_by_job
+            .get(id)
+            .into_iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|e| self.evals.get(e).map(|e| Evaluation::clone(e)))
+            .collect();
+        let executions = self
+            .execs_by_job
+            .get(id)
+            .into_iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|x| self.execs.get(x).map(|x| Execution::clone(x)))
+            .collect();
+        Ok(JobBundle { job, versions, history, evaluations, executions })
     }
 
     /// Adds or removes every index entry of `job`.
@@ -217,7 +242,9 @@ fn update_job_state(s: &mut State, request: &UpdateJobStateRequest, now: Timesta
     Ok(replace_job(s, &current, next, events, now))
 }
 
-fn delete_job(s: &mut State, id: &JobId, now: Timestamp) -> Result<()> {
+/// Deletes a job with everything it owns; a purge to an archive logs only the job's
+/// entry (see the RocksDB backend).
+fn delete_job(s: &mut State, id: &JobId, now: Timestamp, purge: Option<&str>) -> Result<()> {
     let current = Arc::clone(s.tables.job(id)?);
     let t = &mut s.tables;
     t.index(&current, false);
@@ -239,13 +266,16 @@ fn delete_job(s: &mut State, id: &JobId, now: Timestamp) -> Result<()> {
             removed_execs.push(e);
         }
     }
-    for e in removed_evals {
-        log_eval(s, Operation::Delete, Some(&e), None, now);
+    if purge.is_none() {
+        for e in removed_evals {
+            log_eval(s, Operation::Delete, Some(&e), None, now);
+        }
+        for e in removed_execs {
+            log_exec(s, Operation::Delete, Some(&e), None, vec![], now);
+        }
     }
-    for e in removed_execs {
-        log_exec(s, Operation::Delete, Some(&e), None, vec![], now);
-    }
-    log_job(s, Operation::Delete, Some(&current), None, vec![], now);
+    let events = purge.map(|archive| vec![rules::purge_event(archive, now)]).unwrap_or_default();
+    log_job(s, Operation::Delete, Some(&current), None, events, now);
     Ok(())
 }
 
@@ -298,7 +328,12 @@ impl JobStore for MemJobStore {
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Job> {
-        Ok(Job::clone(self.db.read()?.tables.job(id)?))
+        let snap = self.db.read()?;
+        match (snap.tables.jobs.get(id), snap.tables.purged.get(id)) {
+            (Some(job), _) => Ok(Job::clone(job)),
+            (None, Some(file)) => Err(StoreError::Archived { id: id.to_string(), file: file.clone() }),
+            (None, None) => Err(StoreError::not_found(ObjectKind::Job, id)),
+        }
     }
 
     async fn get_job_by_name(&self, namespace: &str, name: &str) -> Result<Job> {
@@ -377,7 +412,7 @@ impl JobStore for MemJobStore {
     }
 
     async fn delete_job(&self, id: &JobId) -> Result<()> {
-        self.db.write(|s, now| delete_job(s, id, now)).await
+        self.db.write(|s, now| delete_job(s, id, now, None)).await
     }
 
     async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()> {
@@ -698,6 +733,49 @@ impl JobStore for MemJobStore {
                     update_job_state(s, &request, now)?;
                 }
                 Ok(ids)
+            })
+            .await
+    }
+
+    async fn purgeable_jobs(
+        &self,
+        before: Timestamp,
+        after: Option<(Timestamp, JobId)>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        rules::check_limit(limit)?;
+        let snap = self.db.read()?;
+        let t = &snap.tables;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(t.by_modify
+            .range((lower, Bound::Unbounded))
+            .take_while(|(time, _)| *time <= before)
+            .filter_map(|(_, id)| t.jobs.get(id))
+            .filter(|j| j.state().is_terminal())
+            .take(limit)
+            .map(|j| Job::clone(j))
+            .collect())
+    }
+
+    async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {
+        self.db.read()?.tables.bundle(id)
+    }
+
+    async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64> {
+        self.db
+            .write(|s, now| {
+                let mut purged = 0;
+                for id in ids {
+                    match delete_job(s, id, now, Some(archive)) {
+                        Ok(()) => {
+                            s.tables.purged.insert(id.clone(), archive.to_owned());
+                            purged += 1;
+                        }
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(purged)
             })
             .await
     }

@@ -49,6 +49,7 @@ impl StoreKind {
                 Cf::IdxEvaluationsByJob,
                 Cf::IdxExecutionsByJobId,
                 Cf::IdxExecutionsByNode,
+                Cf::PurgedJobs,
                 Cf::Events,
                 Cf::Checkpoints,
                 Cf::Meta,
@@ -108,11 +109,13 @@ pub enum Cf {
     IdxJobsIdle,
     /// `job_id 0x00 evaluation_id` → empty.
     IdxEvaluationsByJob,
+    /// `job_id` → `String`: the archive file a purged job went to (the retained table).
+    PurgedJobs,
 }
 
 impl Cf {
     /// Every family of either store.
-    pub const ALL: [Cf; 21] = [
+    pub const ALL: [Cf; 22] = [
         Cf::Executions,
         Cf::ExecutionEvents,
         Cf::IdxExecutionsByJobId,
@@ -134,6 +137,7 @@ impl Cf {
         Cf::IdxJobsQueued,
         Cf::IdxJobsIdle,
         Cf::IdxEvaluationsByJob,
+        Cf::PurgedJobs,
     ];
 
     /// The family's name on disk.
@@ -160,6 +164,7 @@ impl Cf {
             Cf::IdxJobsQueued => "idx_jobs_queued",
             Cf::IdxJobsIdle => "idx_jobs_idle",
             Cf::IdxEvaluationsByJob => "idx_evaluations_by_job",
+            Cf::PurgedJobs => "purged_jobs",
         }
     }
 

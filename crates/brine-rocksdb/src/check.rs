@@ -262,6 +262,13 @@ impl Checker<'_> {
                 Ok(())
             })?;
         }
+        // The retained table: each entry names the archive file of a purged job.
+        self.each::<String>(Cf::PurgedJobs, |c, k, file| {
+            if file.is_empty() {
+                c.problem(Cf::PurgedJobs, k, "names no archive file");
+            }
+            Ok(())
+        })?;
         self.each::<Evaluation>(Cf::Evaluations, |c, k, e| {
             if !c.exists(Cf::Jobs, e.job_id.as_bytes())? {
                 c.problem(Cf::Evaluations, k, format!("belongs to missing job {}", e.job_id));

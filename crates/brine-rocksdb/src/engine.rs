@@ -115,6 +115,12 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     builder.create(path)
 }
 
+/// The block cache every store of this process shares (64 MiB).
+fn shared_block_cache() -> &'static rocksdb::Cache {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(64 << 20))
+}
+
 /// The RocksDB options every Brine store is opened with (also used by baselines and
 /// tools that open a store's families directly).
 pub fn db_options() -> Options {
@@ -125,9 +131,13 @@ pub fn db_options() -> Options {
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(4);
     opts.set_bytes_per_sync(1 << 20);
-    // One memtable budget for all families together, so memory stays bounded however
-    // many families a workload writes to.
+    // One memtable budget and one block cache for all families together, so memory
+    // stays bounded however many families a workload touches (by default each family
+    // would get a block cache of its own).
     opts.set_db_write_buffer_size(64 << 20);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(shared_block_cache());
+    opts.set_block_based_table_factory(&table);
     opts
 }
 

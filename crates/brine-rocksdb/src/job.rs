@@ -11,8 +11,8 @@ use brine_store::model::{
     LogObject, NodeId, Operation, Timestamp,
 };
 use brine_store::{
-    rules, EventLog, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, JobSort, JobStore, ObjectKind, Result,
-    SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
+    rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStore,
+    ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 
 use crate::cf::{Cf, StoreKind};
@@ -217,7 +217,20 @@ fn update_job_state(txn: &mut Txn, request: &UpdateJobStateRequest, now: Timesta
     replace_job(txn, before, next, events, now)
 }
 
-fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp) -> Result<()> {
+/// The value of a requester's `idx_executions_by_job_id` entry: the execution's node
+/// id, or [`NO_NODE`] when it has none. (Entries written before this was kept are empty:
+/// readers then consult the record.)
+fn node_marker(node: Option<&NodeId>) -> Vec<u8> {
+    node.map_or_else(|| NO_NODE.to_vec(), |n| n.as_bytes().to_vec())
+}
+
+/// The by-job index value of an execution placed on no node.
+const NO_NODE: &[u8] = &[0];
+
+/// Deletes a job with its versions, history, evaluations and executions. A plain delete
+/// logs each deleted object; a purge to `archive` logs one entry for the job, whose
+/// event names the archive holding the rest.
+fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp, purge: Option<&str>) -> Result<()> {
     let before = current(txn, id)?;
     delete_indexes(txn, &before)?;
     txn.delete(Cf::Jobs, job_key(id))?;
@@ -229,21 +242,38 @@ fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp) -> Result<()> {
         let eval_id = &key[prefix.len()..];
         if let Some(eval) = txn.get::<Evaluation>(Cf::Evaluations, eval_id)? {
             txn.delete(Cf::Evaluations, eval_id.to_vec())?;
-            log_eval(txn, Operation::Delete, Some(eval), None, now)?;
+            if purge.is_none() {
+                log_eval(txn, Operation::Delete, Some(eval), None, now)?;
+            }
         }
     }
     for key in txn.keys_with_prefix(Cf::IdxExecutionsByJobId, &prefix)? {
+        let marker = txn.get_raw(Cf::IdxExecutionsByJobId, &key)?.unwrap_or_default();
         txn.delete(Cf::IdxExecutionsByJobId, key.clone())?;
         let exec_id = &key[prefix.len()..];
+        // A purge logs nothing per execution, so when the index entry names the node
+        // (see `node_marker`) the record need not be read and decoded.
+        if purge.is_some() && !marker.is_empty() {
+            if marker != NO_NODE {
+                let mut node_entry = KeyBuilder::new().str(&String::from_utf8_lossy(&marker)).build();
+                node_entry.extend_from_slice(exec_id);
+                txn.delete(Cf::IdxExecutionsByNode, node_entry)?;
+            }
+            txn.delete(Cf::Executions, exec_id.to_vec())?;
+            continue;
+        }
         if let Some(exec) = txn.get::<Execution>(Cf::Executions, exec_id)? {
             if let Some(node) = &exec.node_id {
                 txn.delete(Cf::IdxExecutionsByNode, node_key(node, &exec.id))?;
             }
             txn.delete(Cf::Executions, exec_id.to_vec())?;
-            log_exec(txn, Operation::Delete, Some(exec), None, Vec::new(), now)?;
+            if purge.is_none() {
+                log_exec(txn, Operation::Delete, Some(exec), None, Vec::new(), now)?;
+            }
         }
     }
-    log_job(txn, Operation::Delete, Some(before), None, Vec::new(), now)
+    let events = purge.map(|archive| vec![rules::purge_event(archive, now)]).unwrap_or_default();
+    log_job(txn, Operation::Delete, Some(before), None, events, now)
 }
 
 /// The job ids of an ordered time index, after `after`, in `order`, with the prefix of
@@ -346,7 +376,13 @@ impl JobStore for RocksJobStore {
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Job> {
-        self.job(id)
+        match self.engine.get_value::<Job>(Cf::Jobs, &job_key(id))? {
+            Some(job) => Ok(job),
+            None => match self.engine.get_value::<String>(Cf::PurgedJobs, id.as_bytes())? {
+                Some(file) => Err(StoreError::Archived { id: id.to_string(), file }),
+                None => Err(not_found(id)),
+            },
+        }
     }
 
     async fn get_job_by_name(&self, namespace: &str, name: &str) -> Result<Job> {
@@ -423,7 +459,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn delete_job(&self, id: &JobId) -> Result<()> {
-        self.write(|txn, now| delete_job(txn, id, now)).await
+        self.write(|txn, now| delete_job(txn, id, now, None)).await
     }
 
     async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()> {
@@ -594,7 +630,11 @@ impl JobStore for RocksJobStore {
                 return Err(StoreError::already_exists(ObjectKind::Execution, &exec.id));
             }
             txn.put(Cf::Executions, exec_key(&exec.id), &exec)?;
-            txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&exec.job_id, &exec.id), Vec::new())?;
+            txn.put_raw(
+                Cf::IdxExecutionsByJobId,
+                by_job_key(&exec.job_id, &exec.id),
+                node_marker(exec.node_id.as_ref()),
+            )?;
             if let Some(node) = &exec.node_id {
                 txn.put_raw(Cf::IdxExecutionsByNode, node_key(node, &exec.id), Vec::new())?;
             }
@@ -624,6 +664,8 @@ impl JobStore for RocksJobStore {
                 if let Some(node) = &next.node_id {
                     txn.put_raw(Cf::IdxExecutionsByNode, node_key(node, &next.id), Vec::new())?;
                 }
+                let marker = node_marker(next.node_id.as_ref());
+                txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&next.job_id, &next.id), marker)?;
             }
             txn.put(Cf::Executions, exec_key(&next.id), &next)?;
             let mut events = Vec::new();
@@ -733,6 +775,72 @@ impl JobStore for RocksJobStore {
                 )?;
             }
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn purgeable_jobs(
+        &self,
+        before: Timestamp,
+        after: Option<(Timestamp, JobId)>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        rules::check_limit(limit)?;
+        let mut out = Vec::new();
+        ordered_ids(&self.engine, Cf::IdxJobsByModify, &[], after, SortOrder::Ascending, |time, id| {
+            if time > before {
+                return Ok(false);
+            }
+            if let Some(job) = self.engine.get_value::<Job>(Cf::Jobs, &job_key(&id))? {
+                if job.state().is_terminal() {
+                    out.push(job);
+                }
+            }
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {
+        let job = self.job(id)?;
+        let prefix = KeyBuilder::new().str(id.as_str()).build();
+        let mut versions = Vec::new();
+        self.engine.scan_prefix(Cf::JobVersions, &prefix, |k, v| {
+            versions.push(decode(Cf::JobVersions, k, v)?);
+            Ok(true)
+        })?;
+        let mut history = Vec::new();
+        self.engine.scan_prefix(Cf::JobHistory, &prefix, |k, v| {
+            history.push(decode(Cf::JobHistory, k, v)?);
+            Ok(true)
+        })?;
+        let mut evaluations = Vec::new();
+        let mut eval_ids = Vec::new();
+        self.engine.scan_prefix(Cf::IdxEvaluationsByJob, &prefix, |k, _| {
+            eval_ids.push(k[prefix.len()..].to_vec());
+            Ok(true)
+        })?;
+        for eval in eval_ids {
+            evaluations.extend(self.engine.get_value::<Evaluation>(Cf::Evaluations, &eval)?);
+        }
+        let executions = read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(id))?;
+        Ok(JobBundle { job, versions, history, evaluations, executions })
+    }
+
+    async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64> {
+        self.write(|txn, now| {
+            let mut purged = 0;
+            for id in ids {
+                match delete_job(txn, id, now, Some(archive)) {
+                    Ok(()) => {
+                        txn.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)?;
+                        purged += 1;
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(purged)
         })
         .await
     }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use brine_model::{Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobId, JobType, NodeId};
+use brine_model::{
+    Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobHistory, JobId, JobType, NodeId, Timestamp,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     EventLog, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, Result, UpdateExecutionRequest,
@@ -107,9 +110,46 @@ pub trait JobStore: Send + Sync {
     /// returning their ids.
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>>;
 
+    /// Up to `limit` terminal jobs last modified at or before `before`, oldest modify
+    /// time first, starting after `after` (a modify time and id from the previous call):
+    /// what a purge may archive. Reads the modify-time index.
+    async fn purgeable_jobs(
+        &self,
+        before: Timestamp,
+        after: Option<(Timestamp, JobId)>,
+        limit: usize,
+    ) -> Result<Vec<Job>>;
+
+    /// The job with everything that belongs to it, for an archive.
+    async fn job_bundle(&self, id: &JobId) -> Result<JobBundle>;
+
+    /// Deletes each job of `ids` with everything that belongs to it (as
+    /// [`JobStore::delete_job`]) and keeps a retained entry naming `archive`, all in one
+    /// atomic write: from then on [`JobStore::get_job`] on such an id is
+    /// `Archived { id, file: archive }`. Each purged job logs one `Delete` entry, the
+    /// job's, whose event (`rules::purge_event`) names the archive; its evaluations and
+    /// executions are in the archive, not logged one by one. Ids that are gone already
+    /// are skipped. Returns how many jobs were purged.
+    async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64>;
+
     /// The store's event log.
     fn event_log(&self) -> Arc<dyn EventLog>;
 
     /// Closes the store; idempotent. Later operations return `Closed`.
     async fn close(&self) -> Result<()>;
+}
+
+/// A job with everything that belongs to it: one line of a purge archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobBundle {
+    /// The job.
+    pub job: Job,
+    /// Every version, oldest first.
+    pub versions: Vec<Job>,
+    /// Every history entry, in write order.
+    pub history: Vec<JobHistory>,
+    /// Its evaluations, in id order.
+    pub evaluations: Vec<Evaluation>,
+    /// Its executions (the requester's copies), in id order.
+    pub executions: Vec<Execution>,
 }

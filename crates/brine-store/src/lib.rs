@@ -29,7 +29,7 @@ pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AnyState, ObjectKind, Result, StateExpectation, StoreError};
 pub use execution::{ExecutionStore, ExecutionTx};
-pub use job::JobStore;
+pub use job::{JobBundle, JobStore};
 pub use log::{validate_checkpoint_name, EventBatch, EventFilter, EventLog, Position};
 pub use maintenance::{Fault, RepairReport};
 pub use request::{

@@ -274,6 +274,12 @@ pub fn parse_job_token(token: &str) -> Result<(Timestamp, brine_model::JobId)> {
     Ok((Timestamp::from_nanos(time), id))
 }
 
+/// The history event of a job purge's event-log entry: the archive holding the job and
+/// everything that belonged to it.
+pub fn purge_event(archive: &str, now: Timestamp) -> brine_model::Event {
+    brine_model::Event::new("purge", format!("purged to {archive}"), now).with_detail("archive", archive)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

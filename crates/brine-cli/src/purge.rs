@@ -1,0 +1,221 @@
+//! `brine purge` (the `db_purge` of seed 004) and `brine archive get`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use brine_purge::{purge, read_archived, Compression, PurgeOptions, PurgeReport, Source};
+use brine_rocksdb::{OpenError, OpenOptions, RocksExecutionStore, RocksJobStore};
+use brine_store::config::StoreConfig;
+use brine_store::{ExecutionStore, JobStore};
+use clap::{Args, Subcommand};
+
+use crate::ui;
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// The store to purge: a requester store (jobs) or a compute store (executions)
+    /// (default: BRINE_JOB_STORE_PATH, else {BRINE_DIR}/{NODE_ID}-requester.db).
+    #[arg(long, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Where archive files and the index go (default: {BRINE_DIR}/archive; created if missing).
+    #[arg(long, value_name = "DIR")]
+    archive_dir: Option<PathBuf>,
+    /// Purge only jobs whose last change is at least this many days old.
+    #[arg(long, default_value_t = 7.0, value_name = "N")]
+    min_age_days: f64,
+    /// Purge at most N jobs, then stop (each daemon pass likewise).
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
+    /// Write at most N jobs to each archive file.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_per_file: usize,
+    /// Compress archive files with gzip.
+    #[arg(long, conflicts_with = "zstd")]
+    gzip: bool,
+    /// Compress archive files with zstd.
+    #[arg(long)]
+    zstd: bool,
+    /// Report what would be archived; write and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep running, a pass every --interval, until SIGTERM or SIGINT (which let the
+    /// archive file in progress finish).
+    #[arg(long)]
+    daemon: bool,
+    /// Time between daemon passes (90s, 15m, 1h…).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h", requires = "daemon")]
+    interval: Duration,
+    /// Print JSON (one object per pass).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    #[command(subcommand)]
+    command: ArchiveCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Read a purged job back from its archive, through the index.
+    Get {
+        /// The job id.
+        id: String,
+        /// The archive directory (default: {BRINE_DIR}/archive).
+        #[arg(long, value_name = "DIR")]
+        archive_dir: Option<PathBuf>,
+        /// Print compact JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn default_archive_dir() -> anyhow::Result<PathBuf> {
+    Ok(StoreConfig::from_env()?.dir.join("archive"))
+}
+
+/// Opens the store at `path` as whichever kind it is.
+fn open_source(path: &std::path::Path) -> anyhow::Result<(Source, Closer)> {
+    let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
+    match RocksJobStore::open(path, &options) {
+        Ok(store) => {
+            let store = Arc::new(store);
+            Ok((Source::Jobs(store.clone()), Closer::Jobs(store)))
+        }
+        Err(OpenError::WrongKind { .. }) => {
+            let store = Arc::new(RocksExecutionStore::open(path, &options)?);
+            Ok((Source::Executions(store.clone()), Closer::Executions(store)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Closes the store a purge opened.
+enum Closer {
+    Jobs(Arc<RocksJobStore>),
+    Executions(Arc<RocksExecutionStore>),
+}
+
+impl Closer {
+    async fn close(&self) -> anyhow::Result<()> {
+        match self {
+            Closer::Jobs(s) => s.close().await?,
+            Closer::Executions(s) => s.close().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Sets `stop` on SIGTERM or SIGINT and wakes the daemon's sleep.
+fn watch_signals(stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested: finishing the archive file in progress");
+        stop.store(true, Ordering::Release);
+        wake.notify_one();
+    });
+    Ok(())
+}
+
+fn print(report: &PurgeReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        ui::print_json(report)
+    } else {
+        println!("{report}");
+        for f in &report.files {
+            println!("  {f}");
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
+    if !(args.min_age_days.is_finite() && args.min_age_days >= 0.0) {
+        bail!("--min-age-days must be a number of days, 0 or more (got {})", args.min_age_days);
+    }
+    if args.max_per_file == 0 {
+        bail!("--max-per-file must be at least 1");
+    }
+    let path = match args.store {
+        Some(p) => p,
+        None => StoreConfig::from_env()?.job_store_path,
+    };
+    let archive_dir = match args.archive_dir {
+        Some(d) => d,
+        None => default_archive_dir()?,
+    };
+    let (source, closer) = open_source(&path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if args.daemon {
+        watch_signals(stop.clone(), wake.clone())?;
+    }
+    let compression = match (args.gzip, args.zstd) {
+        (true, _) => Compression::Gzip,
+        (_, true) => Compression::Zstd,
+        _ => Compression::None,
+    };
+    let result = async {
+        loop {
+            let bar = ui::progress(None, if args.dry_run { "jobs (dry run)" } else { "jobs archived" }, args.json);
+            let b = bar.clone();
+            let options = PurgeOptions {
+                min_age: Duration::from_secs_f64(args.min_age_days * 86_400.0),
+                max: args.max,
+                max_per_file: args.max_per_file,
+                compression,
+                dry_run: args.dry_run,
+                stop: Some(stop.clone()),
+                progress: Some(Arc::new(move |n| b.set_position(n))),
+                ..PurgeOptions::new(&archive_dir)
+            };
+            let report = purge(&source, &options).await;
+            bar.finish_and_clear();
+            print(&report?, args.json)?;
+            if !args.daemon || stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(args.interval) => {}
+                _ = wake.notified() => {}
+            }
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    closer.close().await?;
+    result.map(|()| Outcome::Ok)
+}
+
+pub(crate) async fn run_archive(args: ArchiveArgs) -> anyhow::Result<Outcome> {
+    match args.command {
+        ArchiveCommand::Get { id, archive_dir, json } => {
+            let dir = match archive_dir {
+                Some(d) => d,
+                None => default_archive_dir()?,
+            };
+            let Some(record) = read_archived(&dir, &id)? else {
+                bail!("{id} is not in the archive index {}", dir.join(brine_purge::INDEX_FILE).display());
+            };
+            if json {
+                ui::print_json(&record)?;
+            } else {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            }
+            Ok(Outcome::Ok)
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Archive files, the index file and the pending marker: everything purge writes to the
+//! archive directory, and the reader `brine archive get` uses.
+//!
+//! - `job_archive_<TIME>.jsonl` (`.gz`, `.zst` when compressed): one JSON object per
+//!   line, one line per job with everything that belonged to it. `TIME` is the Unix time
+//!   the file was created (bumped by one second while a file of that time exists).
+//!   Written to a `.tmp` name, fsynced, renamed, and the directory fsynced.
+//! - `job_index`: one line per archived id, `ID     TIME` (the id, five spaces, the
+//!   archive's time), appended and fsynced before the records are deleted.
+//! - `job_purge.pending.<TIME>`: names an archive in progress (`TIME FILE`), from
+//!   before its file is written until its records are deleted (at most two at once: one
+//!   being written while the previous one's records are deleted). A run that finds
+//!   markers finishes those archives first, so a crash at any point leaves every record
+//!   in the store, in a synced archive, or both, and the index never holds an id twice.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PurgeError;
+
+/// The index file's name.
+pub const INDEX_FILE: &str = "job_index";
+/// The pending markers' name prefix (`job_purge.pending.<TIME>`).
+pub const PENDING_FILE: &str = "job_purge.pending";
+/// The archive files' name prefix.
+pub const ARCHIVE_PREFIX: &str = "job_archive_";
+
+/// How archive files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain JSON lines.
+    #[default]
+    None,
+    /// gzip (`.gz`), readable by `gzip -dc`.
+    Gzip,
+    /// zstd (`.zst`), readable by `zstd -dc`.
+    Zstd,
+}
+
+impl Compression {
+    /// The file name suffix.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => ".jsonl",
+            Compression::Gzip => ".jsonl.gz",
+            Compression::Zstd => ".jsonl.zst",
+        }
+    }
+
+    fn of_file(name: &str) -> Option<Compression> {
+        [Compression::Zstd, Compression::Gzip, Compression::None].into_iter().find(|c| name.ends_with(c.extension()))
+    }
+}
+
+fn io_err<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(std::io::Error) -> PurgeError + 'p {
+    move |source| PurgeError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Fsyncs a directory, so a rename or create in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), PurgeError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir, "sync the archive directory"))
+}
+
+/// The archive file name for `time` and `compression`.
+pub fn archive_name(time: u64, compression: Compression) -> String {
+    format!("{ARCHIVE_PREFIX}{time}{}", compression.extension())
+}
+
+/// The path of the archive of `time` in `dir`, whatever its compression.
+pub fn find_archive(dir: &Path, time: u64) -> Option<PathBuf> {
+    [Compression::None, Compression::Gzip, Compression::Zstd]
+        .into_iter()
+        .map(|c| dir.join(archive_name(time, c)))
+        .find(|p| p.exists())
+}
+
+/// The first time at or after `now` with no archive file in `dir`.
+pub(crate) fn free_time(dir: &Path, now: u64) -> u64 {
+    let mut t = now;
+    while find_archive(dir, t).is_some() || dir.join(format!("{}.tmp", archive_name(t, Compression::None))).exists() {
+        t += 1;
+    }
+    t
+}
+
+enum Sink {
+    Plain(BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Zstd(zstd::Encoder<'static, BufWriter<File>>),
+}
+
+/// An archive file being written.
+pub(crate) struct ArchiveWriter {
+    sink: Sink,
+    tmp: PathBuf,
+    path: PathBuf,
+    /// Uncompressed bytes written.
+    pub(crate) raw_bytes: u64,
+}
+
+impl ArchiveWriter {
+    /// Starts the archive of `time` in `dir` (written under a `.tmp` name).
+    pub(crate) fn create(dir: &Path, time: u64, compression: Compression) -> Result<ArchiveWriter, PurgeError> {
+        let path = dir.join(archive_name(time, compression));
+        let tmp = dir.join(format!("{}.tmp", archive_name(time, compression)));
+        let file = File::create(&tmp).map_err(io_err(&tmp, "create an archive file"))?;
+        let out = BufWriter::with_capacity(1 << 20, file);
+        let sink = match compression {
+            Compression::None => Sink::Plain(out),
+            Compression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::default())),
+            // Level 1: purge records repeat a lot (each execution carries its job), so
+            // the fastest level already compresses tens of times.
+            Compression::Zstd => {
+                Sink::Zstd(zstd::Encoder::new(out, 1).map_err(io_err(&tmp, "start zstd compression"))?)
+            }
+        };
+        Ok(ArchiveWriter { sink, tmp, path, raw_bytes: 0 })
+    }
+
+    /// Appends one record as a JSON line.
+    pub(crate) fn write(&mut self, record: &impl Serialize) -> Result<(), PurgeError> {
+        // Encoded whole first: the compressors take one large write far faster than
+        // the many small ones a streaming encoder makes.
+        let mut line = serde_json::to_vec(record).map_err(|e| PurgeError::Encode(e.to_string()))?;
+        line.push(b'\n');
+        self.raw_bytes += line.len() as u64;
+        let w: &mut dyn Write = match &mut self.sink {
+            Sink::Plain(w) => w,
+            Sink::Gzip(w) => w,
+            Sink::Zstd(w) => w,
+        };
+        w.write_all(&line).map_err(io_err(&self.tmp, "write an archive file"))
+    }
+
+    /// Finishes the compression, fsyncs the file, renames it to its final name and
+    /// fsyncs the directory. Returns the final path and its size.
+    pub(crate) fn finish(self) -> Result<(PathBuf, u64), PurgeError> {
+        let tmp = self.tmp.clone();
+        let buffered = match self.sink {
+            Sink::Plain(w) => w,
+            Sink::Gzip(w) => w.finish().map_err(io_err(&tmp, "finish gzip compression"))?,
+            Sink::Zstd(w) => w.finish().map_err(io_err(&tmp, "finish zstd compression"))?,
+        };
+        let file = buffered.into_inner().map_err(|e| PurgeError::Io {
+            what: "flush an archive file",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(&tmp, "sync an archive file"))?;
+        let size = file.metadata().map_err(io_err(&tmp, "measure an archive file"))?.len();
+        drop(file);
+        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path, "rename an archive file"))?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok((self.path, size))
+    }
+}
+
+/// Reads an archive file's records, decompressing by its name.
+pub fn read_archive(path: &Path) -> Result<impl Iterator<Item = Result<serde_json::Value, PurgeError>>, PurgeError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let compression = Compression::of_file(&name).unwrap_or(Compression::None);
+    let file = File::open(path).map_err(io_err(path, "open an archive file"))?;
+    let reader: Box<dyn Read> = match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(io_err(path, "start zstd decompression"))?),
+    };
+    let owned = path.to_path_buf();
+    Ok(BufReader::with_capacity(1 << 20, reader).lines().enumerate().map(move |(n, line)| {
+        let line =
+            line.map_err(|source| PurgeError::Io { what: "read an archive file", path: owned.clone(), source })?;
+        serde_json::from_str(&line).map_err(|e| PurgeError::BadArchive {
+            path: owned.clone(),
+            line: n + 1,
+            reason: e.to_string(),
+        })
+    }))
+}
+
+/// The id a record is archived under: the job's id.
+pub fn record_id(record: &serde_json::Value) -> Option<&str> {
+    record.get("job_id").and_then(|v| v.as_str()).or_else(|| record.pointer("/job/id").and_then(|v| v.as_str()))
+}
+
+/// The index file of an archive directory.
+pub(crate) struct Index {
+    path: PathBuf,
+}
+
+impl Index {
+    pub(crate) fn new(dir: &Path) -> Index {
+        Index { path: dir.join(INDEX_FILE) }
+    }
+
+    /// Removes a last line cut short by a crash (no newline at its end).
+    pub(crate) fn repair_tail(&self) -> Result<(), PurgeError> {
+        let Ok(text) = std::fs::read(&self.path) else { return Ok(()) };
+        if text.is_empty() || text.ends_with(b"\n") {
+            return Ok(());
+        }
+        let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let f = OpenOptions::new().write(true).open(&self.path).map_err(io_err(&self.path, "open the index"))?;
+        f.set_len(keep as u64).map_err(io_err(&self.path, "truncate the index"))?;
+        f.sync_all().map_err(io_err(&self.path, "sync the index"))
+    }
+
+    /// The ids indexed under `time`.
+    pub(crate) fn ids_at(&self, time: u64) -> Result<BTreeSet<String>, PurgeError> {
+        let mut out = BTreeSet::new();
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err(&self.path, "open the index")(e)),
+        };
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_err(&self.path, "read the index"))?;
+            if let Some((id, t)) = parse_index_line(&line) {
+                if t == time {
+                    out.insert(id.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends `ID     TIME` lines and fsyncs.
+    pub(crate) fn append<'a>(&self, ids: impl IntoIterator<Item = &'a str>, time: u64) -> Result<(), PurgeError> {
+        let existed = self.path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path, "open the index"))?;
+        let mut w = BufWriter::new(file);
+        for id in ids {
+            writeln!(w, "{id}     {time}").map_err(io_err(&self.path, "append to the index"))?;
+        }
+        let file = w.into_inner().map_err(|e| PurgeError::Io {
+            what: "append to the index",
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(&self.path, "sync the index"))?;
+        if !existed {
+            if let Some(dir) = self.path.parent() {
+                sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The archive time of `id`, if indexed.
+    pub(crate) fn find(&self, id: &str) -> Result<Option<u64>, PurgeError> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.path, "open the index")(e)),
+        };
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_err(&self.path, "read the index"))?;
+            if let Some((found, t)) = parse_index_line(&line) {
+                if found == id {
+                    return Ok(Some(t));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Parses `ID     TIME`.
+pub fn parse_index_line(line: &str) -> Option<(&str, u64)> {
+    let (id, time) = line.split_once("     ")?;
+    Some((id, time.trim().parse().ok()?))
+}
+
+/// The run in progress, as the pending marker records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub(crate) time: u64,
+    pub(crate) file: String,
+}
+
+impl Pending {
+    fn path(dir: &Path, time: u64) -> PathBuf {
+        dir.join(format!("{PENDING_FILE}.{time}"))
+    }
+
+    /// Every pending marker in `dir`, oldest first.
+    pub(crate) fn read_all(dir: &Path) -> Result<Vec<Pending>, PurgeError> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(dir, "list the archive directory")(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(dir, "list the archive directory"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(suffix) = name.strip_prefix(&format!("{PENDING_FILE}.")) else { continue };
+            if suffix.parse::<u64>().is_err() {
+                continue;
+            }
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).map_err(io_err(&path, "read a pending marker"))?;
+            let bad = || PurgeError::BadArchive { path: path.clone(), line: 1, reason: "expected `TIME FILE`".into() };
+            let (time, file) = text.trim().split_once(' ').ok_or_else(bad)?;
+            out.push(Pending { time: time.parse().map_err(|_| bad())?, file: file.to_owned() });
+        }
+        out.sort_by_key(|p| p.time);
+        Ok(out)
+    }
+
+    /// Writes (and syncs) the marker of this archive.
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), PurgeError> {
+        let path = Self::path(dir, self.time);
+        let tmp = dir.join(format!("{PENDING_FILE}.tmp"));
+        let mut f = File::create(&tmp).map_err(io_err(&tmp, "write a pending marker"))?;
+        writeln!(f, "{} {}", self.time, self.file).map_err(io_err(&tmp, "write a pending marker"))?;
+        f.sync_all().map_err(io_err(&tmp, "sync a pending marker"))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path, "write a pending marker"))?;
+        sync_dir(dir)
+    }
+
+    /// Removes the marker of this archive: its records are deleted.
+    pub(crate) fn clear(&self, dir: &Path) -> Result<(), PurgeError> {
+        let path = Self::path(dir, self.time);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, "remove a pending marker")(e)),
+        }
+    }
+}

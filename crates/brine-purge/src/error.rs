@@ -1,0 +1,56 @@
+//! The errors of purging and of reading archives back.
+
+use std::path::PathBuf;
+
+use brine_store::StoreError;
+
+/// Why a purge or an archive read failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PurgeError {
+    /// The store failed.
+    #[error("purge: {0}")]
+    Store(StoreError),
+    /// A file operation failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be encoded as JSON.
+    #[error("cannot encode a record as JSON: {0}")]
+    Encode(String),
+    /// An archive, index or marker file does not read as one.
+    #[error("{} line {line}: {reason}", path.display())]
+    BadArchive {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line (0: the file as a whole).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The index names an archive file that is not there.
+    #[error("the index puts {id} in the archive of time {time}, which is not in {}", dir.display())]
+    MissingArchive {
+        /// The id looked up.
+        id: String,
+        /// Its archive's time.
+        time: u64,
+        /// The archive directory.
+        dir: PathBuf,
+    },
+    /// Options that cannot work.
+    #[error("purge option {option}: {reason}")]
+    Options {
+        /// The option.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
+}

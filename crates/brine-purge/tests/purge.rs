@@ -1,0 +1,239 @@
+//! Purge on both backends: age selection, `max`, `max_per_file` rollover, compression
+//! checked by the standard tools, the index format, the retained table and `Archived`,
+//! read-back equal to the original, dry runs, and compute stores.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+
+use brine_purge::{purge, read_archived, Compression, ComputeJobRecord, PurgeOptions, Source};
+use brine_store::model::{ComputeState, Event, Execution, ExecutionId, ExecutionState, Job, Timestamp};
+use brine_store::{ManualClock, StoreError};
+use support::{archived_ids, fill, index_lines, jid};
+
+const BACKENDS: [&str; 2] = ["memory", "rocksdb"];
+
+fn options(dir: &std::path::Path, clock: &Arc<ManualClock>) -> PurgeOptions {
+    PurgeOptions { clock: clock.clone(), ..PurgeOptions::new(dir.join("archive")) }
+}
+
+#[tokio::test]
+async fn old_terminal_jobs_go_with_everything_they_own() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::job_store(backend, dir.path(), clock.clone());
+        fill(store.as_ref(), &clock, 10).await;
+        let before = store.job_bundle(&jid("old-0003")).await.unwrap();
+        let head = store.event_log().head().await.unwrap();
+
+        let report = purge(&Source::Jobs(store.clone()), &options(dir.path(), &clock)).await.unwrap();
+        assert_eq!((report.jobs, report.executions, report.evaluations), (10, 20, 10), "{backend}: {report}");
+        assert!(report.events >= 10 * 3, "history entries: {report}");
+        assert_eq!(report.files.len(), 1);
+        assert!(report.bytes > 0 && report.raw_bytes > 0);
+        // Each purged job logged one delete, naming its archive.
+        assert_eq!(store.event_log().head().await.unwrap(), head + 10, "{backend}");
+
+        for i in 0..10 {
+            let id = format!("old-{i:04}");
+            let err = store.get_job(&jid(&id)).await.unwrap_err();
+            assert!(matches!(&err, StoreError::Archived { file, .. } if *file == report.files[0]), "{backend}: {err}");
+            assert!(store.get_executions_for_job(&jid(&id)).await.unwrap().is_empty());
+        }
+        for id in ["running-0", "running-2", "young-0", "young-3"] {
+            store.get_job(&jid(id)).await.unwrap();
+        }
+        let archive = dir.path().join("archive");
+        let back = read_archived(&archive, "old-0003").unwrap().expect("archived");
+        assert_eq!(back, serde_json::to_value(&before).unwrap(), "{backend}: read back equals the original");
+        let bundle: brine_store::JobBundle = serde_json::from_value(back).unwrap();
+        assert_eq!(bundle, before);
+        assert!(read_archived(&archive, "young-0").unwrap().is_none());
+
+        let again = purge(&Source::Jobs(store.clone()), &options(dir.path(), &clock)).await.unwrap();
+        assert_eq!(again.jobs, 0, "nothing left to purge");
+        assert!(again.files.is_empty());
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn max_bounds_a_run_and_max_per_file_rolls_over() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::job_store(backend, dir.path(), clock.clone());
+        fill(store.as_ref(), &clock, 25).await;
+        let opts = PurgeOptions { max: Some(23), max_per_file: 10, ..options(dir.path(), &clock) };
+        let report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
+        assert_eq!(report.jobs, 23, "{backend}");
+        assert_eq!(report.files.len(), 3);
+        let archive = dir.path().join("archive");
+        let per_file: Vec<usize> = report
+            .files
+            .iter()
+            .map(|f| brine_purge::archive::read_archive(&archive.join(f)).unwrap().count())
+            .collect();
+        assert_eq!(per_file, [10, 10, 3]);
+        let report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
+        assert_eq!((report.jobs, report.files.len()), (2, 1), "{backend}");
+
+        // The index: one `ID     TIME` line per id, no id twice, each in its file.
+        let text = std::fs::read_to_string(archive.join(brine_purge::INDEX_FILE)).unwrap();
+        for line in text.lines() {
+            let (id, time) = line.split_once("     ").unwrap_or_else(|| panic!("{line:?}"));
+            assert!(!id.contains(' ') && time.chars().all(|c| c.is_ascii_digit()), "{line:?}");
+        }
+        let lines = index_lines(&archive);
+        assert_eq!(lines.len(), 25);
+        let ids: BTreeSet<&str> = lines.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids.len(), 25, "no id twice");
+        let times: BTreeSet<u64> = lines.iter().map(|(_, t)| *t).collect();
+        assert_eq!(times.len(), 4, "four archive files, four times");
+        for (id, time) in &lines {
+            let path = brine_purge::archive::find_archive(&archive, *time).unwrap();
+            assert!(
+                brine_purge::archive::read_archive(&path)
+                    .unwrap()
+                    .any(|r| brine_purge::archive::record_id(&r.unwrap()) == Some(id)),
+                "{id} in {}",
+                path.display()
+            );
+        }
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_archives_pass_the_standard_tools() {
+    for (compression, tool, ext) in
+        [(Compression::Gzip, "gzip", ".jsonl.gz"), (Compression::Zstd, "zstd", ".jsonl.zst")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::job_store("rocksdb", dir.path(), clock.clone());
+        fill(store.as_ref(), &clock, 12).await;
+        let opts = PurgeOptions { compression, max_per_file: 5, ..options(dir.path(), &clock) };
+        let report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
+        assert_eq!(report.files.len(), 3);
+        assert!(report.bytes < report.raw_bytes, "{report}");
+        for f in &report.files {
+            assert!(f.ends_with(ext), "{f}");
+            let path = dir.path().join("archive").join(f);
+            let out = Command::new(tool)
+                .arg("-t")
+                .arg(&path)
+                .output()
+                .unwrap_or_else(|e| panic!("{tool} must be installed (cargo xtask ci installs it): {e}"));
+            assert!(out.status.success(), "{tool} -t {f}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(archived_ids(&dir.path().join("archive")).len(), 12);
+        assert!(read_archived(&dir.path().join("archive"), "old-0011").unwrap().is_some());
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_and_writes_nothing() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::job_store(backend, dir.path(), clock.clone());
+        fill(store.as_ref(), &clock, 7).await;
+        let head = store.event_log().head().await.unwrap();
+        let dry = purge(&Source::Jobs(store.clone()), &PurgeOptions { dry_run: true, ..options(dir.path(), &clock) })
+            .await
+            .unwrap();
+        assert!(dry.dry_run && dry.files.is_empty());
+        assert!(!dir.path().join("archive").exists(), "nothing written");
+        assert_eq!(store.event_log().head().await.unwrap(), head, "nothing deleted");
+        store.get_job(&jid("old-0000")).await.unwrap();
+        let real = purge(&Source::Jobs(store.clone()), &options(dir.path(), &clock)).await.unwrap();
+        assert_eq!(
+            (dry.jobs, dry.executions, dry.events, dry.evaluations),
+            (real.jobs, real.executions, real.events, real.evaluations)
+        );
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn bad_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let store = support::job_store("memory", dir.path(), clock.clone());
+    let err = purge(&Source::Jobs(store), &PurgeOptions { max_per_file: 0, ..options(dir.path(), &clock) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "purge option max_per_file: must be at least 1");
+}
+
+fn exec(id: &str, job: &str, state: ExecutionState) -> Execution {
+    let mut x = Execution::new(ExecutionId::new(id).unwrap(), &Job::new(jid(job), job));
+    x.compute_state = ComputeState::new(state, "stored");
+    x
+}
+
+#[tokio::test]
+async fn a_compute_store_purges_jobs_whose_executions_are_all_terminal_and_old() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::exec_store(backend, dir.path(), clock.clone());
+        let ev = || vec![Event::new("t", "bid", Timestamp::from_secs(1))];
+        for (id, job, state) in [
+            ("a-1", "job-a", ExecutionState::Completed),
+            ("a-2", "job-a", ExecutionState::Failed),
+            ("b-1", "job-b", ExecutionState::Cancelled),
+            ("b-2", "job-b", ExecutionState::Running),
+            ("d-1", "job-d", ExecutionState::Completed),
+        ] {
+            store.create_execution(exec(id, job, state), ev()).await.unwrap();
+        }
+        clock.advance(support::OLD);
+        store.create_execution(exec("c-1", "job-c", ExecutionState::Completed), ev()).await.unwrap();
+        let opts = PurgeOptions { max_per_file: 1, ..options(dir.path(), &clock) };
+        let report = purge(&Source::Executions(store.clone()), &opts).await.unwrap();
+        assert_eq!((report.jobs, report.executions, report.events), (2, 3, 3), "{backend}: {report}");
+        assert_eq!(report.files.len(), 2);
+        for gone in ["a-1", "a-2", "d-1"] {
+            assert!(store.get_execution(&ExecutionId::new(gone).unwrap()).await.unwrap_err().is_not_found());
+        }
+        for kept in ["b-1", "b-2", "c-1"] {
+            store.get_execution(&ExecutionId::new(kept).unwrap()).await.unwrap();
+        }
+        let back = read_archived(&dir.path().join("archive"), "job-a").unwrap().unwrap();
+        let record: ComputeJobRecord = serde_json::from_value(back).unwrap();
+        let ids: Vec<&str> = record.executions.iter().map(|e| e.execution.id.as_str()).collect();
+        assert_eq!(ids, ["a-1", "a-2"]);
+        assert_eq!(record.executions[0].events.len(), 1);
+        assert_eq!(store.get_execution_count(ExecutionState::Completed).await.unwrap(), 1, "c-1");
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_flag_stops_a_run_between_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let store = support::job_store("memory", dir.path(), clock.clone());
+    fill(store.as_ref(), &clock, 6).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let opts = PurgeOptions {
+        max_per_file: 2,
+        stop: Some(stop.clone()),
+        progress: Some(Arc::new(move |done| {
+            if done >= 2 {
+                s.store(true, std::sync::atomic::Ordering::Release);
+            }
+        })),
+        ..options(dir.path(), &clock)
+    };
+    let report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
+    assert!(report.stopped);
+    assert_eq!((report.jobs, report.files.len()), (2, 1), "the file in progress finished, no more");
+}
