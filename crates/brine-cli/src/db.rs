@@ -115,11 +115,28 @@ fn key_bytes(text: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
-    let (path, outcome) = match args.command {
-        DbCommand::Check { path, json } => {
-            let ins = open(&path)?;
-            let report = blocking(&ins, |i| Ok(i.check()?)).await?;
-            ins.close().await?;
+    let path = match &args.command {
+        DbCommand::Check { path, .. }
+        | DbCommand::Buckets { path, .. }
+        | DbCommand::Keys { path, .. }
+        | DbCommand::Get { path, .. }
+        | DbCommand::Stats { path, .. }
+        | DbCommand::Compact { path, .. } => path.clone(),
+    };
+    let ins = open(&path)?;
+    // Closed on every path, errors included, so the store is not left marked open.
+    let result = run_on(&ins, &path, args.command).await;
+    let closed = ins.close().await;
+    let outcome = result?;
+    closed?;
+    tracing::debug!(path = %path.display(), "db command done");
+    Ok(outcome)
+}
+
+async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand) -> anyhow::Result<Outcome> {
+    let outcome = match command {
+        DbCommand::Check { json, .. } => {
+            let report = blocking(ins, |i| Ok(i.check()?)).await?;
             if json {
                 let problems: Vec<_> = report
                     .problems
@@ -139,10 +156,13 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
                 }
                 println!("{} problem(s) in {} keys", report.problems.len(), report.keys_checked);
             }
-            (path, if report.is_ok() { Outcome::Ok } else { Outcome::Problems })
+            if report.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Problems
+            }
         }
-        DbCommand::Buckets { path, json } => {
-            let ins = open(&path)?;
+        DbCommand::Buckets { json, .. } => {
             let names: Vec<&str> = ins.families().iter().map(|c| c.name()).collect();
             if json {
                 ui::print_json(&json!({ "kind": ins.kind().as_str(), "buckets": names }))?;
@@ -151,15 +171,13 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
                     println!("{n}");
                 }
             }
-            ins.close().await?;
-            (path, Outcome::Ok)
+            Outcome::Ok
         }
-        DbCommand::Keys { path, cf, prefix, limit, json } => {
-            let ins = open(&path)?;
-            let cf = family(&ins, &cf)?;
+        DbCommand::Keys { cf, prefix, limit, json, .. } => {
+            let cf = family(ins, &cf)?;
             let prefix = prefix.as_deref().map(key_bytes).transpose()?.unwrap_or_default();
             let limit = limit.unwrap_or(usize::MAX);
-            blocking(&ins, move |i| {
+            blocking(ins, move |i| {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 let mut n = 0usize;
                 let mut failed = None;
@@ -202,12 +220,10 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
                 Ok(())
             })
             .await?;
-            ins.close().await?;
-            (path, Outcome::Ok)
+            Outcome::Ok
         }
-        DbCommand::Get { path, cf, key, json } => {
-            let ins = open(&path)?;
-            let family = family(&ins, &cf)?;
+        DbCommand::Get { cf, key, json, .. } => {
+            let family = family(ins, &cf)?;
             let bytes = key_bytes(&key)?;
             let value = match ins.get_json(family, &bytes) {
                 Ok(Some(v)) => v,
@@ -220,29 +236,24 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
             } else {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             }
-            ins.close().await?;
-            (path, Outcome::Ok)
+            Outcome::Ok
         }
-        DbCommand::Stats { path, json } => {
-            let ins = open(&path)?;
-            let stats = blocking(&ins, |i| Ok(i.stats()?)).await?;
-            ins.close().await?;
+        DbCommand::Stats { json, .. } => {
+            let stats = blocking(ins, |i| Ok(i.stats()?)).await?;
             if json {
                 ui::print_json(&stats)?;
             } else {
-                print_stats(&path, &stats);
+                print_stats(path, &stats);
             }
-            (path, Outcome::Ok)
+            Outcome::Ok
         }
-        DbCommand::Compact { path, dest, json } => {
-            let ins = open(&path)?;
+        DbCommand::Compact { dest, json, .. } => {
             let bar = ui::progress(None, "copying keys", json);
             let b = bar.clone();
             let target = dest.clone();
             let (before, after) =
-                blocking(&ins, move |i| Ok(i.compact_into(&target, 10_000, |n| b.set_position(n))?)).await?;
+                blocking(ins, move |i| Ok(i.compact_into(&target, 10_000, |n| b.set_position(n))?)).await?;
             bar.finish_and_clear();
-            ins.close().await?;
             let gain = before as f64 / after.max(1) as f64;
             if json {
                 ui::print_json(&json!({
@@ -251,10 +262,9 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
             } else {
                 println!("{before} -> {after} bytes (gain={gain:.2}x)");
             }
-            (path, Outcome::Ok)
+            Outcome::Ok
         }
     };
-    tracing::debug!(path = %path.display(), "db command done");
     Ok(outcome)
 }
 

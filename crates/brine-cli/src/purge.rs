@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use brine_purge::{purge, read_archived, Compression, PurgeOptions, PurgeReport, Source};
-use brine_rocksdb::{OpenError, OpenOptions, RocksExecutionStore, RocksJobStore};
+use brine_rocksdb::{OpenOptions, RocksExecutionStore, RocksJobStore, StoreKind};
 use brine_store::config::StoreConfig;
 use brine_store::{ExecutionStore, JobStore};
 use clap::{Args, Subcommand};
@@ -21,7 +21,8 @@ pub(crate) struct PurgeArgs {
     /// (default: BRINE_JOB_STORE_PATH, else {BRINE_DIR}/{NODE_ID}-requester.db).
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
-    /// Where archive files and the index go (default: {BRINE_DIR}/archive; created if missing).
+    /// Where archive files and the index go (default: {BRINE_DIR}/archive for a requester
+    /// store, {BRINE_DIR}/archive-compute for a compute store; created if missing).
     #[arg(long, value_name = "DIR")]
     archive_dir: Option<PathBuf>,
     /// Purge only jobs whose last change is at least this many days old.
@@ -82,16 +83,15 @@ fn default_archive_dir() -> anyhow::Result<PathBuf> {
 /// Opens the store at `path` as whichever kind it is.
 fn open_source(path: &std::path::Path) -> anyhow::Result<(Source, Closer)> {
     let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
-    match RocksJobStore::open(path, &options) {
-        Ok(store) => {
-            let store = Arc::new(store);
+    match brine_rocksdb::store_kind_at(path)? {
+        StoreKind::Requester => {
+            let store = Arc::new(RocksJobStore::open(path, &options)?);
             Ok((Source::Jobs(store.clone()), Closer::Jobs(store)))
         }
-        Err(OpenError::WrongKind { .. }) => {
+        StoreKind::Compute => {
             let store = Arc::new(RocksExecutionStore::open(path, &options)?);
             Ok((Source::Executions(store.clone()), Closer::Executions(store)))
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -141,9 +141,9 @@ fn print(report: &PurgeReport, json: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
-    if !(args.min_age_days.is_finite() && args.min_age_days >= 0.0) {
-        bail!("--min-age-days must be a number of days, 0 or more (got {})", args.min_age_days);
-    }
+    let min_age = Duration::try_from_secs_f64(args.min_age_days * 86_400.0).map_err(|_| {
+        anyhow::anyhow!("--min-age-days must be a number of days, 0 or more (got {})", args.min_age_days)
+    })?;
     if args.max_per_file == 0 {
         bail!("--max-per-file must be at least 1");
     }
@@ -151,11 +151,12 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
         Some(p) => p,
         None => StoreConfig::from_env()?.job_store_path,
     };
-    let archive_dir = match args.archive_dir {
-        Some(d) => d,
-        None => default_archive_dir()?,
-    };
     let (source, closer) = open_source(&path)?;
+    let archive_dir = match (args.archive_dir, &source) {
+        (Some(d), _) => d,
+        (None, Source::Jobs(_)) => default_archive_dir()?,
+        (None, Source::Executions(_)) => StoreConfig::from_env()?.dir.join("archive-compute"),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(tokio::sync::Notify::new());
     if args.daemon {
@@ -166,12 +167,12 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
         (_, true) => Compression::Zstd,
         _ => Compression::None,
     };
-    let result = async {
+    let result: anyhow::Result<()> = async {
         loop {
             let bar = ui::progress(None, if args.dry_run { "jobs (dry run)" } else { "jobs archived" }, args.json);
             let b = bar.clone();
             let options = PurgeOptions {
-                min_age: Duration::from_secs_f64(args.min_age_days * 86_400.0),
+                min_age,
                 max: args.max,
                 max_per_file: args.max_per_file,
                 compression,
@@ -196,8 +197,11 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
         }
     }
     .await;
-    closer.close().await?;
-    result.map(|()| Outcome::Ok)
+    // A purge error says more than a close error after it.
+    let closed = closer.close().await;
+    result?;
+    closed?;
+    Ok(Outcome::Ok)
 }
 
 pub(crate) async fn run_archive(args: ArchiveArgs) -> anyhow::Result<Outcome> {

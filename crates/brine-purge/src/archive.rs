@@ -7,6 +7,9 @@
 //!   Written to a `.tmp` name, fsynced, renamed, and the directory fsynced.
 //! - `job_index`: one line per archived id, `ID     TIME` (the id, five spaces, the
 //!   archive's time), appended and fsynced before the records are deleted.
+//! - `job_purge.lock`: locked (`flock`) by the purge running on the directory; a second
+//!   one is refused. `archive_kind`: `requester` or `compute`, the kind of store whose
+//!   archives the directory holds; a purge of the other kind is refused.
 //! - `job_purge.pending.<TIME>`: names an archive in progress (`TIME FILE`), from
 //!   before its file is written until its records are deleted (at most two at once: one
 //!   being written while the previous one's records are deleted). A run that finds
@@ -28,6 +31,48 @@ pub const INDEX_FILE: &str = "job_index";
 pub const PENDING_FILE: &str = "job_purge.pending";
 /// The archive files' name prefix.
 pub const ARCHIVE_PREFIX: &str = "job_archive_";
+/// The lock file a purge holds while it runs.
+pub const LOCK_FILE: &str = "job_purge.lock";
+/// The file naming the kind of store whose archives the directory holds.
+pub const KIND_FILE: &str = "archive_kind";
+
+/// A purge's hold on its archive directory: released when dropped.
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// Takes the archive directory for one run: an exclusive lock (one purge at a time per
+/// directory) and a check that it holds archives of this kind of store (`requester`
+/// or `compute`), recording the kind on first use.
+pub(crate) fn claim(dir: &Path, kind: &str) -> Result<DirLock, PurgeError> {
+    let lock = dir.join(LOCK_FILE);
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io_err(&lock, "open"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(PurgeError::Busy { dir: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock, "lock")(e)),
+    }
+    let kind_path = dir.join(KIND_FILE);
+    match std::fs::read_to_string(&kind_path) {
+        Ok(found) if found.trim() == kind => {}
+        Ok(found) => {
+            return Err(PurgeError::WrongDirectory {
+                dir: dir.to_path_buf(),
+                holds: found.trim().to_owned(),
+                kind: kind.to_owned(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut f = File::create(&kind_path).map_err(io_err(&kind_path, "write"))?;
+            writeln!(f, "{kind}").map_err(io_err(&kind_path, "write"))?;
+            f.sync_all().map_err(io_err(&kind_path, "sync"))?;
+            sync_dir(dir)?;
+        }
+        Err(e) => return Err(io_err(&kind_path, "read")(e)),
+    }
+    Ok(DirLock { _file: file })
+}
 
 /// How archive files are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -256,22 +301,24 @@ impl Index {
         Ok(())
     }
 
-    /// The archive time of `id`, if indexed.
+    /// The archive time of `id`, if indexed: the newest line naming it (an id purged,
+    /// re-created and purged again is read back as it was last).
     pub(crate) fn find(&self, id: &str) -> Result<Option<u64>, PurgeError> {
         let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(&self.path, "open the index")(e)),
         };
+        let mut newest = None;
         for line in BufReader::new(file).lines() {
             let line = line.map_err(io_err(&self.path, "read the index"))?;
             if let Some((found, t)) = parse_index_line(&line) {
                 if found == id {
-                    return Ok(Some(t));
+                    newest = Some(t);
                 }
             }
         }
-        Ok(None)
+        Ok(newest)
     }
 }
 

@@ -45,6 +45,25 @@ pub enum PurgeError {
         /// The archive directory.
         dir: PathBuf,
     },
+    /// Another purge holds the archive directory.
+    #[error("another purge is running on {} (it holds {})", dir.display(), crate::archive::LOCK_FILE)]
+    Busy {
+        /// The archive directory.
+        dir: PathBuf,
+    },
+    /// The archive directory holds another kind of store's archives.
+    #[error("{} holds archives of a {holds} store, not of a {kind} store: use another archive directory", dir.display())]
+    WrongDirectory {
+        /// The archive directory.
+        dir: PathBuf,
+        /// Whose archives it holds (`requester` or `compute`).
+        holds: String,
+        /// What this purge writes.
+        kind: String,
+    },
+    /// A task of the purge failed.
+    #[error("purge: {0}")]
+    Task(String),
     /// Options that cannot work.
     #[error("purge option {option}: {reason}")]
     Options {

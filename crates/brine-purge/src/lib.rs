@@ -48,6 +48,16 @@ pub enum Source {
     Executions(Arc<dyn ExecutionStore>),
 }
 
+impl Source {
+    /// `requester` or `compute`: whose archives the directory holds.
+    fn kind(&self) -> &'static str {
+        match self {
+            Source::Jobs(_) => "requester",
+            Source::Executions(_) => "compute",
+        }
+    }
+}
+
 /// One execution and its events, in a compute store's archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionRecord {
@@ -404,7 +414,7 @@ impl Pick {
 /// Waits for the deletion of the previous archive's records.
 async fn join(task: Option<tokio::task::JoinHandle<Result<(), PurgeError>>>) -> Result<(), PurgeError> {
     match task {
-        Some(t) => t.await.map_err(|e| PurgeError::Encode(format!("the deletion task failed: {e}")))?,
+        Some(t) => t.await.map_err(|e| PurgeError::Task(format!("the deletion task failed: {e}")))?,
         None => Ok(()),
     }
 }
@@ -421,6 +431,9 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
             path: dir.clone(),
             source,
         })?;
+    }
+    let _lock = if options.dry_run { None } else { Some(archive::claim(dir, source.kind())?) };
+    if !options.dry_run {
         report.resumed = finish_pending(source, options).await?;
     }
     let now = options.clock.now();
@@ -432,9 +445,28 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
         seen: HashSet::new(),
         backlog: VecDeque::new(),
     };
+    // The archive whose records are being deleted; always waited for, also on errors.
+    let mut deleting = None;
+    let outcome = archive_files(source, options, &mut selector, &mut report, &mut deleting).await;
+    let deleted = join(deleting.take()).await;
+    outcome?;
+    deleted?;
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+/// Writes archive files until the candidates, `max` or a stop request run out; leaves
+/// the last archive's deletion running in `deleting`.
+async fn archive_files(
+    source: &Source,
+    options: &PurgeOptions,
+    selector: &mut Selector,
+    report: &mut PurgeReport,
+    deleting: &mut Option<tokio::task::JoinHandle<Result<(), PurgeError>>>,
+) -> Result<(), PurgeError> {
+    let dir = &options.archive_dir;
     let mut remaining = options.max.unwrap_or(u64::MAX);
     let mut last_time = 0;
-    let mut deleting = None;
     while remaining > 0 {
         if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
             report.stopped = true;
@@ -449,7 +481,7 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
         if options.dry_run {
             for pick in &picks {
                 if let Some(loaded) = load(source, pick).await? {
-                    loaded.count(&mut report);
+                    loaded.count(report);
                 }
             }
             if let Some(p) = &options.progress {
@@ -479,7 +511,7 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
         // and each archive's marker stays until its records are gone.
         join(deleting.take()).await?;
         let (src, dir_owned, batch) = (source.clone(), dir.clone(), options.delete_batch);
-        deleting = Some(tokio::spawn(async move {
+        *deleting = Some(tokio::spawn(async move {
             delete(&src, &written, &file, batch).await?;
             pending.clear(&dir_owned)
         }));
@@ -493,9 +525,7 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
             p(report.jobs);
         }
     }
-    join(deleting.take()).await?;
-    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(report)
+    Ok(())
 }
 
 /// Reads job `id` back from the archives in `dir`, through the index.

@@ -237,3 +237,28 @@ async fn the_daemon_flag_stops_a_run_between_files() {
     assert!(report.stopped);
     assert_eq!((report.jobs, report.files.len()), (2, 1), "the file in progress finished, no more");
 }
+
+#[tokio::test]
+async fn an_archive_directory_holds_one_kind_and_one_purge_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let jobs = support::job_store("memory", dir.path(), clock.clone());
+    fill(jobs.as_ref(), &clock, 2).await;
+    purge(&Source::Jobs(jobs), &options(dir.path(), &clock)).await.unwrap();
+    let execs = support::exec_store("memory", dir.path(), clock.clone());
+    let err = purge(&Source::Executions(execs), &options(dir.path(), &clock)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("holds archives of a requester store, not of a compute store: use another archive directory"),
+        "{err}"
+    );
+
+    // A second purge on the same directory while one holds it is refused.
+    let archive = dir.path().join("archive");
+    let held = std::fs::OpenOptions::new().write(true).open(archive.join(brine_purge::archive::LOCK_FILE)).unwrap();
+    held.lock().unwrap();
+    let jobs = support::job_store("memory", dir.path(), clock.clone());
+    let err = purge(&Source::Jobs(jobs), &options(dir.path(), &clock)).await.unwrap_err();
+    assert!(matches!(err, brine_purge::PurgeError::Busy { .. }), "{err}");
+    held.unlock().unwrap();
+}

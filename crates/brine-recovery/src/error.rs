@@ -66,6 +66,15 @@ pub enum Problem {
         /// The action.
         action: &'static str,
     },
+    /// A table that marks failed in `Created` what it requeues there.
+    #[error(
+        "{job_type} executions are requeued to Created, where this policy marks them failed: \
+         a second run would undo the first (use fail-older-than or no-action for Created)"
+    )]
+    UndoesRequeue {
+        /// The job type.
+        job_type: JobType,
+    },
     /// An action that makes no sense for its cell.
     #[error("{action} does not apply to {job_type} executions in {state}: {reason}")]
     NotApplicable {

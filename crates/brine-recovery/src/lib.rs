@@ -11,17 +11,19 @@
 //! table (no action anywhere, the default) recovery reads nine counters and nothing
 //! else.
 //!
-//! Then the cleanup: after an unclean shutdown (or when asked), the store's
-//! [`ExecutionStore::repair`] puts its derived data right against the records (index
-//! entries that point at nothing, records missing index entries, history without an
-//! execution, counters that disagree with the state index), and the execution data is
+//! Before the policy, the cleanup: after an unclean shutdown (or when asked), the
+//! store's [`ExecutionStore::repair`] puts its derived data right against the records
+//! (index entries that point at nothing, records missing index entries, history without
+//! an execution, counters that disagree with the state index), so the policy reads
+//! counters and indexes that match the records. At the end the execution data is
 //! compacted when anything was deleted or repaired.
 //!
 //! A dry run computes the same [`Report`] and changes nothing. Recovery is idempotent:
 //! each change moves an execution out of the state whose cell changed it (or deletes
 //! it), into `Created` (requeue; its pass comes first) or `Failed` (whose cell can only
 //! keep it or delete it once old, and it was just modified), so a second run, or a run
-//! after one killed midway, finds nothing more to do.
+//! after one killed midway, finds nothing more to do. A table that would mark failed in
+//! `Created` what it requeues there is refused when it is built.
 //!
 //! This crate depends on `brine-store` only and works with every backend.
 
@@ -184,12 +186,25 @@ pub async fn recover(
     let started = Instant::now();
     let now = options.clock.now();
     let before = counts(store).await?;
-    let mut after = before;
+    // Repair first, so the policy reads counters and indexes that match the records.
+    let (cleanup_reason, run_cleanup) = match options.cleanup {
+        Cleanup::Never => (CleanupReason::SkippedByOptions, false),
+        Cleanup::Always => (CleanupReason::Requested, true),
+        Cleanup::Auto if store.unclean_shutdown() => (CleanupReason::UncleanShutdown, true),
+        Cleanup::Auto => (CleanupReason::SkippedCleanShutdown, false),
+    };
+    let cleanup = if run_cleanup { Some(store.repair(options.dry_run).await?) } else { None };
+    let repaired_counts = if cleanup.as_ref().is_some_and(|c| c.repaired() > 0) && !options.dry_run {
+        counts(store).await?
+    } else {
+        before
+    };
+    let mut after = repaired_counts;
     let mut actions: Vec<ActionTaken> = Vec::new();
     let mut conflicts = 0;
     let mut deleted = 0u64;
     for state in ExecutionState::ALL {
-        if before.get(state) == 0 || policy.leaves_alone(state) {
+        if repaired_counts.get(state) == 0 || policy.leaves_alone(state) {
             continue;
         }
         let mut cells: Vec<ActionTaken> = JobType::ALL
@@ -238,7 +253,7 @@ pub async fn recover(
                 match outcome {
                     Ok(()) => {
                         cell.changed += 1;
-                        *after.slot(state) -= 1;
+                        *after.slot(state) = after.get(state).saturating_sub(1);
                         match decision {
                             Decision::Update(request) => {
                                 let to = request.new_values.compute_state.map_or(state, |c| c.state);
@@ -255,7 +270,7 @@ pub async fn recover(
                 tx.commit().await?;
             }
             if let Some(progress) = &options.progress {
-                progress(Progress { state, done, total: before.get(state) });
+                progress(Progress { state, done, total: repaired_counts.get(state) });
             }
             if batch.len() < options.batch_size {
                 break;
@@ -265,13 +280,6 @@ pub async fn recover(
             cells.into_iter().filter(|c| c.examined > 0 && policy.action(c.job_type, state) != &Action::NoAction),
         );
     }
-    let (cleanup_reason, run_cleanup) = match options.cleanup {
-        Cleanup::Never => (CleanupReason::SkippedByOptions, false),
-        Cleanup::Always => (CleanupReason::Requested, true),
-        Cleanup::Auto if store.unclean_shutdown() => (CleanupReason::UncleanShutdown, true),
-        Cleanup::Auto => (CleanupReason::SkippedCleanShutdown, false),
-    };
-    let cleanup = if run_cleanup { Some(store.repair(options.dry_run).await?) } else { None };
     if !options.dry_run {
         // Conflicts and repaired counters make the predicted counts stale: read them.
         after = counts(store).await?;

@@ -22,9 +22,10 @@
 //! ```
 //!
 //! Validation names the line and the bad value: an unknown state, job type, action or
-//! preset, a bad or zero age, a missing age, a field the action does not take, and an
+//! preset, a bad or zero age, a missing age, a field the action does not take, an
 //! action that makes no sense for its cell (changing a terminal execution, requeueing a
-//! batch or ops execution, requeueing an execution that has not started).
+//! batch or ops execution, requeueing an execution that has not started), and a table
+//! that would mark failed in `Created` the executions it requeues (not idempotent).
 
 use std::fmt;
 use std::str::FromStr;
@@ -190,6 +191,23 @@ impl Policy {
         self.table.iter().all(|row| row[usize::from(state.code())] == Action::NoAction)
     }
 
+    /// A job type whose requeued executions (sent back to `Created`) this table would
+    /// then mark failed there on the next run: a table recovery could not apply
+    /// idempotently.
+    fn undoes_requeue(&self) -> Option<JobType> {
+        JobType::ALL.into_iter().find(|&t| {
+            let requeues = ExecutionState::ALL.iter().any(|&s| *self.action(t, s) == Action::Requeue);
+            requeues && matches!(self.action(t, ExecutionState::Created), Action::MarkFailed { .. })
+        })
+    }
+
+    fn check_requeue(&self, line: Option<usize>) -> Result<(), PolicyError> {
+        match self.undoes_requeue() {
+            Some(job_type) => Err(PolicyError::new(line, Problem::UndoesRequeue { job_type })),
+            None => Ok(()),
+        }
+    }
+
     /// Sets the action of one cell, after checking it makes sense there.
     pub fn set(mut self, job_type: JobType, state: ExecutionState, action: Action) -> Result<Policy, PolicyError> {
         check_action(&action, job_type, state, None)?;
@@ -197,6 +215,7 @@ impl Policy {
             self.name = format!("custom (from {})", self.name);
         }
         self.table[usize::from(job_type.code())][usize::from(state.code())] = action;
+        self.check_requeue(None)?;
         Ok(self)
     }
 
@@ -215,6 +234,7 @@ impl Policy {
         }
         for rule in &raw.rule {
             rule.apply(text, &mut policy)?;
+            policy.check_requeue(Some(line_of(text, rule.action.span().start)))?;
         }
         Ok(policy)
     }

@@ -141,6 +141,37 @@ pub fn db_options() -> Options {
     opts
 }
 
+/// The kind of store these families make up: requester stores alone have `jobs`,
+/// compute stores alone have `execution_events`.
+fn kind_of_families(names: &[String]) -> Option<StoreKind> {
+    if names.iter().any(|n| n == Cf::Jobs.name()) {
+        Some(StoreKind::Requester)
+    } else if names.iter().any(|n| n == Cf::ExecutionEvents.name()) {
+        Some(StoreKind::Compute)
+    } else {
+        None
+    }
+}
+
+/// The kind of the existing store at `path`, from its families (without opening it).
+pub fn store_kind_at(path: &Path) -> std::result::Result<StoreKind, OpenError> {
+    if !path.exists() {
+        return Err(OpenError::NotFound { path: path.to_path_buf() });
+    }
+    if !path.join("CURRENT").exists() {
+        return Err(OpenError::NotABrineStore {
+            path: path.to_path_buf(),
+            reason: "it is not a RocksDB directory (no CURRENT file)".into(),
+        });
+    }
+    let names = DB::list_cf(&db_options(), path)
+        .map_err(|e| OpenError::NotABrineStore { path: path.to_path_buf(), reason: e.to_string() })?;
+    kind_of_families(&names).ok_or_else(|| OpenError::NotABrineStore {
+        path: path.to_path_buf(),
+        reason: "it has neither a jobs nor an execution_events family".into(),
+    })
+}
+
 fn map_open_error(path: &Path, e: rocksdb::Error) -> OpenError {
     let msg = e.to_string();
     let lower = msg.to_ascii_lowercase();
@@ -175,6 +206,17 @@ impl Engine {
         let mut names: Vec<String> = kind.families().iter().map(|cf| cf.name().to_owned()).collect();
         if exists {
             let on_disk = DB::list_cf(&opts, path).map_err(|e| map_open_error(path, e))?;
+            // Refuse the other kind before opening: opening creates missing families,
+            // which would turn a compute store into half a requester store.
+            if let Some(found) = kind_of_families(&on_disk) {
+                if found != kind {
+                    return Err(OpenError::WrongKind {
+                        path: path.to_path_buf(),
+                        found: found.as_str().to_owned(),
+                        expected: kind.as_str(),
+                    });
+                }
+            }
             for name in on_disk {
                 if name != "default" && !names.contains(&name) {
                     names.push(name);

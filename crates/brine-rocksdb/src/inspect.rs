@@ -14,6 +14,7 @@ use std::sync::Arc;
 use brine_store::model::{Evaluation, Event, Execution, Job, JobHistory, LogEntry};
 use brine_store::{Result, StoreError};
 use rocksdb::{ColumnFamilyDescriptor, WriteBatch, DB};
+
 use serde::Serialize;
 
 use crate::cf::{Cf, StoreKind};
@@ -72,19 +73,7 @@ impl Inspector {
     /// Opens the existing store at `path`, of whichever kind it is.
     pub fn open(path: impl AsRef<Path>) -> std::result::Result<Inspector, OpenError> {
         let path = path.as_ref();
-        if !path.exists() {
-            return Err(OpenError::NotFound { path: path.to_path_buf() });
-        }
-        if !path.join("CURRENT").exists() {
-            return Err(OpenError::NotABrineStore {
-                path: path.to_path_buf(),
-                reason: "it is not a RocksDB directory (no CURRENT file)".into(),
-            });
-        }
-        let families = DB::list_cf(&db_options(), path)
-            .map_err(|e| OpenError::NotABrineStore { path: path.to_path_buf(), reason: e.to_string() })?;
-        let kind =
-            if families.iter().any(|f| f == Cf::Jobs.name()) { StoreKind::Requester } else { StoreKind::Compute };
+        let kind = crate::engine::store_kind_at(path)?;
         let options = OpenOptions { durability: Durability::Sync, create_if_missing: false, ..OpenOptions::default() };
         Ok(Inspector { engine: Engine::open(path, kind, &options)? })
     }

@@ -102,6 +102,10 @@ fn the_wrong_kind_and_missing_stores_are_refused() {
     runtime().block_on(RocksExecutionStore::open(&path, &OpenOptions::default()).unwrap().close()).unwrap();
     let err = RocksJobStore::open(&path, &OpenOptions::default()).err().expect("refused");
     assert_eq!(err.to_string(), format!("store {} is a compute store, not a requester store", path.display()));
+    // Refused before opening: the compute store did not gain requester families.
+    let families = DB::list_cf(&db_options(), &path).unwrap();
+    assert!(!families.iter().any(|f| f == "jobs"), "{families:?}");
+    assert_eq!(brine_rocksdb::store_kind_at(&path).unwrap(), StoreKind::Compute);
 
     let missing = tmp.path().join("absent.db");
     let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
