@@ -435,7 +435,14 @@ impl Engine {
         let guard = Arc::clone(&self.writer).lock_owned().await;
         self.check_writable()?;
         let seqs = guard.clone();
-        Ok(Txn { engine: Arc::clone(self), guard, seqs, batch: WriteBatch::default(), overlay: BTreeMap::new() })
+        Ok(Txn {
+            engine: Arc::clone(self),
+            guard,
+            seqs,
+            batch: WriteBatch::default(),
+            overlay: BTreeMap::new(),
+            cleared: Vec::new(),
+        })
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -580,6 +587,9 @@ pub(crate) struct Txn {
     pub(crate) seqs: Seqs,
     batch: WriteBatch,
     overlay: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    /// Prefixes deleted whole in this transaction (range deletes): keys under them read
+    /// as absent unless the overlay has a later write.
+    cleared: Vec<(Cf, Vec<u8>)>,
 }
 
 impl Txn {
@@ -591,6 +601,9 @@ impl Txn {
     pub(crate) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(pending) = self.overlay.get(&(cf, key.to_vec())) {
             return Ok(pending.clone());
+        }
+        if self.is_cleared(cf, key) {
+            return Ok(None);
         }
         let db = self.engine.db()?;
         let handle = self.engine.cf(&db, cf)?;
@@ -629,11 +642,35 @@ impl Txn {
         Ok(())
     }
 
+    fn is_cleared(&self, cf: Cf, key: &[u8]) -> bool {
+        self.cleared.iter().any(|(c, p)| *c == cf && key.starts_with(p))
+    }
+
+    /// Queues the delete of every key under `prefix` as one range delete (no scan), for
+    /// key spaces a write removes whole (a job's versions and history).
+    pub(crate) fn clear_prefix(&mut self, cf: Cf, prefix: &[u8]) -> Result<()> {
+        let Some(end) = brine_store::keys::prefix_end(prefix) else {
+            self.delete_prefix(cf, prefix)?;
+            return Ok(());
+        };
+        let db = self.engine.db()?;
+        self.batch.delete_range_cf(self.engine.cf(&db, cf)?, prefix, &end);
+        // Pending writes under the prefix are deleted by the range (it comes later in
+        // the batch); the overlay says so too.
+        for ((_, _), v) in self.overlay.range_mut((cf, prefix.to_vec())..(cf, end)) {
+            *v = None;
+        }
+        self.cleared.push((cf, prefix.to_vec()));
+        Ok(())
+    }
+
     /// The keys under `prefix`, seeing pending writes.
     pub(crate) fn keys_with_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
         let mut keys = std::collections::BTreeSet::new();
         self.engine.scan_prefix(cf, prefix, |k, _| {
-            keys.insert(k.to_vec());
+            if !self.is_cleared(cf, k) {
+                keys.insert(k.to_vec());
+            }
             Ok(true)
         })?;
         for ((c, k), v) in self.overlay.range((cf, prefix.to_vec())..) {
@@ -664,7 +701,11 @@ impl Txn {
         let mut on_disk = None;
         while it.valid() {
             let Some(k) = it.key() else { break };
-            if !matches!(self.overlay.get(&(cf, k.to_vec())), Some(None)) {
+            let visible = match self.overlay.get(&(cf, k.to_vec())) {
+                Some(pending) => pending.is_some(),
+                None => !self.is_cleared(cf, k),
+            };
+            if visible {
                 on_disk = Some(k.to_vec());
                 break;
             }

@@ -235,8 +235,8 @@ fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp, purge: Option<&str>) ->
     delete_indexes(txn, &before)?;
     txn.delete(Cf::Jobs, job_key(id))?;
     let prefix = KeyBuilder::new().str(id.as_str()).build();
-    txn.delete_prefix(Cf::JobVersions, &prefix)?;
-    txn.delete_prefix(Cf::JobHistory, &prefix)?;
+    txn.clear_prefix(Cf::JobVersions, &prefix)?;
+    txn.clear_prefix(Cf::JobHistory, &prefix)?;
     for key in txn.keys_with_prefix(Cf::IdxEvaluationsByJob, &prefix)? {
         txn.delete(Cf::IdxEvaluationsByJob, key.clone())?;
         let eval_id = &key[prefix.len()..];
