@@ -103,6 +103,8 @@ fn ci() -> Result<(), String> {
 
 fn demo(args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
+    // `cargo xtask demo -- --seed 7` and `cargo xtask demo --seed 7` both work.
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     run("brine simulate", cargo().args(["run", "--quiet", "-p", "brine-cli", "--", "simulate"]).args(args))
 }
 
