@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use brine_purge::{purge, Compression, PurgeOptions, Source};
 use brine_rocksdb::{Durability, OpenOptions, RocksJobStore};
 use brine_store::model::{ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, JobState};
-use brine_store::{Condition, JobStore, ManualClock, UpdateJobStateRequest};
+use brine_store::{JobStore, ManualClock, UpdateJobStateRequest};
 
 /// The allocator the `brine` binary uses too (see its `main.rs`).
 #[global_allocator]
@@ -38,14 +38,7 @@ async fn build(path: &Path, jobs: usize) {
             e.compute_state = ComputeState::new(ExecutionState::Completed, "done");
             store.create_execution(e).await.expect("execution");
         }
-        let request = UpdateJobStateRequest {
-            job_id: id,
-            new_state: JobState::Completed,
-            message: "done".into(),
-            condition: Condition::default(),
-            events: vec![],
-        };
-        store.update_job_state(request).await.expect("finish");
+        store.update_job_state(UpdateJobStateRequest::new(id, JobState::Completed, "done")).await.expect("finish");
     }
     store.close().await.expect("close");
     // Let the background compaction of what was just written finish before the timed

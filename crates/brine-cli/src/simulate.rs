@@ -140,13 +140,7 @@ impl Handler for RequesterSync {
                 }
                 ExecutionState::Cancelled => self
                     .requester
-                    .update_job_state(UpdateJobStateRequest {
-                        job_id: job.clone(),
-                        new_state: JobState::Stopped,
-                        message: "execution cancelled".into(),
-                        condition: Condition::default(),
-                        events: Vec::new(),
-                    })
+                    .update_job_state(UpdateJobStateRequest::new(job.clone(), JobState::Stopped, "execution cancelled"))
                     .await
                     .map(|_| ()),
                 _ => continue,

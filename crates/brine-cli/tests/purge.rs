@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use brine_rocksdb::{OpenOptions, RocksJobStore};
 use brine_store::model::{Job, JobId, JobState};
-use brine_store::{Condition, JobStore, ManualClock, UpdateJobStateRequest};
+use brine_store::{JobStore, ManualClock, UpdateJobStateRequest};
 use serde_json::Value;
 
 fn brine() -> Command {
@@ -26,14 +26,7 @@ async fn store(dir: &Path, n: usize) -> PathBuf {
         let id = JobId::new(format!("job-{i:03}")).unwrap();
         s.create_job(Job::new(id.clone(), format!("name-{i}"))).await.unwrap();
         if i < n {
-            let request = UpdateJobStateRequest {
-                job_id: id,
-                new_state: JobState::Completed,
-                message: "done".into(),
-                condition: Condition::default(),
-                events: vec![],
-            };
-            s.update_job_state(request).await.unwrap();
+            s.update_job_state(UpdateJobStateRequest::new(id, JobState::Completed, "done")).await.unwrap();
         }
     }
     s.close().await.unwrap();

@@ -547,13 +547,7 @@ pub async fn job_changes_are_logged(f: &dyn Factory) {
 pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory) {
     let env = Env::new(f).await;
     let jobs = env.jobs();
-    let finish = |id: &str, state: JobState| UpdateJobStateRequest {
-        job_id: jid(id),
-        new_state: state,
-        message: "done".into(),
-        condition: Default::default(),
-        events: vec![],
-    };
+    let finish = |id: &str, state: JobState| UpdateJobStateRequest::new(jid(id), state, "done");
     // Old and terminal: j1, j3, j4 (in modify order); old but running: j2; young: j5.
     for id in ["j1", "j2", "j3", "j4"] {
         jobs.create_job(job(id)).await.unwrap();

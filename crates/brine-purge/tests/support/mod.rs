@@ -13,7 +13,7 @@ use brine_store::model::{
     ComputeState, Evaluation, EvaluationId, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobState,
     Timestamp,
 };
-use brine_store::{Condition, ExecutionStore, JobStore, ManualClock, UpdateJobStateRequest};
+use brine_store::{ExecutionStore, JobStore, ManualClock, UpdateJobStateRequest};
 
 /// Days every "old" record is older than the purge's minimum age.
 pub const OLD: Duration = Duration::from_secs(10 * 86_400);
@@ -65,14 +65,7 @@ pub async fn add_job(store: &dyn JobStore, id: &str, executions: usize, state: J
     }
     store.add_job_event(&jid(id), vec![Event::new("test", "hello", Timestamp::from_secs(1))]).await.unwrap();
     if state != JobState::Pending {
-        let request = UpdateJobStateRequest {
-            job_id: jid(id),
-            new_state: state,
-            message: "ended".into(),
-            condition: Condition::default(),
-            events: vec![],
-        };
-        store.update_job_state(request).await.unwrap();
+        store.update_job_state(UpdateJobStateRequest::new(jid(id), state, "ended")).await.unwrap();
     }
 }
 
