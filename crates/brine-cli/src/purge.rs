@@ -9,7 +9,6 @@ use anyhow::{bail, Context};
 use brine_purge::{purge, read_archived, Compression, PurgeOptions, PurgeReport, Source};
 use brine_rocksdb::{OpenOptions, RocksExecutionStore, RocksJobStore, StoreKind};
 use brine_store::config::StoreConfig;
-use brine_store::{ExecutionStore, JobStore};
 use clap::{Args, Subcommand};
 
 use crate::ui;
@@ -81,34 +80,12 @@ fn default_archive_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Opens the store at `path` as whichever kind it is.
-fn open_source(path: &std::path::Path) -> anyhow::Result<(Source, Closer)> {
+fn open_source(path: &std::path::Path) -> anyhow::Result<Source> {
     let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
-    match brine_rocksdb::store_kind_at(path)? {
-        StoreKind::Requester => {
-            let store = Arc::new(RocksJobStore::open(path, &options)?);
-            Ok((Source::Jobs(store.clone()), Closer::Jobs(store)))
-        }
-        StoreKind::Compute => {
-            let store = Arc::new(RocksExecutionStore::open(path, &options)?);
-            Ok((Source::Executions(store.clone()), Closer::Executions(store)))
-        }
-    }
-}
-
-/// Closes the store a purge opened.
-enum Closer {
-    Jobs(Arc<RocksJobStore>),
-    Executions(Arc<RocksExecutionStore>),
-}
-
-impl Closer {
-    async fn close(&self) -> anyhow::Result<()> {
-        match self {
-            Closer::Jobs(s) => s.close().await?,
-            Closer::Executions(s) => s.close().await?,
-        }
-        Ok(())
-    }
+    Ok(match brine_rocksdb::store_kind_at(path)? {
+        StoreKind::Requester => Source::Jobs(Arc::new(RocksJobStore::open(path, &options)?)),
+        StoreKind::Compute => Source::Executions(Arc::new(RocksExecutionStore::open(path, &options)?)),
+    })
 }
 
 /// Sets `stop` on SIGTERM or SIGINT and wakes the daemon's sleep.
@@ -151,7 +128,7 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
         Some(p) => p,
         None => StoreConfig::from_env()?.job_store_path,
     };
-    let (source, closer) = open_source(&path)?;
+    let source = open_source(&path)?;
     let archive_dir = match (args.archive_dir, &source) {
         (Some(d), _) => d,
         (None, Source::Jobs(_)) => default_archive_dir()?,
@@ -198,7 +175,7 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     }
     .await;
     // A purge error says more than a close error after it.
-    let closed = closer.close().await;
+    let closed = source.close().await;
     result?;
     closed?;
     Ok(Outcome::Ok)

@@ -52,6 +52,20 @@ fn expirable(job: &Job) -> bool {
     job.queue.is_some() && matches!(job.state(), JobState::Queued | JobState::Running)
 }
 
+/// The records `table` holds for the keys `index` lists under `owner`, in key order.
+fn related<K: Ord + Clone, V: Clone>(
+    index: &OrdMap<JobId, OrdSet<K>>,
+    table: &OrdMap<K, Arc<V>>,
+    owner: &JobId,
+) -> Vec<V> {
+    index
+        .get(owner)
+        .into_iter()
+        .flat_map(|keys| keys.iter())
+        .filter_map(|k| table.get(k).map(|v| V::clone(v)))
+        .collect()
+}
+
 fn insert_nested<K: Ord + Clone, V: Ord + Clone>(map: &mut OrdMap<K, OrdSet<V>>, k: &K, v: V) {
     map.entry(k.clone()).or_default().insert(v);
 }
@@ -70,27 +84,29 @@ impl JobTables {
         self.jobs.get(id).ok_or_else(|| StoreError::not_found(ObjectKind::Job, id))
     }
 
+    /// Every version of `id`, oldest first.
+    fn versions_of(&self, id: &JobId) -> Vec<Job> {
+        self.versions.get(id).map(|v| v.values().map(|j| Job::clone(j)).collect()).unwrap_or_default()
+    }
+
+    /// The evaluations of `id`, in id order.
+    fn evaluations_of(&self, id: &JobId) -> Vec<Evaluation> {
+        related(&self.evals_by_job, &self.evals, id)
+    }
+
     /// Everything that belongs to `id`.
     fn bundle(&self, id: &JobId) -> Result<JobBundle> {
-        let job = Job::clone(self.job(id)?);
-        let versions = self.versions.get(id).map(|v| v.values().map(|j| Job::clone(j)).collect()).unwrap_or_default();
-        let history =
-            self.history.get(id).map(|h| h.values().map(|e| JobHistory::clone(e)).collect()).unwrap_or_default();
-        let evaluations = self
-            .evals_by_job
-            .get(id)
-            .into_iter()
-            .flat_map(|s| s.iter())
-            .filter_map(|e| self.evals.get(e).map(|e| Evaluation::clone(e)))
-            .collect();
-        let executions = self
-            .execs_by_job
-            .get(id)
-            .into_iter()
-            .flat_map(|s| s.iter())
-            .filter_map(|x| self.execs.get(x).map(|x| Execution::clone(x)))
-            .collect();
-        Ok(JobBundle { job, versions, history, evaluations, executions })
+        Ok(JobBundle {
+            job: Job::clone(self.job(id)?),
+            versions: self.versions_of(id),
+            history: self
+                .history
+                .get(id)
+                .map(|h| h.values().map(|e| JobHistory::clone(e)).collect())
+                .unwrap_or_default(),
+            evaluations: self.evaluations_of(id),
+            executions: related(&self.execs_by_job, &self.execs, id),
+        })
     }
 
     /// Adds or removes every index entry of `job`.
@@ -393,7 +409,7 @@ impl JobStore for MemJobStore {
     async fn get_job_versions(&self, id: &JobId) -> Result<Vec<Job>> {
         let snap = self.db.read()?;
         snap.tables.job(id)?;
-        Ok(snap.tables.versions.get(id).map(|v| v.values().map(|j| Job::clone(j)).collect()).unwrap_or_default())
+        Ok(snap.tables.versions_of(id))
     }
 
     async fn get_job_version(&self, id: &JobId, version: u64) -> Result<Job> {
@@ -568,14 +584,8 @@ impl JobStore for MemJobStore {
 
     async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>> {
         let snap = self.db.read()?;
-        let t = &snap.tables;
-        t.job(job_id)?;
-        Ok(t.evals_by_job
-            .get(job_id)
-            .into_iter()
-            .flat_map(|s| s.iter())
-            .filter_map(|id| t.evals.get(id).map(|e| Evaluation::clone(e)))
-            .collect())
+        snap.tables.job(job_id)?;
+        Ok(snap.tables.evaluations_of(job_id))
     }
 
     async fn create_execution(&self, execution: Execution) -> Result<Execution> {
@@ -764,18 +774,11 @@ impl JobStore for MemJobStore {
     async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64> {
         self.db
             .write(|s, now| {
-                let mut purged = 0;
-                for id in ids {
-                    match delete_job(s, id, now, Some(archive)) {
-                        Ok(()) => {
-                            s.tables.purged.insert(id.clone(), archive.to_owned());
-                            purged += 1;
-                        }
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(purged)
+                rules::purge_each(ids, |id| {
+                    delete_job(s, id, now, Some(archive))?;
+                    s.tables.purged.insert(id.clone(), archive.to_owned());
+                    Ok(())
+                })
             })
             .await
     }

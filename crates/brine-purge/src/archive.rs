@@ -97,8 +97,11 @@ impl Compression {
         }
     }
 
+    /// Every compression, longest extension first.
+    const ALL: [Compression; 3] = [Compression::Zstd, Compression::Gzip, Compression::None];
+
     fn of_file(name: &str) -> Option<Compression> {
-        [Compression::Zstd, Compression::Gzip, Compression::None].into_iter().find(|c| name.ends_with(c.extension()))
+        Compression::ALL.into_iter().find(|c| name.ends_with(c.extension()))
     }
 }
 
@@ -118,19 +121,18 @@ pub fn archive_name(time: u64, compression: Compression) -> String {
 
 /// The path of the archive of `time` in `dir`, whatever its compression.
 pub fn find_archive(dir: &Path, time: u64) -> Option<PathBuf> {
-    [Compression::None, Compression::Gzip, Compression::Zstd]
-        .into_iter()
-        .map(|c| dir.join(archive_name(time, c)))
-        .find(|p| p.exists())
+    Compression::ALL.into_iter().map(|c| dir.join(archive_name(time, c))).find(|p| p.exists())
 }
 
-/// The first time at or after `now` with no archive file in `dir`.
+/// The first time at or after `now` with no archive file, finished or not, in `dir`.
 pub(crate) fn free_time(dir: &Path, now: u64) -> u64 {
-    let mut t = now;
-    while find_archive(dir, t).is_some() || dir.join(format!("{}.tmp", archive_name(t, Compression::None))).exists() {
-        t += 1;
-    }
-    t
+    let taken = |t: u64| {
+        Compression::ALL.into_iter().any(|c| {
+            let name = archive_name(t, c);
+            dir.join(&name).exists() || dir.join(format!("{name}.tmp")).exists()
+        })
+    };
+    (now..).find(|&t| !taken(t)).unwrap_or(now)
 }
 
 enum Sink {

@@ -49,6 +49,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Closes the store.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        match self {
+            Source::Jobs(s) => s.close().await,
+            Source::Executions(s) => s.close().await,
+        }
+    }
+
     /// `requester` or `compute`: whose archives the directory holds.
     fn kind(&self) -> &'static str {
         match self {
@@ -201,6 +209,14 @@ enum Pick {
     Job(JobId),
     /// A compute store's job, with the ids of its executions.
     Compute { job: JobId, executions: Vec<ExecutionId> },
+}
+
+impl Pick {
+    fn id(&self) -> &str {
+        match self {
+            Pick::Job(id) | Pick::Compute { job: id, .. } => id.as_str(),
+        }
+    }
 }
 
 /// A picked job's records, read when its line is written.
@@ -403,14 +419,6 @@ async fn finish_pending(source: &Source, options: &PurgeOptions) -> Result<Vec<S
     Ok(finished)
 }
 
-impl Pick {
-    fn id(&self) -> &str {
-        match self {
-            Pick::Job(id) | Pick::Compute { job: id, .. } => id.as_str(),
-        }
-    }
-}
-
 /// Waits for the deletion of the previous archive's records.
 async fn join(task: Option<tokio::task::JoinHandle<Result<(), PurgeError>>>) -> Result<(), PurgeError> {
     match task {
@@ -425,17 +433,19 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
     let started = Instant::now();
     let mut report = PurgeReport { dry_run: options.dry_run, ..PurgeReport::default() };
     let dir = &options.archive_dir;
-    if !options.dry_run {
+    // Held to the end of the run: one purge per archive directory.
+    let _lock = if options.dry_run {
+        None
+    } else {
         std::fs::create_dir_all(dir).map_err(|source| PurgeError::Io {
             what: "create the archive directory",
             path: dir.clone(),
             source,
         })?;
-    }
-    let _lock = if options.dry_run { None } else { Some(archive::claim(dir, source.kind())?) };
-    if !options.dry_run {
+        let lock = archive::claim(dir, source.kind())?;
         report.resumed = finish_pending(source, options).await?;
-    }
+        Some(lock)
+    };
     let now = options.clock.now();
     let mut selector = Selector {
         cutoff: now.saturating_sub(options.min_age),

@@ -233,10 +233,14 @@ pub async fn recover(
                 let job_type = e.job.job_type;
                 let cell = &mut cells[usize::from(job_type.code())];
                 cell.examined += 1;
-                let decision = decide(e, policy.action(job_type, state), now);
-                if matches!(decision, Decision::Keep) {
-                    continue;
-                }
+                // Where the execution goes: a state, or nowhere (deleted).
+                let (target, request) = match decide(e, policy.action(job_type, state), now) {
+                    Decision::Keep => continue,
+                    Decision::Update(request) => {
+                        (Some(request.new_values.compute_state.as_ref().map_or(state, |c| c.state)), Some(request))
+                    }
+                    Decision::Delete => (None, None),
+                };
                 let outcome = if options.dry_run {
                     Ok(())
                 } else {
@@ -244,22 +248,18 @@ pub async fn recover(
                         Some(tx) => tx,
                         None => tx.insert(store.begin_tx().await?),
                     };
-                    match &decision {
-                        Decision::Update(request) => tx.update_execution_state(*request.clone()).await.map(|_| ()),
-                        Decision::Delete => tx.delete_execution(&e.id).await,
-                        Decision::Keep => Ok(()),
+                    match request {
+                        Some(request) => tx.update_execution_state(*request).await.map(|_| ()),
+                        None => tx.delete_execution(&e.id).await,
                     }
                 };
                 match outcome {
                     Ok(()) => {
                         cell.changed += 1;
                         *after.slot(state) = after.get(state).saturating_sub(1);
-                        match decision {
-                            Decision::Update(request) => {
-                                let to = request.new_values.compute_state.map_or(state, |c| c.state);
-                                *after.slot(to) += 1;
-                            }
-                            _ => deleted += 1,
+                        match target {
+                            Some(to) => *after.slot(to) += 1,
+                            None => deleted += 1,
                         }
                     }
                     Err(err) if is_conflict(&err) => conflicts += 1,
@@ -281,7 +281,7 @@ pub async fn recover(
         );
     }
     if !options.dry_run {
-        // Conflicts and repaired counters make the predicted counts stale: read them.
+        // Conflicts make the predicted counts stale: read them.
         after = counts(store).await?;
     }
     let repaired = cleanup.as_ref().map_or(0, |c| c.repaired());

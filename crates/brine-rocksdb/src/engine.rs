@@ -302,17 +302,13 @@ impl Engine {
     /// left it marked open: it ended without a clean close.
     fn mark_open(&self) -> Result<bool> {
         let previous: Option<u64> = self.get_value(Cf::Meta, meta::OPEN)?;
-        self.write_open_marker(1)?;
-        Ok(previous == Some(1))
-    }
-
-    fn write_open_marker(&self, value: u64) -> Result<()> {
-        let db = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or(StoreError::Closed)?;
+        let db = self.db()?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(&db, Cf::Meta)?, meta::OPEN, encode(&value));
+        batch.put_cf(self.cf(&db, Cf::Meta)?, meta::OPEN, encode(&1u64));
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        db.write_opt(batch, &wo).map_err(|e| engine_err("write the open marker", e))
+        db.write_opt(batch, &wo).map_err(|e| engine_err("write the open marker", e))?;
+        Ok(previous == Some(1))
     }
 
     fn has_any_data(&self) -> Result<bool> {
@@ -533,16 +529,26 @@ impl Engine {
         // the next recovery still knows to scan.
         let poisoned = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some();
         let pending = self.unclean_shutdown && !self.repaired.load(Ordering::Acquire);
-        let marked = if poisoned || pending { Ok(()) } else { self.write_open_marker(0) };
+        let clear_marker = !(poisoned || pending);
         let db = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         self.head.send_modify(|_| {});
         self.group.done.notify_waiters();
         if let Some(db) = db {
             // Flushing the memtables leaves nothing in the WAL to replay, so the next
             // open is quick however much was written; it can take a while, so it runs
-            // off the async workers.
+            // off the async workers. The marker is written first and made durable by
+            // the same flush.
             let kind = self.kind;
             tokio::task::spawn_blocking(move || -> Result<()> {
+                if clear_marker {
+                    let meta_cf = db.cf_handle(Cf::Meta.name()).ok_or_else(|| StoreError::Corrupt {
+                        cf: Cf::Meta.name().to_owned(),
+                        key: String::new(),
+                        reason: "column family missing".into(),
+                    })?;
+                    db.put_cf(meta_cf, meta::OPEN, encode(&0u64))
+                        .map_err(|e| engine_err("clear the open marker", e))?;
+                }
                 for cf in kind.families() {
                     if let Some(handle) = db.cf_handle(cf.name()) {
                         db.flush_cf(handle).map_err(|e| engine_err("flush on close", e))?;
@@ -553,7 +559,7 @@ impl Engine {
             .await
             .map_err(|e| StoreError::backend("close", e))??;
         }
-        marked
+        Ok(())
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -666,10 +672,21 @@ impl Txn {
 
     /// The keys under `prefix`, seeing pending writes.
     pub(crate) fn keys_with_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let mut keys = std::collections::BTreeSet::new();
-        self.engine.scan_prefix(cf, prefix, |k, _| {
+        Ok(self.merged(cf, prefix, false)?.into_keys().collect())
+    }
+
+    /// The keys and values under `prefix`, seeing pending writes (for small key spaces
+    /// such as one job's index entries).
+    pub(crate) fn entries_with_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.merged(cf, prefix, true)?.into_iter().collect())
+    }
+
+    /// What is under `prefix` once the pending writes apply; values only when asked.
+    fn merged(&self, cf: Cf, prefix: &[u8], values: bool) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        self.engine.scan_prefix(cf, prefix, |k, v| {
             if !self.is_cleared(cf, k) {
-                keys.insert(k.to_vec());
+                out.insert(k.to_vec(), if values { v.to_vec() } else { Vec::new() });
             }
             Ok(true)
         })?;
@@ -677,13 +694,12 @@ impl Txn {
             if *c != cf || !k.starts_with(prefix) {
                 break;
             }
-            if v.is_some() {
-                keys.insert(k.clone());
-            } else {
-                keys.remove(k);
-            }
+            match v {
+                Some(v) => out.insert(k.clone(), if values { v.clone() } else { Vec::new() }),
+                None => out.remove(k),
+            };
         }
-        Ok(keys.into_iter().collect())
+        Ok(out)
     }
 
     /// The smallest key under `prefix`, seeing pending writes; reads one key from disk

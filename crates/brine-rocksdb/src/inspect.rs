@@ -8,7 +8,7 @@
 //! `keys` visits keys one at a time, `stats` and `check` iterate each family once, and
 //! `compact_into` copies in bounded batches.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use brine_store::model::{Evaluation, Event, Execution, Job, JobHistory, LogEntry};
@@ -224,11 +224,6 @@ impl Inspector {
     /// Closes the store (cleanly).
     pub async fn close(&self) -> Result<()> {
         self.engine.close().await
-    }
-
-    /// The store's directory.
-    pub fn dir(&self) -> PathBuf {
-        self.engine.path.clone()
     }
 }
 

@@ -15,6 +15,8 @@ use brine_store::{
     ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 
+use serde::de::DeserializeOwned;
+
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
 use crate::engine::{Engine, Txn};
@@ -48,7 +50,14 @@ fn ns_time_key(ns: &str, time: Timestamp, id: &JobId) -> Vec<u8> {
 }
 
 pub(crate) fn node_key(node: &NodeId, id: &ExecutionId) -> Vec<u8> {
-    KeyBuilder::new().str(node.as_str()).last_str(id.as_str()).build()
+    node_key_parts(node.as_str(), id.as_bytes())
+}
+
+/// [`node_key`] from the raw parts an index entry holds.
+fn node_key_parts(node: &str, id: &[u8]) -> Vec<u8> {
+    let mut key = KeyBuilder::new().str(node).build();
+    key.extend_from_slice(id);
+    key
 }
 
 pub(crate) fn eval_by_job_key(job: &JobId, id: &EvaluationId) -> Vec<u8> {
@@ -247,17 +256,14 @@ fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp, purge: Option<&str>) ->
             }
         }
     }
-    for key in txn.keys_with_prefix(Cf::IdxExecutionsByJobId, &prefix)? {
-        let marker = txn.get_raw(Cf::IdxExecutionsByJobId, &key)?.unwrap_or_default();
+    for (key, marker) in txn.entries_with_prefix(Cf::IdxExecutionsByJobId, &prefix)? {
         txn.delete(Cf::IdxExecutionsByJobId, key.clone())?;
         let exec_id = &key[prefix.len()..];
         // A purge logs nothing per execution, so when the index entry names the node
         // (see `node_marker`) the record need not be read and decoded.
         if purge.is_some() && !marker.is_empty() {
             if marker != NO_NODE {
-                let mut node_entry = KeyBuilder::new().str(&String::from_utf8_lossy(&marker)).build();
-                node_entry.extend_from_slice(exec_id);
-                txn.delete(Cf::IdxExecutionsByNode, node_entry)?;
+                txn.delete(Cf::IdxExecutionsByNode, node_key_parts(&String::from_utf8_lossy(&marker), exec_id))?;
             }
             txn.delete(Cf::Executions, exec_id.to_vec())?;
             continue;
@@ -367,6 +373,32 @@ impl RocksJobStore {
     fn job(&self, id: &JobId) -> Result<Job> {
         self.engine.get_required(Cf::Jobs, &job_key(id), || not_found(id))
     }
+
+    /// The values `owner` keeps under its prefix of `cf` (versions, history), decoded, in
+    /// key order.
+    fn owned<T: DeserializeOwned>(&self, cf: Cf, owner: &JobId) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.engine.scan_prefix(cf, &KeyBuilder::new().str(owner.as_str()).build(), |k, v| {
+            out.push(decode(cf, k, v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The evaluations of `job`, read through the by-job index, in id order.
+    fn evaluations_of(&self, job: &JobId) -> Result<Vec<Evaluation>> {
+        let prefix = KeyBuilder::new().str(job.as_str()).build();
+        let mut ids = Vec::new();
+        self.engine.scan_prefix(Cf::IdxEvaluationsByJob, &prefix, |k, _| {
+            ids.push(k[prefix.len()..].to_vec());
+            Ok(true)
+        })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.engine.get_value::<Evaluation>(Cf::Evaluations, &id)?);
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -439,12 +471,7 @@ impl JobStore for RocksJobStore {
 
     async fn get_job_versions(&self, id: &JobId) -> Result<Vec<Job>> {
         self.job(id)?;
-        let mut out = Vec::new();
-        self.engine.scan_prefix(Cf::JobVersions, &KeyBuilder::new().str(id.as_str()).build(), |k, v| {
-            out.push(decode(Cf::JobVersions, k, v)?);
-            Ok(true)
-        })?;
-        Ok(out)
+        self.owned(Cf::JobVersions, id)
     }
 
     async fn get_job_version(&self, id: &JobId, version: u64) -> Result<Job> {
@@ -609,17 +636,7 @@ impl JobStore for RocksJobStore {
 
     async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>> {
         self.job(job_id)?;
-        let prefix = KeyBuilder::new().str(job_id.as_str()).build();
-        let mut ids = Vec::new();
-        self.engine.scan_prefix(Cf::IdxEvaluationsByJob, &prefix, |k, _| {
-            ids.push(k[prefix.len()..].to_vec());
-            Ok(true)
-        })?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.extend(self.engine.get_value::<Evaluation>(Cf::Evaluations, &id)?);
-        }
-        Ok(out)
+        self.evaluations_of(job_id)
     }
 
     async fn create_execution(&self, execution: Execution) -> Result<Execution> {
@@ -802,45 +819,21 @@ impl JobStore for RocksJobStore {
     }
 
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {
-        let job = self.job(id)?;
-        let prefix = KeyBuilder::new().str(id.as_str()).build();
-        let mut versions = Vec::new();
-        self.engine.scan_prefix(Cf::JobVersions, &prefix, |k, v| {
-            versions.push(decode(Cf::JobVersions, k, v)?);
-            Ok(true)
-        })?;
-        let mut history = Vec::new();
-        self.engine.scan_prefix(Cf::JobHistory, &prefix, |k, v| {
-            history.push(decode(Cf::JobHistory, k, v)?);
-            Ok(true)
-        })?;
-        let mut evaluations = Vec::new();
-        let mut eval_ids = Vec::new();
-        self.engine.scan_prefix(Cf::IdxEvaluationsByJob, &prefix, |k, _| {
-            eval_ids.push(k[prefix.len()..].to_vec());
-            Ok(true)
-        })?;
-        for eval in eval_ids {
-            evaluations.extend(self.engine.get_value::<Evaluation>(Cf::Evaluations, &eval)?);
-        }
-        let executions = read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(id))?;
-        Ok(JobBundle { job, versions, history, evaluations, executions })
+        Ok(JobBundle {
+            job: self.job(id)?,
+            versions: self.owned(Cf::JobVersions, id)?,
+            history: self.owned(Cf::JobHistory, id)?,
+            evaluations: self.evaluations_of(id)?,
+            executions: read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(id))?,
+        })
     }
 
     async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64> {
         self.write(|txn, now| {
-            let mut purged = 0;
-            for id in ids {
-                match delete_job(txn, id, now, Some(archive)) {
-                    Ok(()) => {
-                        txn.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)?;
-                        purged += 1;
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(purged)
+            rules::purge_each(ids, |id| {
+                delete_job(txn, id, now, Some(archive))?;
+                txn.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)
+            })
         })
         .await
     }

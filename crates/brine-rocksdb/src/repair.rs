@@ -72,6 +72,20 @@ fn entry_matches(cf: Cf, key: &[u8], record: &Execution) -> bool {
     }
 }
 
+/// Whether index entry `key` of `cf` is stale: unparseable, or its record is missing
+/// or lives in another state or job. `record` reads an execution (from the database
+/// while scanning, through the write when re-checking). An undecodable record is
+/// counted by the records pass; its index entries stay until an operator deals with it.
+fn is_stale(cf: Cf, key: &[u8], record: impl FnOnce(&[u8]) -> Result<Option<Execution>>) -> Result<bool> {
+    let Some(id) = indexed_id(cf, key) else { return Ok(true) };
+    match record(&exec_key(&id)) {
+        Ok(Some(e)) => Ok(!entry_matches(cf, key, &e)),
+        Ok(None) => Ok(true),
+        Err(StoreError::Corrupt { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads up to [`CHUNK`] keys of `cf` after `after` and returns the candidate fixes.
 fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
     let db = engine.db()?;
@@ -108,17 +122,7 @@ fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
                 Err(_) => chunk.undecodable += 1,
             },
             Cf::IdxExecutionsByJobId | Cf::IdxExecutionsByState => {
-                let stale = match indexed_id(cf, k) {
-                    None => true,
-                    Some(id) => match engine.get_value::<Execution>(Cf::Executions, &exec_key(&id)) {
-                        Ok(Some(record)) => !entry_matches(cf, k, &record),
-                        Ok(None) => true,
-                        // An undecodable record is counted by the records pass; its
-                        // index entries stay until an operator deals with it.
-                        Err(StoreError::Corrupt { .. }) => false,
-                        Err(e) => return Err(e),
-                    },
-                };
+                let stale = is_stale(cf, k, |key| engine.get_value::<Execution>(Cf::Executions, key))?;
                 if stale {
                     if let (Cf::IdxExecutionsByState, Some(&code)) = (cf, k.first()) {
                         if let Some(slot) = chunk.state_delta.get_mut(usize::from(code)) {
@@ -184,15 +188,7 @@ fn apply(txn: &mut Txn, fix: &Fix, report: &mut RepairReport) -> Result<()> {
             if !txn.exists(*cf, key)? {
                 return Ok(());
             }
-            let stale = match indexed_id(*cf, key) {
-                None => true,
-                Some(id) => match txn.get::<Execution>(Cf::Executions, &exec_key(&id)) {
-                    Ok(Some(record)) => !entry_matches(*cf, key, &record),
-                    Ok(None) => true,
-                    Err(StoreError::Corrupt { .. }) => false,
-                    Err(e) => return Err(e),
-                },
-            };
+            let stale = is_stale(*cf, key, |k| txn.get::<Execution>(Cf::Executions, k))?;
             if stale {
                 txn.delete(*cf, key.clone())?;
                 report.orphan_index_entries += 1;

@@ -39,16 +39,6 @@ impl RepairReport {
     pub fn repaired(&self) -> u64 {
         self.missing_index_entries + self.orphan_index_entries + self.orphan_history_events + self.counters_fixed
     }
-
-    /// Adds another report's counts to this one.
-    pub fn add(&mut self, other: &RepairReport) {
-        self.missing_index_entries += other.missing_index_entries;
-        self.orphan_index_entries += other.orphan_index_entries;
-        self.orphan_history_events += other.orphan_history_events;
-        self.counters_fixed += other.counters_fixed;
-        self.undecodable_records += other.undecodable_records;
-        self.keys_scanned += other.keys_scanned;
-    }
 }
 
 impl fmt::Display for RepairReport {

@@ -274,6 +274,23 @@ pub fn parse_job_token(token: &str) -> Result<(Timestamp, brine_model::JobId)> {
     Ok((Timestamp::from_nanos(time), id))
 }
 
+/// Runs `purge_one` for each job of `ids` (inside one write), skipping the ones that
+/// are gone already; returns how many were purged (see `JobStore::purge_jobs`).
+pub fn purge_each(
+    ids: &[brine_model::JobId],
+    mut purge_one: impl FnMut(&brine_model::JobId) -> Result<()>,
+) -> Result<u64> {
+    let mut purged = 0;
+    for id in ids {
+        match purge_one(id) {
+            Ok(()) => purged += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(purged)
+}
+
 /// The history event of a job purge's event-log entry: the archive holding the job and
 /// everything that belonged to it.
 pub fn purge_event(archive: &str, now: Timestamp) -> brine_model::Event {
