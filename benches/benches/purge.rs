@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use brine_purge::{purge, Compression, PurgeOptions, Source};
 use brine_rocksdb::{Durability, OpenOptions, RocksJobStore};
-use brine_store::model::{ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, JobState};
-use brine_store::{JobStore, ManualClock, UpdateJobStateRequest};
+use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId, JobState};
+use brine_store::{JobStore, ManualClock, UpdateExecutionRequest, UpdateJobStateRequest};
 
 /// The allocator the `brine` binary uses too (see its `main.rs`).
 #[global_allocator]
@@ -34,9 +34,10 @@ async fn build(path: &Path, jobs: usize) {
         job.config = r#"{"image":"ubuntu:24.04","cmd":["run"]}"#.into();
         let job = store.create_job(job).await.expect("create");
         for x in 0..PER_JOB {
-            let mut e = Execution::new(ExecutionId::new(format!("e-{j:07}-{x}")).expect("id"), &job);
-            e.compute_state = ComputeState::new(ExecutionState::Completed, "done");
-            store.create_execution(e).await.expect("execution");
+            let e = Execution::new(ExecutionId::new(format!("e-{j:07}-{x}")).expect("id"), &job);
+            let e = store.create_execution(e).await.expect("execution");
+            let done = UpdateExecutionRequest::to_state(e.id, ExecutionState::Completed, "done");
+            store.update_execution(done).await.expect("execution done");
         }
         store.update_job_state(UpdateJobStateRequest::new(id, JobState::Completed, "done")).await.expect("finish");
     }

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
 use brine_rocksdb::{OpenOptions, RocksExecutionStore};
-use brine_store::model::{ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
-use brine_store::ExecutionStore;
+use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
+use brine_store::{ExecutionStore, UpdateExecutionRequest};
 
 fn open(path: &Path) -> RocksExecutionStore {
     RocksExecutionStore::open(path, &OpenOptions::default()).expect("open")
@@ -38,9 +38,12 @@ async fn build(path: &Path, n: usize, state: impl Fn(usize) -> ExecutionState) {
         for _ in 0..1000.min(n - i) {
             let mut job = jobs[i % 4].clone();
             job.id = JobId::new(format!("j-{:07}", i / 10)).expect("id");
-            let mut e = Execution::new(ExecutionId::new(format!("e-{i:08}")).expect("id"), &job);
-            e.compute_state = ComputeState::new(state(i), "stored");
-            tx.create_execution(e, vec![]).await.expect("create");
+            let e = Execution::new(ExecutionId::new(format!("e-{i:08}")).expect("id"), &job);
+            let e = tx.create_execution(e, vec![]).await.expect("create");
+            if state(i) != ExecutionState::Created {
+                let to = UpdateExecutionRequest::to_state(e.id, state(i), "stored");
+                tx.update_execution_state(to).await.expect("move to its state");
+            }
             i += 1;
         }
         tx.commit().await.expect("commit");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use assert_cmd::Command;
 use brine_rocksdb::{OpenOptions, RocksExecutionStore};
 use brine_store::model::{ComputeState, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobType, Timestamp};
-use brine_store::{ExecutionStore, Fault, ManualClock};
+use brine_store::{ExecutionStore, Fault, ManualClock, UpdateExecutionRequest};
 use serde_json::Value;
 
 fn brine() -> Command {
@@ -48,7 +48,8 @@ async fn store(dir: &Path) -> PathBuf {
     ];
     for (i, state) in states.into_iter().enumerate() {
         let events = vec![Event::new("scheduling", "bid submitted", Timestamp::from_secs(1))];
-        s.create_execution(execution(i + 1, state), events).await.unwrap();
+        let e = s.create_execution(execution(i + 1, ExecutionState::Created), events).await.unwrap();
+        s.update_execution_state(UpdateExecutionRequest::to_state(e.id, state, "stored")).await.unwrap();
     }
     s.checkpoint("metrics", 4).await.unwrap();
     s.close().await.unwrap();

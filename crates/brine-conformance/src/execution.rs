@@ -44,6 +44,61 @@ pub async fn create_duplicate_is_already_exists(f: &dyn Factory) {
     assert_eq!(store.event_log().head().await.unwrap(), head);
 }
 
+/// A new execution starts in its first state: a create in any later state (`Running`,
+/// a terminal state, …) is `InvalidState` naming the allowed states, and writes nothing,
+/// on the compute store and the requester alike.
+pub async fn create_refuses_a_state_past_the_first(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let store = env.exec();
+    let jobs = env.jobs();
+    jobs.create_job(crate::fixtures::job("j1")).await.unwrap();
+    let jobs_head = jobs.event_log().head().await.unwrap();
+    for state in ExecutionState::ALL.into_iter().filter(|s| *s != Created) {
+        let mut x = execution("x", "j1");
+        x.compute_state = ComputeState::new(state, "restored");
+        let err = store.create_execution(x.clone(), vec![event("e")]).await.unwrap_err();
+        match &err {
+            StoreError::InvalidState { actual, expected, .. } => {
+                assert_eq!(*actual, AnyState::Execution(state));
+                assert_eq!(expected.to_string(), "one of [Created]", "{err}");
+            }
+            other => panic!("{state}: expected InvalidState, got {other:?}"),
+        }
+        assert_err!(jobs.create_execution(x).await, StoreError::InvalidState { .. });
+    }
+    assert!(store.get_execution(&eid("x")).await.unwrap_err().is_not_found());
+    assert_eq!(counts(&*store).await, vec![0; 9]);
+    assert_eq!(store.event_log().head().await.unwrap(), 0);
+    assert_eq!(jobs.event_log().head().await.unwrap(), jobs_head);
+    assert!(jobs.get_execution(&eid("x")).await.unwrap_err().is_not_found());
+}
+
+/// Events added to a terminal execution move its modify time (not its revision) and
+/// log an update, so a purge that archived it before does not delete it; events on a
+/// live execution change only its history.
+pub async fn events_on_a_terminal_execution_move_its_modify_time(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let store = env.exec();
+    create_all(&*store, "j1", &["live", "done"]).await;
+    let done = store.update_execution_state(to_state("done", Completed)).await.unwrap();
+    let live = store.get_execution(&eid("live")).await.unwrap();
+    let head = store.event_log().head().await.unwrap();
+    env.advance(Duration::from_secs(5));
+    store.add_execution_event(&eid("live"), vec![event("a")]).await.unwrap();
+    assert_eq!(store.get_execution(&eid("live")).await.unwrap(), live);
+    assert_eq!(store.event_log().head().await.unwrap(), head, "history alone is no change of the execution");
+    store.add_execution_event(&eid("done"), vec![event("b")]).await.unwrap();
+    let after = store.get_execution(&eid("done")).await.unwrap();
+    assert!(after.modify_time > done.modify_time);
+    assert_eq!((after.revision, after.state()), (done.revision, Completed));
+    assert_eq!(store.event_log().head().await.unwrap(), head + 1);
+    let log = whole_log(&*store).await;
+    let last = log.last().unwrap();
+    assert_eq!(last.operation, Operation::Update);
+    assert!(matches!(&last.object, LogObject::Execution { events, .. } if events.len() == 1));
+    assert_eq!(store.get_execution_events(&eid("done")).await.unwrap().len(), 1);
+}
+
 /// A create with a bad field is `Invalid` naming the field, and writes nothing.
 pub async fn create_rejects_bad_fields(f: &dyn Factory) {
     let env = Env::new(f).await;
@@ -376,9 +431,9 @@ pub async fn repair_finds_nothing_in_a_consistent_store(f: &dyn Factory) {
     let store = env.exec();
     assert!(!store.unclean_shutdown());
     for (i, state) in [Running, Completed, BidAccepted, Failed].into_iter().enumerate() {
-        let mut x = execution(&format!("x{i}"), "j1");
-        x.compute_state = ComputeState::new(state, "stored");
-        store.create_execution(x, vec![event("created")]).await.unwrap();
+        let id = format!("x{i}");
+        store.create_execution(execution(&id, "j1"), vec![event("created")]).await.unwrap();
+        store.update_execution_state(to_state(&id, state)).await.unwrap();
     }
     store.update_execution_state(to_state("x0", Publishing)).await.unwrap();
     store.delete_execution(&eid("x3")).await.unwrap();

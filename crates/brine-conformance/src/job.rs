@@ -1,11 +1,12 @@
 //! Job store checks (SPEC §3, requester).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use brine_store::model::{
     Evaluation, EvaluationId, EvaluationStatus, ExecutionState, HistoryLevel, JobState, JobType, LogObject, NodeId,
-    ObjectType, Operation,
+    ObjectType, Operation, Timestamp,
 };
 use brine_store::{
     HistoryQuery, JobQuery, JobSort, LabelSelector, ObjectKind, SortOrder, StoreError, UpdateExecutionRequest,
@@ -408,6 +409,64 @@ pub async fn list_pagination_both_orders(f: &dyn Factory) {
     }
 }
 
+/// A listing by modify time while other tasks keep modifying jobs: every page is in
+/// order and the pages follow each other in order (each job as of one consistent
+/// read), and nothing panics.
+pub async fn listing_while_jobs_change_stays_in_order(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let jobs = env.jobs();
+    for i in 0..60 {
+        jobs.create_job(job(&format!("l{i:03}"))).await.unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (jobs, stop, clock) = (Arc::clone(&jobs), Arc::clone(&stop), Arc::clone(&env.clock));
+        writers.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                clock.advance(std::time::Duration::from_millis(1));
+                let id = jid(&format!("l{:03}", (i * 7) % 60));
+                jobs.add_job_event(&id, vec![event("touch")]).await.unwrap();
+                let current = jobs.get_job(&id).await.unwrap();
+                // A new version moves the job in the modify-time index.
+                let _ = jobs.update_job(current).await;
+                i += 2;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        for _ in 0..20 {
+            let mut token = None;
+            let mut previous: Option<(Timestamp, String)> = None;
+            loop {
+                let q = JobQuery { sort: JobSort::ModifyTime, order, limit: 7, token, ..JobQuery::default() };
+                let page = jobs.list_jobs(&q).await.unwrap();
+                for j in &page.jobs {
+                    let key = (j.modify_time, j.id.to_string());
+                    if let Some(p) = &previous {
+                        let in_order = match order {
+                            SortOrder::Ascending => *p < key,
+                            SortOrder::Descending => *p > key,
+                        };
+                        assert!(in_order, "{order:?}: {key:?} came after {p:?}");
+                    }
+                    previous = Some(key);
+                }
+                token = page.next_token;
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+}
+
 /// In-progress jobs are the non-terminal ones, by type.
 pub async fn in_progress_by_type(f: &dyn Factory) {
     let env = Env::new(f).await;
@@ -589,9 +648,21 @@ pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory)
     assert_eq!(xs, ["x1", "x2"]);
     assert!(jobs.job_bundle(&jid("ghost")).await.unwrap_err().is_not_found());
 
+    let stamp = |j: &brine_store::model::Job| brine_store::rules::purge_stamp(j);
+    let j3 = jobs.get_job(&jid("j3")).await.unwrap();
+    let j4 = jobs.get_job(&jid("j4")).await.unwrap();
+    // j4 changes after it was "archived": an event on a finished job moves its modify
+    // time, so the stale stamp keeps it in the store.
+    jobs.add_job_event(&jid("j4"), vec![event("late")]).await.unwrap();
+    let j4_now = jobs.get_job(&jid("j4")).await.unwrap();
+    assert!(j4_now.modify_time > j4.modify_time, "a write to a finished job moves its modify time");
+    assert_eq!((j4_now.revision, j4_now.version), (j4.revision, j4.version), "and nothing else");
     let head = jobs.event_log().head().await.unwrap();
-    let n = jobs.purge_jobs(&[jid("j1"), jid("j3"), jid("ghost")], "job_archive_100.jsonl").await.unwrap();
+    let ghost = (jid("ghost"), stamp(&j3));
+    let batch = [(jid("j1"), bundle.stamp()), (jid("j3"), stamp(&j3)), ghost, (jid("j4"), stamp(&j4))];
+    let n = jobs.purge_jobs(&batch, "job_archive_100.jsonl").await.unwrap();
     assert_eq!(n, 2);
+    assert_eq!(jobs.get_job(&jid("j4")).await.unwrap(), j4_now, "a job changed since archived stays");
     // One entry per purged job, naming the archive.
     assert_eq!(jobs.event_log().head().await.unwrap(), head + 2, "one delete entry per purged job");
     let batch = jobs.event_log().get_events(brine_store::Position::After(head), 10, &Default::default()).await.unwrap();
@@ -612,8 +683,10 @@ pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory)
     assert!(jobs.get_execution(&eid("x1")).await.unwrap_err().is_not_found());
     assert!(jobs.get_evaluation(&eval_id("ev1")).await.unwrap_err().is_not_found());
     assert!(jobs.get_job(&jid("ghost")).await.unwrap_err().is_not_found());
-    let left = jobs.purgeable_jobs(cutoff, None, 10).await.unwrap();
-    assert_eq!(left.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j4"]);
-    assert_eq!(jobs.purge_jobs(&[jid("j1")], "job_archive_101.jsonl").await.unwrap(), 0, "already gone");
+    let left = jobs.purgeable_jobs(env.clock.peek(), None, 10).await.unwrap();
+    assert_eq!(left.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j5", "j4"]);
+    assert!(jobs.purgeable_jobs(cutoff, None, 10).await.unwrap().is_empty(), "j4 is young again");
+    let again = [(jid("j1"), bundle.stamp())];
+    assert_eq!(jobs.purge_jobs(&again, "job_archive_101.jsonl").await.unwrap(), 0, "already gone");
     assert_eq!(jobs.get_job(&jid("j2")).await.unwrap().state(), JobState::Pending);
 }

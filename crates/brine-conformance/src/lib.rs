@@ -11,9 +11,10 @@
 //!
 //! §3 execution store
 //! - create sets revision 1 and both times; duplicate id is `AlreadyExists`; bad input
-//!   is `Invalid` naming the field and writes nothing
-//!   ([`execution::create_sets_revision_and_times`], [`execution::create_duplicate_is_already_exists`],
-//!   [`execution::create_rejects_bad_fields`], [`execution::get_missing_is_not_found`]);
+//!   is `Invalid` naming the field and writes nothing; a new execution starts in its
+//!   first state ([`execution::create_sets_revision_and_times`], [`execution::create_duplicate_is_already_exists`],
+//!   [`execution::create_rejects_bad_fields`], [`execution::create_refuses_a_state_past_the_first`],
+//!   [`execution::get_missing_is_not_found`]);
 //! - conditional update: expected states, unexpected states, expected revision, terminal
 //!   ([`execution::update_bumps_revision_and_moves_state_index`],
 //!   [`execution::update_expected_state_mismatch_changes_nothing`],
@@ -24,13 +25,18 @@
 //! - index reads, newest modify time first ([`execution::executions_by_job_newest_first`],
 //!   [`execution::live_executions_newest_first`], [`execution::state_streams_in_bounded_batches`]);
 //! - O(1) counters kept with every change ([`execution::counters_follow_every_change`]);
-//! - history events ([`execution::events_in_write_order`]);
+//! - history events ([`execution::events_in_write_order`]); events on a terminal
+//!   execution move its modify time ([`execution::events_on_a_terminal_execution_move_its_modify_time`]);
 //! - delete removes record, indexes and history ([`execution::delete_removes_everything`],
 //!   [`execution::delete_missing_is_not_found`]);
 //! - one log entry per change, atomically ([`execution::every_change_logs_one_entry`]);
 //! - transactions ([`tx::commit_applies_all_at_once`], [`tx::reads_own_writes`],
 //!   [`tx::drop_rolls_back`], [`tx::explicit_rollback`], [`tx::error_in_middle_leaves_nothing`],
-//!   [`tx::transactions_serialize`]);
+//!   [`tx::failed_step_aborts_the_transaction`], [`tx::transactions_serialize`]);
+//! - no self-deadlock and no hang on close: a plain write from the task holding a
+//!   transaction is `TransactionHeld`, and `close` does not wait for a leaked transaction
+//!   ([`tx::plain_write_while_holding_a_transaction_is_refused`],
+//!   [`tx::close_does_not_wait_for_a_leaked_transaction`]);
 //! - concurrent conditional updates never lose one ([`tx::racing_conditional_updates`]);
 //! - close ([`tx::close_is_idempotent_and_later_calls_fail`]);
 //! - checkpoints ([`log::checkpoint_round_trip_and_missing_is_zero`],
@@ -49,13 +55,15 @@
 //! - history with filters and token pagination ([`job::history_pagination_never_repeats_or_skips`],
 //!   [`job::history_filters`], [`job::history_bad_token`]);
 //! - listings through indexes ([`job::list_by_namespace_state_and_labels`],
-//!   [`job::list_pagination_both_orders`], [`job::in_progress_by_type`]);
+//!   [`job::list_pagination_both_orders`], [`job::listing_while_jobs_change_stays_in_order`],
+//!   [`job::in_progress_by_type`]);
 //! - evaluations and requester executions ([`job::evaluations`],
 //!   [`job::requester_executions_by_job_and_node`], [`job::job_changes_are_logged`]);
 //! - purge: candidates, bundles, atomic purge with retained ids
 //!   ([`job::purge_archives_terminal_jobs_and_retains_their_ids`]);
 //! - the queue of seed 002 ([`queue::enqueue_grab_finish`], [`queue::grab_is_fifo_per_queue`],
 //!   [`queue::concurrent_grabbers_never_share_a_job`], [`queue::expire_idle_jobs`],
+//!   [`queue::touch_is_logged_and_keeps_versions`],
 //!   [`queue::finish_requires_in_progress`]).
 //!
 //! §4 event log
@@ -64,7 +72,11 @@
 //!   [`log::filter_by_type_and_operation`], [`log::append_custom_entries`]);
 //! - `wait_for` is a notification ([`log::wait_for_resolves_on_commit`]);
 //! - many writers, one follower: every sequence number once, in order
-//!   ([`log::concurrent_writers_follower_sees_every_entry`]).
+//!   ([`log::concurrent_writers_follower_sees_every_entry`]);
+//! - the commit notification never goes backwards: waiters reach the head when writers
+//!   stop ([`log::waiters_reach_the_head_when_writers_stop`]);
+//! - retention racing a reader gives `Compacted`, never a silent gap
+//!   ([`log::trim_racing_reads_is_compacted_never_a_gap`]).
 //!
 //! §9 model-based: [`model::check`] drives random operation sequences (with reopen
 //! steps where the backend persists) against the backend and a `BTreeMap` model and
@@ -141,6 +153,8 @@ macro_rules! conformance_tests {
             execution::create_sets_revision_and_times,
             execution::create_duplicate_is_already_exists,
             execution::create_rejects_bad_fields,
+            execution::create_refuses_a_state_past_the_first,
+            execution::events_on_a_terminal_execution_move_its_modify_time,
             execution::get_missing_is_not_found,
             execution::update_bumps_revision_and_moves_state_index,
             execution::update_expected_state_mismatch_changes_nothing,
@@ -164,6 +178,9 @@ macro_rules! conformance_tests {
             tx::drop_rolls_back,
             tx::explicit_rollback,
             tx::error_in_middle_leaves_nothing,
+            tx::failed_step_aborts_the_transaction,
+            tx::plain_write_while_holding_a_transaction_is_refused,
+            tx::close_does_not_wait_for_a_leaked_transaction,
             tx::transactions_serialize,
             tx::racing_conditional_updates,
             tx::close_is_idempotent_and_later_calls_fail,
@@ -175,6 +192,8 @@ macro_rules! conformance_tests {
             log::append_custom_entries,
             log::wait_for_resolves_on_commit,
             log::concurrent_writers_follower_sees_every_entry,
+            log::waiters_reach_the_head_when_writers_stop,
+            log::trim_racing_reads_is_compacted_never_a_gap,
             log::checkpoint_round_trip_and_missing_is_zero,
             log::blank_checkpoint_name_is_refused,
             log::checkpoint_beyond_head_is_refused,
@@ -192,6 +211,7 @@ macro_rules! conformance_tests {
             job::history_bad_token,
             job::list_by_namespace_state_and_labels,
             job::list_pagination_both_orders,
+            job::listing_while_jobs_change_stays_in_order,
             job::in_progress_by_type,
             job::evaluations,
             job::requester_executions_by_job_and_node,
@@ -201,6 +221,7 @@ macro_rules! conformance_tests {
             queue::grab_is_fifo_per_queue,
             queue::concurrent_grabbers_never_share_a_job,
             queue::expire_idle_jobs,
+            queue::touch_is_logged_and_keeps_versions,
             queue::finish_requires_in_progress,
         }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brine_store::model::{ExecutionState, LogObject, ObjectType, Operation, Timestamp};
-use brine_store::{EventFilter, Position, StoreError};
+use brine_store::{Clock, EventFilter, Position, StoreError};
 use tokio::task::JoinSet;
 
 use crate::assert_err;
@@ -182,6 +182,90 @@ pub async fn concurrent_writers_follower_sees_every_entry(f: &dyn Factory) {
     }
     let seen = tokio::time::timeout(Duration::from_secs(30), follower).await.expect("follower done").unwrap();
     assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+}
+
+/// After many concurrent writers stop, every waiter reaches the head without a
+/// further commit: the commit notification never goes backwards, so nobody waits for
+/// an entry that is already there.
+pub async fn waiters_reach_the_head_when_writers_stop(f: &dyn Factory) {
+    const WRITERS: usize = 8;
+    const WAITERS: usize = 4;
+    for round in 0..5 {
+        let env = Env::new(f).await;
+        let store = env.exec();
+        let mut waiters = JoinSet::new();
+        for _ in 0..WAITERS {
+            let log = store.event_log();
+            waiters.spawn(async move {
+                let mut seen = 0;
+                // Follows the head until it stays still for a second.
+                while let Ok(head) = tokio::time::timeout(Duration::from_secs(1), log.wait_for(seen)).await {
+                    seen = head.unwrap();
+                }
+                seen
+            });
+        }
+        let mut writers = JoinSet::new();
+        for w in 0..WRITERS {
+            let store = Arc::clone(&store);
+            writers.spawn(async move {
+                for i in 0..30 {
+                    let id = format!("r{round}-w{w}-{i}");
+                    store.create_execution(execution(&id, "j1"), vec![]).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = writers.join_next().await {
+            r.unwrap();
+        }
+        let head = store.event_log().head().await.unwrap();
+        assert_eq!(head, (WRITERS * 30) as u64);
+        while let Some(seen) = waiters.join_next().await {
+            assert_eq!(seen.unwrap(), head, "round {round}: a waiter stalled below the head with no commit to come");
+        }
+    }
+}
+
+/// Retention racing a reader never yields a silent gap: a read from position `n`
+/// returns entries starting at `n`, or `Compacted` when `n` was trimmed meanwhile.
+pub async fn trim_racing_reads_is_compacted_never_a_gap(f: &dyn Factory) {
+    const ENTRIES: u64 = 3000;
+    let env = Env::new(f).await;
+    let store = env.exec();
+    let log = store.event_log();
+    let mut tx = store.begin_tx().await.unwrap();
+    for i in 0..ENTRIES {
+        tx.create_execution(execution(&format!("e{i}"), "j1"), vec![]).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    env.advance(Duration::from_secs(60));
+    let trimmer = {
+        let log = Arc::clone(&log);
+        let now = env.clock.now();
+        tokio::spawn(async move {
+            while log.trim(ENTRIES, now, 1).await.unwrap() == 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    loop {
+        let oldest = log.oldest().await.unwrap();
+        if oldest > ENTRIES {
+            break;
+        }
+        match log.get_events(Position::At(oldest), 1, &EventFilter::all()).await {
+            Ok(batch) => {
+                let first = batch.entries.first().map(|e| e.seq);
+                assert_eq!(first, Some(oldest), "a read from {oldest} started elsewhere: a silent gap");
+            }
+            Err(StoreError::Compacted { requested, oldest: now_oldest }) => {
+                assert_eq!(requested, oldest);
+                assert!(now_oldest > oldest);
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    trimmer.await.unwrap();
 }
 
 /// A checkpoint reads back as written; an unknown one is 0; checkpoints are listed and

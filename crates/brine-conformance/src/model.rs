@@ -138,6 +138,11 @@ impl Model {
             Op::AddEvents { id, n } => match self.execs.get_mut(id) {
                 Some(e) => {
                     e.events += usize::from(*n);
+                    // Events on a terminal execution move its modify time: an update,
+                    // logged (`rules::events_added`).
+                    if e.state.is_terminal() {
+                        self.head += 1;
+                    }
                     Outcome::Ok
                 }
                 None => Outcome::NotFound,

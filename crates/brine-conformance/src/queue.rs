@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brine_store::model::JobState;
-use brine_store::{JobOutcome, StoreError};
+use brine_store::model::{JobState, LogObject, Operation};
+use brine_store::{EventFilter, JobOutcome, Position, StoreError};
 use tokio::task::JoinSet;
 
 use crate::assert_err;
@@ -120,6 +120,34 @@ pub async fn expire_idle_jobs(f: &dyn Factory) {
     assert_eq!(jobs.get_job(&jid("not-queue")).await.unwrap().state(), JobState::Pending);
     assert!(jobs.expire(Duration::from_secs(60)).await.unwrap().is_empty(), "expire is idempotent");
     assert!(jobs.grab_next("q").await.unwrap().is_none(), "an expired job is not grabbed");
+}
+
+/// A touch records the access time on the job and logs it like any change (one
+/// `Update` entry with the previous and current job), and leaves the stored versions as
+/// they were written.
+pub async fn touch_is_logged_and_keeps_versions(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let jobs = env.jobs();
+    let created = jobs.enqueue("q", job("j1")).await.unwrap();
+    let log = jobs.event_log();
+    let head = log.head().await.unwrap();
+    env.advance(Duration::from_secs(5));
+    let touched = jobs.touch_job(&jid("j1")).await.unwrap();
+    assert!(touched.last_accessed_time > created.last_accessed_time);
+    assert_eq!(jobs.get_job(&jid("j1")).await.unwrap().last_accessed_time, touched.last_accessed_time);
+    assert_eq!(log.head().await.unwrap(), head + 1, "a touch appends one log entry");
+    let batch = log.get_events(Position::After(head), 10, &EventFilter::all()).await.unwrap();
+    let entry = &batch.entries[0];
+    assert_eq!(entry.operation, Operation::Update);
+    match &entry.object {
+        LogObject::Job { current: Some(current), previous: Some(previous), .. } => {
+            assert_eq!(current.last_accessed_time, touched.last_accessed_time);
+            assert_eq!(previous.last_accessed_time, created.last_accessed_time);
+        }
+        other => panic!("expected a job update, got {other:?}"),
+    }
+    let v1 = jobs.get_job_version(&jid("j1"), 1).await.unwrap();
+    assert_eq!(v1, created, "version 1 is kept as it was written");
 }
 
 /// Finishing a job that is not in progress is `InvalidState`; an unknown job `NotFound`.

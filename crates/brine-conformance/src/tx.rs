@@ -48,10 +48,12 @@ pub async fn reads_own_writes(f: &dyn Factory) {
     tx.delete_execution(&eid("e1")).await.unwrap();
     assert!(tx.get_execution(&eid("e1")).await.unwrap_err().is_not_found());
     tx.create_execution(execution("e2", "j1"), vec![]).await.unwrap();
-    assert_err!(tx.create_execution(execution("e2", "j1"), vec![]).await, StoreError::AlreadyExists { .. });
     tx.commit().await.unwrap();
     assert!(store.get_execution(&eid("e1")).await.unwrap_err().is_not_found());
     assert_eq!(store.get_execution(&eid("e2")).await.unwrap().revision, 1);
+    // A transaction sees what is committed: a second create of e2 is refused.
+    let mut tx = store.begin_tx().await.unwrap();
+    assert_err!(tx.create_execution(execution("e2", "j1"), vec![]).await, StoreError::AlreadyExists { .. });
 }
 
 /// Dropping a transaction without commit discards it; the store takes writes again.
@@ -105,6 +107,81 @@ pub async fn error_in_middle_leaves_nothing(f: &dyn Factory) {
     assert_eq!((e.state(), e.revision), (Created, 1));
     assert_eq!(counts(&*store).await, vec![1, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(store.event_log().head().await.unwrap(), 1);
+}
+
+/// A caller that ignores a failed step and commits anyway gets `TransactionAborted`,
+/// and nothing of the transaction is visible: a failed step may have queued part of its
+/// writes, so the transaction refuses later steps and its commit.
+pub async fn failed_step_aborts_the_transaction(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let store = env.exec();
+    create_all(&*store, "j1", &["e1"]).await;
+    let mut tx = store.begin_tx().await.unwrap();
+    tx.create_execution(execution("n1", "j1"), vec![]).await.unwrap();
+    // Fails: e1 is Created, not Running. The caller ignores the error.
+    let failed = tx.update_execution_state(to_state("e1", Publishing).expect_states([Running])).await;
+    assert_err!(failed, StoreError::InvalidState { .. });
+    assert_err!(tx.delete_execution(&eid("e1")).await, StoreError::TransactionAborted { .. });
+    let err = tx.commit().await.unwrap_err();
+    assert!(matches!(err, StoreError::TransactionAborted { .. }), "{err:?}");
+    assert!(err.to_string().contains("Created"), "the error names the first failure: {err}");
+    assert!(store.get_execution(&eid("n1")).await.unwrap_err().is_not_found());
+    assert_eq!(store.get_execution(&eid("e1")).await.unwrap().revision, 1);
+    assert_eq!(counts(&*store).await, vec![1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(store.event_log().head().await.unwrap(), 1);
+    // A failed read is no failed step.
+    let mut tx = store.begin_tx().await.unwrap();
+    assert!(tx.get_execution(&eid("nope")).await.unwrap_err().is_not_found());
+    tx.create_execution(execution("n2", "j1"), vec![]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.get_execution(&eid("n2")).await.unwrap().revision, 1);
+}
+
+/// A plain write from the task that holds an open transaction would wait for itself: it
+/// is refused with `TransactionHeld` instead of hanging, and changes nothing. Other
+/// tasks still wait for the transaction as usual.
+pub async fn plain_write_while_holding_a_transaction_is_refused(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let store = env.exec();
+    let patience = std::time::Duration::from_secs(10);
+    let mut tx = store.begin_tx().await.unwrap();
+    tx.create_execution(execution("e1", "j1"), vec![]).await.unwrap();
+    let plain = tokio::time::timeout(patience, store.create_execution(execution("e2", "j1"), vec![]))
+        .await
+        .expect("a plain write from the holding task returns instead of deadlocking");
+    assert_err!(plain, StoreError::TransactionHeld);
+    let checkpoint = tokio::time::timeout(patience, store.checkpoint("w", 0)).await.expect("no deadlock");
+    assert_err!(checkpoint, StoreError::TransactionHeld);
+    // Another task waits for the transaction and then writes.
+    let other = Arc::clone(&store);
+    let waiting = tokio::spawn(async move { other.create_execution(execution("e3", "j1"), vec![]).await });
+    tokio::task::yield_now().await;
+    tx.commit().await.unwrap();
+    tokio::time::timeout(patience, waiting).await.expect("the other task proceeds").unwrap().unwrap();
+    // The transaction is over: plain writes from this task work again.
+    store.create_execution(execution("e2", "j1"), vec![]).await.unwrap();
+    assert_eq!(store.event_log().head().await.unwrap(), 3);
+}
+
+/// A transaction left open (leaked, or held by a stuck task) does not block `close`:
+/// close completes, and the transaction's later steps and commit get `Closed`.
+pub async fn close_does_not_wait_for_a_leaked_transaction(f: &dyn Factory) {
+    let mut env = Env::new(f).await;
+    let store = env.exec();
+    create_all(&*store, "j1", &["e1"]).await;
+    let mut tx = store.begin_tx().await.unwrap();
+    tx.create_execution(execution("n1", "j1"), vec![]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
+        .await
+        .expect("close returns while a transaction is open")
+        .unwrap();
+    assert_err!(tx.commit().await, StoreError::Closed);
+    drop(store);
+    if env.backend.reopen().await {
+        let store = env.exec();
+        assert!(store.get_execution(&eid("n1")).await.unwrap_err().is_not_found(), "the open tx wrote nothing");
+        assert_eq!(store.get_execution(&eid("e1")).await.unwrap().revision, 1);
+    }
 }
 
 /// Concurrent read-modify-write transactions are serialized: none is lost.

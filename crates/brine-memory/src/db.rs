@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use brine_store::model::{LogEntry, LogObject, ObjectType, Operation, Timestamp};
@@ -10,7 +10,7 @@ use brine_store::{
     rules, validate_checkpoint_name, Clock, EventBatch, EventFilter, EventLog, Position, Result, StoreError,
 };
 use imbl::OrdMap;
-use tokio::sync::{watch, Mutex, OwnedMutexGuard};
+use tokio::sync::{watch, OwnedMutexGuard};
 
 /// The event log and checkpoints inside a snapshot.
 #[derive(Clone, Default)]
@@ -39,17 +39,48 @@ pub(crate) struct Snapshot<T> {
     pub(crate) log: LogState,
 }
 
+/// Who holds an explicit transaction: the tokio task, or the thread when it was begun
+/// outside any task (`block_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Holder {
+    fn current() -> Holder {
+        match tokio::task::try_id() {
+            Some(id) => Holder::Task(id),
+            None => Holder::Thread(std::thread::current().id()),
+        }
+    }
+}
+
 /// A store's shared core.
 pub(crate) struct Db<T> {
     current: RwLock<Arc<Snapshot<T>>>,
-    writer: Arc<Mutex<()>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The holder of the open explicit transaction, if any.
+    tx_holder: Arc<Mutex<Option<Holder>>>,
     head: watch::Sender<u64>,
     closed: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
+    /// This store's id (`store_id`), new for every store.
+    pub(crate) id: String,
+}
+
+/// Clears the transaction holder when an explicit transaction ends.
+struct HolderMark(Arc<Mutex<Option<Holder>>>);
+
+impl Drop for HolderMark {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// A write in progress: holds the writer lock and a private copy of the snapshot.
 pub(crate) struct WriteTx<T> {
+    _holder: Option<HolderMark>,
     _guard: OwnedMutexGuard<()>,
     db: Arc<Db<T>>,
     pub(crate) state: Snapshot<T>,
@@ -59,7 +90,9 @@ impl<T: Clone + Default + Send + Sync + 'static> Db<T> {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Db {
             current: RwLock::new(Arc::new(Snapshot::default())),
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            tx_holder: Arc::new(Mutex::new(None)),
+            id: brine_store::new_store_id(),
             head: watch::channel(0).0,
             closed: AtomicBool::new(false),
             clock,
@@ -81,11 +114,35 @@ impl<T: Clone + Default + Send + Sync + 'static> Db<T> {
     }
 
     /// Starts a write: waits for the writer lock and copies the snapshot.
+    ///
+    /// Fails with `TransactionHeld` instead of waiting forever when the calling task
+    /// holds an explicit transaction on this store (it would wait for itself).
+    /// Cancel-safe: waiting for the lock is.
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<WriteTx<T>> {
         self.check_open()?;
-        let guard = Arc::clone(&self.writer).lock_owned().await;
+        // A cooperative yield point: a task writing in a loop on an uncontended store
+        // still lets the other tasks of its runtime run (tokio's task budget).
+        tokio::task::coop::consume_budget().await;
+        let guard = match Arc::clone(&self.writer).try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if *self.tx_holder.lock().unwrap_or_else(PoisonError::into_inner) == Some(Holder::current()) {
+                    return Err(StoreError::TransactionHeld);
+                }
+                Arc::clone(&self.writer).lock_owned().await
+            }
+        };
         let state = (*self.read()?).clone();
-        Ok(WriteTx { _guard: guard, db: Arc::clone(self), state })
+        Ok(WriteTx { _holder: None, _guard: guard, db: Arc::clone(self), state })
+    }
+
+    /// Starts an explicit transaction (`begin_tx`), remembering the calling task so a
+    /// plain write from it is refused rather than deadlocking.
+    pub(crate) async fn begin_tx(self: &Arc<Self>) -> Result<WriteTx<T>> {
+        let mut tx = self.begin().await?;
+        *self.tx_holder.lock().unwrap_or_else(PoisonError::into_inner) = Some(Holder::current());
+        tx._holder = Some(HolderMark(Arc::clone(&self.tx_holder)));
+        Ok(tx)
     }
 
     /// Runs `f` on a private copy and publishes it if `f` succeeds.
@@ -116,10 +173,13 @@ impl<T: Clone + Default + Send + Sync + 'static> WriteTx<T> {
             let mut current = self.db.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             *current = Arc::new(self.state);
         }
+        // Still under the writer lock, so heads are sent in commit order.
         self.db.head.send_if_modified(|h| {
-            let changed = *h != head;
-            *h = head;
-            changed
+            let moved = head > *h;
+            if moved {
+                *h = head;
+            }
+            moved
         });
         Ok(())
     }
@@ -141,7 +201,8 @@ impl<T: Clone + Default + Send + Sync + 'static> EventLog for MemEventLog<T> {
         let first = rules::first_seq(from, log.head, log.trimmed)?;
         let mut entries = Vec::new();
         let mut last = first - 1;
-        for (seq, entry) in log.entries.range((Bound::Included(first), Bound::Unbounded)) {
+        // Bounded: a selective filter reads on from `next` in the following call.
+        for (seq, entry) in log.entries.range((Bound::Included(first), Bound::Unbounded)).take(rules::MAX_EXAMINED) {
             if entries.len() == limit {
                 break;
             }

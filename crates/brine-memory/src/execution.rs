@@ -92,9 +92,18 @@ fn update(s: &mut State, request: UpdateExecutionRequest, now: Timestamp) -> Res
     Ok(next)
 }
 
-fn add_events(s: &mut State, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
-    s.tables.get(id)?;
-    s.tables.events.entry(id.clone()).or_default().extend(events);
+fn add_events(s: &mut State, id: &ExecutionId, events: Vec<Event>, now: Timestamp) -> Result<()> {
+    let current = Arc::clone(s.tables.get(id)?);
+    s.tables.events.entry(id.clone()).or_default().extend(events.iter().cloned());
+    if let Some(next) = rules::events_added(&current, now) {
+        s.tables.executions.insert(id.clone(), Arc::new(next.clone()));
+        let object = LogObject::Execution {
+            current: Some(Box::new(next)),
+            previous: Some(Box::new(Execution::clone(&current))),
+            events,
+        };
+        s.log.append(Operation::Update, object, now);
+    }
     Ok(())
 }
 
@@ -273,7 +282,7 @@ impl ExecutionStore for MemExecutionStore {
     }
 
     async fn add_execution_event(&self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
-        self.db.write(|s, _| add_events(s, id, events)).await
+        self.db.write(|s, now| add_events(s, id, events, now)).await
     }
 
     async fn get_execution_events(&self, id: &ExecutionId) -> Result<Vec<Event>> {
@@ -287,7 +296,7 @@ impl ExecutionStore for MemExecutionStore {
     }
 
     async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>> {
-        Ok(Box::new(MemExecutionTx { tx: self.db.begin().await? }))
+        Ok(Box::new(MemExecutionTx { tx: self.db.begin_tx().await?, steps: rules::TxSteps::default() }))
     }
 
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
@@ -319,6 +328,14 @@ impl ExecutionStore for MemExecutionStore {
         false
     }
 
+    async fn sync(&self) -> Result<()> {
+        self.db.read().map(|_| ())
+    }
+
+    fn store_id(&self) -> String {
+        self.db.id.clone()
+    }
+
     async fn close(&self) -> Result<()> {
         self.db.close();
         Ok(())
@@ -328,13 +345,15 @@ impl ExecutionStore for MemExecutionStore {
 /// A transaction on a [`MemExecutionStore`]: a private snapshot under the writer lock.
 struct MemExecutionTx {
     tx: WriteTx<ExecTables>,
+    steps: rules::TxSteps,
 }
 
 #[async_trait]
 impl ExecutionTx for MemExecutionTx {
     async fn create_execution(&mut self, execution: Execution, events: Vec<Event>) -> Result<Execution> {
         let now = self.tx.now();
-        create(&mut self.tx.state, execution, events, now)
+        let state = &mut self.tx.state;
+        self.steps.step(|| create(state, execution, events, now))
     }
 
     async fn get_execution(&mut self, id: &ExecutionId) -> Result<Execution> {
@@ -343,19 +362,24 @@ impl ExecutionTx for MemExecutionTx {
 
     async fn update_execution_state(&mut self, request: UpdateExecutionRequest) -> Result<Execution> {
         let now = self.tx.now();
-        update(&mut self.tx.state, request, now)
+        let state = &mut self.tx.state;
+        self.steps.step(|| update(state, request, now))
     }
 
     async fn add_execution_event(&mut self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
-        add_events(&mut self.tx.state, id, events)
+        let now = self.tx.now();
+        let state = &mut self.tx.state;
+        self.steps.step(|| add_events(state, id, events, now))
     }
 
     async fn delete_execution(&mut self, id: &ExecutionId) -> Result<()> {
         let now = self.tx.now();
-        delete(&mut self.tx.state, id, now)
+        let state = &mut self.tx.state;
+        self.steps.step(|| delete(state, id, now))
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
+        self.steps.check()?;
         self.tx.commit()
     }
 

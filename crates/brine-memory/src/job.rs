@@ -10,8 +10,8 @@ use brine_store::model::{
     LogObject, NodeId, Operation, Timestamp,
 };
 use brine_store::{
-    rules, Clock, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStore,
-    ObjectKind, Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
+    rules, Clock, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStamp,
+    JobStore, ObjectKind, Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 use imbl::{OrdMap, OrdSet};
 
@@ -250,6 +250,20 @@ fn replace_job(s: &mut State, current: &Job, next: Job, events: Vec<Event>, now:
     next
 }
 
+/// Moves a finished job's modify time after a write to what belongs to it
+/// (`rules::dependent_change`): the record and its modify-time indexes, logged as an
+/// update; no new version.
+fn dependent_change(s: &mut State, id: &JobId, now: Timestamp) -> Result<()> {
+    let current = Arc::clone(s.tables.job(id)?);
+    let Some(next) = rules::dependent_change(&current, now) else { return Ok(()) };
+    let t = &mut s.tables;
+    t.index(&current, false);
+    t.index(&next, true);
+    t.jobs.insert(next.id.clone(), Arc::new(next.clone()));
+    log_job(s, Operation::Update, Some(&current), Some(&next), Vec::new(), now);
+    Ok(())
+}
+
 fn update_job_state(s: &mut State, request: &UpdateJobStateRequest, now: Timestamp) -> Result<Job> {
     let current = Arc::clone(s.tables.job(&request.job_id)?);
     let next = rules::update_job_state(&current, request, now)?;
@@ -438,7 +452,7 @@ impl JobStore for MemJobStore {
                 for event in events {
                     s.tables.history(&job, HistoryLevel::Job, None, event, now);
                 }
-                Ok(())
+                dependent_change(s, id, now)
             })
             .await
     }
@@ -486,27 +500,13 @@ impl JobStore for MemJobStore {
             (Some(ns), JobSort::CreateTime) => t.ns_create.get(ns),
             (Some(ns), JobSort::ModifyTime) => t.ns_modify.get(ns),
         };
-        let mut jobs = Vec::new();
-        let mut next_token = None;
+        let mut page = rules::JobPager::new(query);
         for (time, id) in page_of(index, after, query.order) {
-            let Some(job) = t.jobs.get(&id) else { continue };
-            if !(query.states.is_empty() || query.states.contains(&job.state())) || !query.selector.matches(&job.labels)
-            {
-                continue;
-            }
-            if jobs.len() == query.limit {
-                let last: &Job = jobs.last().unwrap_or(job);
-                let key = match query.sort {
-                    JobSort::CreateTime => last.create_time,
-                    JobSort::ModifyTime => last.modify_time,
-                };
-                next_token = Some(rules::job_token(key, &last.id));
-                let _ = time;
+            if !page.offer(time, &id, t.jobs.get(&id).map(|j| j.as_ref())) {
                 break;
             }
-            jobs.push(Job::clone(job));
         }
-        Ok(JobPage { jobs, next_token })
+        Ok(page.finish())
     }
 
     async fn get_in_progress_jobs(&self, job_type: Option<JobType>) -> Result<Vec<Job>> {
@@ -532,6 +532,7 @@ impl JobStore for MemJobStore {
                 insert_nested(&mut s.tables.evals_by_job, &eval.job_id, eval.id.clone());
                 s.tables.evals.insert(eval.id.clone(), Arc::new(eval.clone()));
                 log_eval(s, Operation::Create, None, Some(&eval), now);
+                dependent_change(s, &eval.job_id, now)?;
                 Ok(eval)
             })
             .await
@@ -565,6 +566,9 @@ impl JobStore for MemJobStore {
                 };
                 s.tables.evals.insert(next.id.clone(), Arc::new(next.clone()));
                 log_eval(s, Operation::Update, Some(&current), Some(&next), now);
+                if s.tables.jobs.contains_key(&next.job_id) {
+                    dependent_change(s, &next.job_id, now)?;
+                }
                 Ok(next)
             })
             .await
@@ -577,6 +581,9 @@ impl JobStore for MemJobStore {
                     s.tables.evals.remove(id).ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, id))?;
                 remove_nested(&mut s.tables.evals_by_job, &current.job_id, id);
                 log_eval(s, Operation::Delete, Some(&current), None, now);
+                if s.tables.jobs.contains_key(&current.job_id) {
+                    dependent_change(s, &current.job_id, now)?;
+                }
                 Ok(())
             })
             .await
@@ -605,6 +612,7 @@ impl JobStore for MemJobStore {
                 let event = Event::new("ExecutionCreated", format!("execution created in state {}", exec.state()), now);
                 t.history(&job, HistoryLevel::Execution, Some(&exec.id), event.clone(), now);
                 log_exec(s, Operation::Create, None, Some(&exec), vec![event], now);
+                dependent_change(s, &exec.job_id, now)?;
                 Ok(exec)
             })
             .await
@@ -648,6 +656,7 @@ impl JobStore for MemJobStore {
                     t.history(&job, HistoryLevel::Execution, Some(&next.id), event.clone(), now);
                 }
                 log_exec(s, Operation::Update, Some(&current), Some(&next), events, now);
+                dependent_change(s, &next.job_id, now)?;
                 Ok(next)
             })
             .await
@@ -711,40 +720,52 @@ impl JobStore for MemJobStore {
         self.db
             .write(|s, now| {
                 let current = Arc::clone(s.tables.job(id)?);
-                let mut next = Job::clone(&current);
-                next.last_accessed_time = now;
+                let next = rules::touch_job(&current, now);
                 let t = &mut s.tables;
                 if expirable(&current) {
                     t.idle.remove(&(current.last_accessed_time, id.clone()));
                     t.idle.insert((now, id.clone()));
                 }
-                let arc = Arc::new(next.clone());
-                t.versions.entry(id.clone()).or_default().insert(next.version, Arc::clone(&arc));
-                t.jobs.insert(id.clone(), arc);
+                t.jobs.insert(id.clone(), Arc::new(next.clone()));
+                let object = LogObject::Job {
+                    current: Some(Box::new(next.clone())),
+                    previous: Some(Box::new(Job::clone(&current))),
+                    events: Vec::new(),
+                };
+                s.log.append(Operation::Update, object, now);
                 Ok(next)
             })
             .await
     }
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
-        self.db
-            .write(|s, now| {
-                let cutoff = now.saturating_sub(idle_for);
-                let ids: Vec<JobId> = s
-                    .tables
-                    .idle
-                    .iter()
-                    .take_while(|(accessed, _)| *accessed < cutoff)
-                    .map(|(_, id)| id.clone())
-                    .collect();
-                let message = format!("not accessed for {}s", idle_for.as_secs());
-                for id in &ids {
-                    let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
-                    update_job_state(s, &request, now)?;
-                }
-                Ok(ids)
-            })
-            .await
+        let (cutoff, message) = rules::expire_cutoff(idle_for, self.db.clock.now());
+        let mut expired = Vec::new();
+        loop {
+            let ids = self
+                .db
+                .write(|s, now| {
+                    let ids: Vec<JobId> = s
+                        .tables
+                        .idle
+                        .iter()
+                        .take_while(|(accessed, _)| *accessed < cutoff)
+                        .take(rules::EXPIRE_BATCH)
+                        .map(|(_, id)| id.clone())
+                        .collect();
+                    for id in &ids {
+                        let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
+                        update_job_state(s, &request, now)?;
+                    }
+                    Ok(ids)
+                })
+                .await?;
+            let done = ids.len() < rules::EXPIRE_BATCH;
+            expired.extend(ids);
+            if done {
+                return Ok(expired);
+            }
+        }
     }
 
     async fn purgeable_jobs(
@@ -771,16 +792,29 @@ impl JobStore for MemJobStore {
         self.db.read()?.tables.bundle(id)
     }
 
-    async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64> {
+    async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
         self.db
             .write(|s, now| {
-                rules::purge_each(ids, |id| {
-                    delete_job(s, id, now, Some(archive))?;
-                    s.tables.purged.insert(id.clone(), archive.to_owned());
-                    Ok(())
-                })
+                rules::purge_each(
+                    s,
+                    jobs,
+                    |s, id| Ok(s.tables.jobs.get(id).map(|j| Job::clone(j))),
+                    |s, id| {
+                        delete_job(s, id, now, Some(archive))?;
+                        s.tables.purged.insert(id.clone(), archive.to_owned());
+                        Ok(())
+                    },
+                )
             })
             .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.db.read().map(|_| ())
+    }
+
+    fn store_id(&self) -> String {
+        self.db.id.clone()
     }
 
     fn event_log(&self) -> Arc<dyn EventLog> {

@@ -10,11 +10,15 @@
 //! - `job_purge.lock`: locked (`flock`) by the purge running on the directory; a second
 //!   one is refused. `archive_kind`: `requester` or `compute`, the kind of store whose
 //!   archives the directory holds; a purge of the other kind is refused.
-//! - `job_purge.pending.<TIME>`: names an archive in progress (`TIME FILE`), from
-//!   before its file is written until its records are deleted (at most two at once: one
-//!   being written while the previous one's records are deleted). A run that finds
-//!   markers finishes those archives first, so a crash at any point leaves every record
-//!   in the store, in a synced archive, or both, and the index never holds an id twice.
+//! - `job_purge.pending.<TIME>`: names an archive in progress and the store it is of
+//!   (`TIME FILE STORE_ID`), from before its file is written until its records are
+//!   deleted and those deletions are durable (at most two at once: one being written
+//!   while the previous one's records are deleted). A run that finds markers finishes
+//!   those archives first, so a crash at any point leaves every record in the store, in
+//!   a synced archive, or both, and the index never holds an id twice. A marker of
+//!   another store (another node's store sharing the directory) is refused, and a marker
+//!   whose file is not the archive name of its time is refused as damaged. Markers of
+//!   builds that did not record the store (`TIME FILE`) are finished as before.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -335,11 +339,42 @@ pub fn parse_index_line(line: &str) -> Option<(&str, u64)> {
 pub(crate) struct Pending {
     pub(crate) time: u64,
     pub(crate) file: String,
+    /// The id of the store whose records the archive holds (empty in markers written
+    /// before markers named their store).
+    pub(crate) store: String,
+}
+
+/// Whether `file` is the name of the archive of `time` (in some compression): the only
+/// file a marker may name, so a damaged marker can never point outside the directory.
+pub(crate) fn is_archive_of(file: &str, time: u64) -> bool {
+    Compression::ALL.into_iter().any(|c| file == archive_name(time, c))
 }
 
 impl Pending {
     fn path(dir: &Path, time: u64) -> PathBuf {
         dir.join(format!("{PENDING_FILE}.{time}"))
+    }
+
+    /// The marker's file name.
+    pub(crate) fn marker_name(&self) -> String {
+        format!("{PENDING_FILE}.{}", self.time)
+    }
+
+    /// Parses a marker's text (`TIME FILE STORE_ID`, or `TIME FILE` from older builds).
+    pub(crate) fn parse(text: &str) -> Result<Pending, String> {
+        let mut parts = text.split_whitespace();
+        let (Some(time), Some(file)) = (parts.next(), parts.next()) else {
+            return Err("expected `TIME FILE STORE_ID`".into());
+        };
+        let time: u64 = time.parse().map_err(|_| format!("bad time {time:?}"))?;
+        if !is_archive_of(file, time) {
+            return Err(format!("{file:?} is not the archive file of time {time}"));
+        }
+        let store = parts.next().unwrap_or_default().to_owned();
+        if parts.next().is_some() {
+            return Err("expected `TIME FILE STORE_ID`".into());
+        }
+        Ok(Pending { time, file: file.to_owned(), store })
     }
 
     /// Every pending marker in `dir`, oldest first.
@@ -359,9 +394,19 @@ impl Pending {
             }
             let path = entry.path();
             let text = std::fs::read_to_string(&path).map_err(io_err(&path, "read a pending marker"))?;
-            let bad = || PurgeError::BadArchive { path: path.clone(), line: 1, reason: "expected `TIME FILE`".into() };
-            let (time, file) = text.trim().split_once(' ').ok_or_else(bad)?;
-            out.push(Pending { time: time.parse().map_err(|_| bad())?, file: file.to_owned() });
+            let pending = Pending::parse(&text).map_err(|reason| PurgeError::BadArchive {
+                path: path.clone(),
+                line: 1,
+                reason,
+            })?;
+            if suffix != pending.time.to_string() {
+                return Err(PurgeError::BadArchive {
+                    path: path.clone(),
+                    line: 1,
+                    reason: format!("the marker of time {suffix} names time {}", pending.time),
+                });
+            }
+            out.push(pending);
         }
         out.sort_by_key(|p| p.time);
         Ok(out)
@@ -372,7 +417,7 @@ impl Pending {
         let path = Self::path(dir, self.time);
         let tmp = dir.join(format!("{PENDING_FILE}.tmp"));
         let mut f = File::create(&tmp).map_err(io_err(&tmp, "write a pending marker"))?;
-        writeln!(f, "{} {}", self.time, self.file).map_err(io_err(&tmp, "write a pending marker"))?;
+        writeln!(f, "{} {} {}", self.time, self.file, self.store).map_err(io_err(&tmp, "write a pending marker"))?;
         f.sync_all().map_err(io_err(&tmp, "sync a pending marker"))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path, "write a pending marker"))?;
         sync_dir(dir)

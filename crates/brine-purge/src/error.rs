@@ -64,6 +64,18 @@ pub enum PurgeError {
     /// A task of the purge failed.
     #[error("purge: {0}")]
     Task(String),
+    /// The archive directory holds an interrupted purge of another store.
+    #[error("{} holds an interrupted purge of store {marker_store} (marker {marker}), not of this store {store}: use that store's own archive directory", dir.display())]
+    ForeignMarker {
+        /// The archive directory.
+        dir: std::path::PathBuf,
+        /// The marker's file name.
+        marker: String,
+        /// The store id the marker names.
+        marker_store: String,
+        /// This store's id.
+        store: String,
+    },
     /// Options that cannot work.
     #[error("purge option {option}: {reason}")]
     Options {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, Timestamp};
-use brine_store::{Clock, ExecutionStore, JobBundle, JobStore, StoreError, SystemClock};
+use brine_store::{Clock, ExecutionStore, JobBundle, JobStamp, JobStore, StoreError, SystemClock};
 use serde::{Deserialize, Serialize};
 
 pub use archive::{Compression, ARCHIVE_PREFIX, INDEX_FILE, PENDING_FILE};
@@ -54,6 +54,22 @@ impl Source {
         match self {
             Source::Jobs(s) => s.close().await,
             Source::Executions(s) => s.close().await,
+        }
+    }
+
+    /// Makes every write acknowledged so far durable.
+    async fn sync(&self) -> Result<(), StoreError> {
+        match self {
+            Source::Jobs(s) => s.sync().await,
+            Source::Executions(s) => s.sync().await,
+        }
+    }
+
+    /// The store's id, which pending markers name.
+    fn store_id(&self) -> String {
+        match self {
+            Source::Jobs(s) => s.store_id(),
+            Source::Executions(s) => s.store_id(),
         }
     }
 
@@ -175,6 +191,10 @@ pub struct PurgeReport {
     pub resumed: Vec<String>,
     /// Whether the run stopped early because it was asked to.
     pub stopped: bool,
+    /// Jobs written to an archive but changed in the store before their deletion:
+    /// left in the store (nothing the archive lacks is deleted) for a later run, whose
+    /// archive line then supersedes the earlier one.
+    pub changed_since_archived: u64,
     /// Wall time, in milliseconds.
     pub duration_ms: f64,
 }
@@ -194,6 +214,9 @@ impl std::fmt::Display for PurgeReport {
         if !self.resumed.is_empty() {
             write!(f, "; finished the interrupted archive(s) {} first", self.resumed.join(", "))?;
         }
+        if self.changed_since_archived > 0 {
+            write!(f, "; {} changed after being archived and stay for a later run", self.changed_since_archived)?;
+        }
         if self.stopped {
             write!(f, "; stopped early as asked")?;
         }
@@ -201,20 +224,22 @@ impl std::fmt::Display for PurgeReport {
     }
 }
 
-/// A job picked for the archive file in progress: only ids, so memory stays bounded
-/// by the file's job count, not by its records.
+/// A job picked for the archive file in progress: only ids (and, once archived, the
+/// stamps of what the archive holds), so memory stays bounded by the file's job count,
+/// not by its records.
 #[derive(Debug, Clone)]
 enum Pick {
-    /// A requester job.
-    Job(JobId),
-    /// A compute store's job, with the ids of its executions.
-    Compute { job: JobId, executions: Vec<ExecutionId> },
+    /// A requester job, with the stamp of the bundle archived (`None` until loaded).
+    Job(JobId, Option<JobStamp>),
+    /// A compute store's job, with its executions and, once loaded, the revision and
+    /// modify time of each as archived.
+    Compute { job: JobId, executions: Vec<(ExecutionId, Option<(u64, Timestamp)>)> },
 }
 
 impl Pick {
     fn id(&self) -> &str {
         match self {
-            Pick::Job(id) | Pick::Compute { job: id, .. } => id.as_str(),
+            Pick::Job(id, _) | Pick::Compute { job: id, .. } => id.as_str(),
         }
     }
 }
@@ -247,19 +272,41 @@ impl Loaded {
             Loaded::Compute(c) => w.write(c),
         }
     }
+
+    /// The pick of what was archived: the stamps the deletion must still find.
+    fn pick(&self) -> Pick {
+        match self {
+            Loaded::Job(b) => Pick::Job(b.job.id.clone(), Some(b.stamp())),
+            Loaded::Compute(c) => c.pick(),
+        }
+    }
+}
+
+impl ComputeJobRecord {
+    /// The pick of this record's executions as archived.
+    fn pick(&self) -> Pick {
+        Pick::Compute {
+            job: self.job_id.clone(),
+            executions: self
+                .executions
+                .iter()
+                .map(|r| (r.execution.id.clone(), Some((r.execution.revision, r.execution.modify_time))))
+                .collect(),
+        }
+    }
 }
 
 /// Reads a picked job's records; `None` when they are gone (deleted since picked).
 async fn load(source: &Source, pick: &Pick) -> Result<Option<Loaded>, PurgeError> {
     match (source, pick) {
-        (Source::Jobs(store), Pick::Job(id)) => match store.job_bundle(id).await {
+        (Source::Jobs(store), Pick::Job(id, _)) => match store.job_bundle(id).await {
             Ok(bundle) => Ok(Some(Loaded::Job(Box::new(bundle)))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         },
         (Source::Executions(store), Pick::Compute { job, executions: ids }) => {
             let mut executions = Vec::with_capacity(ids.len());
-            for id in ids {
+            for (id, _) in ids {
                 let execution = match store.get_execution(id).await {
                     Ok(x) => x,
                     Err(e) if e.is_not_found() => continue,
@@ -306,7 +353,7 @@ impl Selector {
                 if let Some(last) = jobs.last() {
                     self.job_cursor = Some((last.modify_time, last.id.clone()));
                 }
-                Ok(jobs.into_iter().map(|j| Pick::Job(j.id)).collect())
+                Ok(jobs.into_iter().map(|j| Pick::Job(j.id, None)).collect())
             }
             Source::Executions(store) => {
                 let mut out = Vec::new();
@@ -330,8 +377,9 @@ impl Selector {
                         // A job goes once every execution of it is terminal and old enough.
                         let all = store.get_executions(&e.job_id).await?;
                         if all.iter().all(|x| x.state().is_terminal() && x.modify_time <= self.cutoff) {
-                            let mut executions: Vec<ExecutionId> = all.into_iter().map(|x| x.id).collect();
-                            executions.sort();
+                            let mut executions: Vec<(ExecutionId, Option<(u64, Timestamp)>)> =
+                                all.into_iter().map(|x| (x.id, None)).collect();
+                            executions.sort_by(|a, b| a.0.cmp(&b.0));
                             self.backlog.push_back(Pick::Compute { job: e.job_id.clone(), executions });
                         }
                     }
@@ -342,35 +390,99 @@ impl Selector {
     }
 }
 
-/// Deletes the archived jobs from the store in batches.
-async fn delete(source: &Source, picks: &[Pick], file: &str, batch: usize) -> Result<(), PurgeError> {
+/// Deletes the archived jobs from the store in batches, each one atomic write, and
+/// makes the deletions durable; returns how many jobs it left because they changed
+/// after they were archived (only what the archive holds is ever deleted).
+async fn delete(source: &Source, picks: &[Pick], file: &str, batch: usize) -> Result<u64, PurgeError> {
+    let mut changed = 0;
     match source {
         Source::Jobs(store) => {
-            let ids: Vec<JobId> = picks
+            let jobs: Vec<(JobId, JobStamp)> = picks
                 .iter()
                 .filter_map(|p| match p {
-                    Pick::Job(id) => Some(id.clone()),
-                    Pick::Compute { .. } => None,
+                    Pick::Job(id, Some(stamp)) => Some((id.clone(), *stamp)),
+                    _ => None,
                 })
                 .collect();
-            for chunk in ids.chunks(batch) {
-                store.purge_jobs(chunk, file).await?;
+            for chunk in jobs.chunks(batch) {
+                let purged = store.purge_jobs(chunk, file).await?;
+                changed += chunk.len() as u64 - purged.min(chunk.len() as u64);
             }
         }
         Source::Executions(store) => {
-            for pick in picks {
-                let Pick::Compute { executions, .. } = pick else { continue };
-                for id in executions {
-                    match store.delete_execution(id).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+            for chunk in picks.chunks(batch) {
+                changed += delete_executions(store.as_ref(), chunk).await?;
             }
         }
     }
-    Ok(())
+    // The marker goes only after the deletions are durable (on a `Buffered` store they
+    // are not when acknowledged): a power loss before must find the marker.
+    source.sync().await?;
+    Ok(changed)
+}
+
+/// Deletes the archived executions of `picks` in one transaction: a job goes whole, and
+/// only when each of its executions is still as archived (gone ones are skipped).
+/// Returns how many jobs stayed because something of them changed.
+async fn delete_executions(store: &dyn ExecutionStore, picks: &[Pick]) -> Result<u64, PurgeError> {
+    let mut changed = 0;
+    let mut tx = store.begin_tx().await?;
+    for pick in picks {
+        let Pick::Compute { executions, .. } = pick else { continue };
+        let mut present = Vec::with_capacity(executions.len());
+        let mut unchanged = true;
+        for (id, stamp) in executions {
+            match tx.get_execution(id).await {
+                Ok(x) => {
+                    unchanged &= stamp.is_some_and(|s| s == (x.revision, x.modify_time));
+                    present.push(id);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !unchanged {
+            changed += 1;
+            continue;
+        }
+        for id in present {
+            tx.delete_execution(id).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// Runs file work (writes, fsyncs, reads of archives) on a blocking thread, off the
+/// async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PurgeError> + Send + 'static,
+) -> Result<T, PurgeError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| PurgeError::Task(format!("a file task failed: {e}")))?
+}
+
+/// The picks an archive file holds, read back from the file (for a pending marker).
+fn picks_of(path: &Path, kind: &'static str) -> Result<Vec<Pick>, PurgeError> {
+    let mut picks = Vec::new();
+    for (n, record) in archive::read_archive(path)?.enumerate() {
+        let record = record?;
+        let bad = |reason: String| PurgeError::BadArchive { path: path.to_path_buf(), line: n + 1, reason };
+        let id = archive::record_id(&record).ok_or_else(|| bad("no job id".into()))?.to_owned();
+        let job = JobId::new(id).map_err(|e| bad(e.to_string()))?;
+        // The stamps come from the archived records themselves: what the archive holds
+        // is what may be deleted.
+        picks.push(if kind == "requester" {
+            let b: JobBundle = serde_json::from_value(record).map_err(|e| bad(e.to_string()))?;
+            if b.job.id != job {
+                return Err(bad("the job id does not match the record".into()));
+            }
+            Pick::Job(job, Some(b.stamp()))
+        } else {
+            let r: ComputeJobRecord = serde_json::from_value(record).map_err(|e| bad(e.to_string()))?;
+            r.pick()
+        });
+    }
+    Ok(picks)
 }
 
 /// Finishes the archives an interrupted run left pending, oldest first; returns their
@@ -378,52 +490,63 @@ async fn delete(source: &Source, picks: &[Pick], file: &str, batch: usize) -> Re
 async fn finish_pending(source: &Source, options: &PurgeOptions) -> Result<Vec<String>, PurgeError> {
     let dir = &options.archive_dir;
     let mut finished = Vec::new();
-    let index = Index::new(dir);
-    for pending in Pending::read_all(dir)? {
-        let path = dir.join(&pending.file);
-        if !path.exists() {
-            // Crashed before the archive was complete: its records were never deleted.
-            let tmp = dir.join(format!("{}.tmp", pending.file));
-            if tmp.exists() {
-                std::fs::remove_file(&tmp).map_err(|source| PurgeError::Io {
-                    what: "remove a partial archive",
-                    path: tmp.clone(),
-                    source,
-                })?;
-            }
-            pending.clear(dir)?;
-            continue;
-        }
-        let mut picks = Vec::new();
-        for (n, record) in archive::read_archive(&path)?.enumerate() {
-            let record = record?;
-            let bad = |reason: String| PurgeError::BadArchive { path: path.clone(), line: n + 1, reason };
-            let id = archive::record_id(&record).ok_or_else(|| bad("no job id".into()))?.to_owned();
-            let job = JobId::new(id).map_err(|e| bad(e.to_string()))?;
-            picks.push(match source {
-                Source::Jobs(_) => Pick::Job(job),
-                Source::Executions(_) => {
-                    let r: ComputeJobRecord = serde_json::from_value(record).map_err(|e| bad(e.to_string()))?;
-                    Pick::Compute { job, executions: r.executions.into_iter().map(|x| x.execution.id).collect() }
-                }
+    let store = source.store_id();
+    let all = {
+        let dir = dir.clone();
+        blocking(move || Pending::read_all(&dir)).await?
+    };
+    for pending in all {
+        if !pending.store.is_empty() && pending.store != store {
+            return Err(PurgeError::ForeignMarker {
+                dir: dir.clone(),
+                marker: pending.marker_name(),
+                marker_store: pending.store,
+                store,
             });
         }
-        index.repair_tail()?;
-        let indexed = index.ids_at(pending.time)?;
-        let ids = picks.iter().map(Pick::id);
-        index.append(ids.filter(|id| !indexed.contains(*id)), pending.time)?;
+        let picks = {
+            let (dir, pending, kind) = (dir.clone(), pending.clone(), source.kind());
+            blocking(move || {
+                let path = dir.join(&pending.file);
+                if !path.exists() {
+                    // Crashed before the archive was complete: its records were never
+                    // deleted.
+                    let tmp = dir.join(format!("{}.tmp", pending.file));
+                    if tmp.exists() {
+                        std::fs::remove_file(&tmp).map_err(|source| PurgeError::Io {
+                            what: "remove a partial archive",
+                            path: tmp.clone(),
+                            source,
+                        })?;
+                    }
+                    pending.clear(&dir)?;
+                    return Ok(None);
+                }
+                let picks = picks_of(&path, kind)?;
+                let index = Index::new(&dir);
+                index.repair_tail()?;
+                let indexed = index.ids_at(pending.time)?;
+                index.append(picks.iter().map(Pick::id).filter(|id| !indexed.contains(*id)), pending.time)?;
+                Ok(Some(picks))
+            })
+            .await?
+        };
+        let Some(picks) = picks else { continue };
         delete(source, &picks, &pending.file, options.delete_batch).await?;
-        pending.clear(dir)?;
+        {
+            let (dir, pending) = (dir.clone(), pending.clone());
+            blocking(move || pending.clear(&dir)).await?;
+        }
         finished.push(pending.file);
     }
     Ok(finished)
 }
 
 /// Waits for the deletion of the previous archive's records.
-async fn join(task: Option<tokio::task::JoinHandle<Result<(), PurgeError>>>) -> Result<(), PurgeError> {
+async fn join(task: Option<tokio::task::JoinHandle<Result<u64, PurgeError>>>) -> Result<u64, PurgeError> {
     match task {
         Some(t) => t.await.map_err(|e| PurgeError::Task(format!("the deletion task failed: {e}")))?,
-        None => Ok(()),
+        None => Ok(0),
     }
 }
 
@@ -437,12 +560,16 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
     let _lock = if options.dry_run {
         None
     } else {
-        std::fs::create_dir_all(dir).map_err(|source| PurgeError::Io {
-            what: "create the archive directory",
-            path: dir.clone(),
-            source,
-        })?;
-        let lock = archive::claim(dir, source.kind())?;
+        let (owned, kind) = (dir.clone(), source.kind());
+        let lock = blocking(move || {
+            std::fs::create_dir_all(&owned).map_err(|source| PurgeError::Io {
+                what: "create the archive directory",
+                path: owned.clone(),
+                source,
+            })?;
+            archive::claim(&owned, kind)
+        })
+        .await?;
         report.resumed = finish_pending(source, options).await?;
         Some(lock)
     };
@@ -460,7 +587,7 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
     let outcome = archive_files(source, options, &mut selector, &mut report, &mut deleting).await;
     let deleted = join(deleting.take()).await;
     outcome?;
-    deleted?;
+    report.changed_since_archived += deleted?;
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }
@@ -472,7 +599,7 @@ async fn archive_files(
     options: &PurgeOptions,
     selector: &mut Selector,
     report: &mut PurgeReport,
-    deleting: &mut Option<tokio::task::JoinHandle<Result<(), PurgeError>>>,
+    deleting: &mut Option<tokio::task::JoinHandle<Result<u64, PurgeError>>>,
 ) -> Result<(), PurgeError> {
     let dir = &options.archive_dir;
     let mut remaining = options.max.unwrap_or(u64::MAX);
@@ -499,31 +626,70 @@ async fn archive_files(
             }
             continue;
         }
-        let time = archive::free_time(dir, options.clock.now().as_secs().max(last_time + 1));
+        let (time, file, pending) = {
+            let (owned, now, compression, store) =
+                (dir.clone(), options.clock.now().as_secs(), options.compression, source.store_id());
+            blocking(move || {
+                let time = archive::free_time(&owned, now.max(last_time + 1));
+                let file = archive::archive_name(time, compression);
+                let pending = Pending { time, file: file.clone(), store };
+                pending.write(&owned)?;
+                Ok((time, file, pending))
+            })
+            .await?
+        };
         last_time = time;
-        let file = archive::archive_name(time, options.compression);
-        let pending = Pending { time, file: file.clone() };
-        pending.write(dir)?;
-        let mut writer = ArchiveWriter::create(dir, time, options.compression)?;
+        // The file is written on a blocking thread fed one record at a time through a
+        // bounded channel: memory holds a few jobs' records, and compression and fsync
+        // stay off the async runtime.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Loaded>>(16);
+        let writer = {
+            let (owned, compression) = (dir.clone(), options.compression);
+            tokio::task::spawn_blocking(move || -> Result<(u64, u64), PurgeError> {
+                let mut writer = ArchiveWriter::create(&owned, time, compression)?;
+                while let Some(message) = rx.blocking_recv() {
+                    match message {
+                        Some(loaded) => loaded.write(&mut writer)?,
+                        None => {
+                            let raw = writer.raw_bytes;
+                            let (_, size) = writer.finish()?;
+                            return Ok((raw, size));
+                        }
+                    }
+                }
+                // The sender went away without finishing (an error): the `.tmp` file
+                // stays unfinished and the marker makes the next run remove it.
+                Err(PurgeError::Task("the archive was not finished".into()))
+            })
+        };
         let mut written = Vec::with_capacity(picks.len());
         let mut counts = PurgeReport::default();
         for pick in picks {
-            // Each record is read, written and dropped: memory holds one job's records.
+            // Each record is read, handed to the writer and dropped.
             let Some(loaded) = load(source, &pick).await? else { continue };
-            loaded.write(&mut writer)?;
             loaded.count(&mut counts);
-            written.push(pick);
+            written.push(loaded.pick());
+            if tx.send(Some(loaded)).await.is_err() {
+                break;
+            }
         }
-        report.raw_bytes += writer.raw_bytes;
-        let (_, size) = writer.finish()?;
-        Index::new(dir).append(written.iter().map(Pick::id), time)?;
+        let _ = tx.send(None).await;
+        drop(tx);
+        let (raw, size) = writer.await.map_err(|e| PurgeError::Task(format!("the archive writer failed: {e}")))??;
+        report.raw_bytes += raw;
+        {
+            let (owned, ids): (PathBuf, Vec<String>) =
+                (dir.clone(), written.iter().map(|p| p.id().to_owned()).collect());
+            blocking(move || Index::new(&owned).append(ids.iter().map(String::as_str), time)).await?;
+        }
         // The records go while the next archive is written: at most one deletion runs,
         // and each archive's marker stays until its records are gone.
-        join(deleting.take()).await?;
+        report.changed_since_archived += join(deleting.take()).await?;
         let (src, dir_owned, batch) = (source.clone(), dir.clone(), options.delete_batch);
         *deleting = Some(tokio::spawn(async move {
-            delete(&src, &written, &file, batch).await?;
-            pending.clear(&dir_owned)
+            let changed = delete(&src, &written, &file, batch).await?;
+            blocking(move || pending.clear(&dir_owned)).await?;
+            Ok(changed)
         }));
         report.jobs += counts.jobs;
         report.executions += counts.executions;

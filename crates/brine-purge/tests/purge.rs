@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use brine_purge::{purge, read_archived, Compression, ComputeJobRecord, PurgeOptions, Source};
-use brine_store::model::{ComputeState, Event, Execution, ExecutionId, ExecutionState, Job, Timestamp};
-use brine_store::{ManualClock, StoreError};
+use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, Job, Timestamp};
+use brine_store::{ExecutionStore, ManualClock, StoreError, UpdateExecutionRequest};
 use support::{archived_ids, fill, index_lines, jid};
 
 const BACKENDS: [&str; 2] = ["memory", "rocksdb"];
@@ -171,10 +171,12 @@ async fn bad_options_are_refused() {
     assert_eq!(err.to_string(), "purge option max_per_file: must be at least 1");
 }
 
-fn exec(id: &str, job: &str, state: ExecutionState) -> Execution {
-    let mut x = Execution::new(ExecutionId::new(id).unwrap(), &Job::new(jid(job), job));
-    x.compute_state = ComputeState::new(state, "stored");
-    x
+/// Creates execution `id` of `job` (in `Created`, as every create) and moves it to `state`.
+async fn create_in(store: &dyn ExecutionStore, id: &str, job: &str, state: ExecutionState, events: Vec<Event>) {
+    let x = Execution::new(ExecutionId::new(id).unwrap(), &Job::new(jid(job), job));
+    store.create_execution(x, events).await.unwrap();
+    let to = UpdateExecutionRequest::to_state(ExecutionId::new(id).unwrap(), state, "stored");
+    store.update_execution_state(to).await.unwrap();
 }
 
 #[tokio::test]
@@ -191,10 +193,10 @@ async fn a_compute_store_purges_jobs_whose_executions_are_all_terminal_and_old()
             ("b-2", "job-b", ExecutionState::Running),
             ("d-1", "job-d", ExecutionState::Completed),
         ] {
-            store.create_execution(exec(id, job, state), ev()).await.unwrap();
+            create_in(&*store, id, job, state, ev()).await;
         }
         clock.advance(support::OLD);
-        store.create_execution(exec("c-1", "job-c", ExecutionState::Completed), ev()).await.unwrap();
+        create_in(&*store, "c-1", "job-c", ExecutionState::Completed, ev()).await;
         let opts = PurgeOptions { max_per_file: 1, ..options(dir.path(), &clock) };
         let report = purge(&Source::Executions(store.clone()), &opts).await.unwrap();
         assert_eq!((report.jobs, report.executions, report.events), (2, 3, 3), "{backend}: {report}");
@@ -261,4 +263,181 @@ async fn an_archive_directory_holds_one_kind_and_one_purge_at_a_time() {
     let err = purge(&Source::Jobs(jobs), &options(dir.path(), &clock)).await.unwrap_err();
     assert!(matches!(err, brine_purge::PurgeError::Busy { .. }), "{err}");
     held.unlock().unwrap();
+}
+
+/// A writer keeps adding to finished jobs (history events, executions, evaluations)
+/// while a purge archives and deletes them: every write the store acknowledged ends up
+/// in the store or in an archive (read back), never lost between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_racing_a_purge_are_never_lost() {
+    use brine_store::model::{Evaluation, EvaluationId};
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::job_store(backend, dir.path(), clock.clone());
+        fill(store.as_ref(), &clock, 300).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: Vec<(String, String)> = Vec::new();
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let job = format!("old-{:04}", (n * 37) % 300);
+                    let mark = format!("w{n}");
+                    let done = match n % 3 {
+                        0 => {
+                            store
+                                .add_job_event(&jid(&job), vec![Event::new("race", &mark, Timestamp::from_secs(1))])
+                                .await
+                        }
+                        1 => {
+                            let x = Execution::new(ExecutionId::new(&mark).unwrap(), &Job::new(jid(&job), &job));
+                            store.create_execution(x).await.map(|_| ())
+                        }
+                        _ => {
+                            let ev = Evaluation::new(EvaluationId::new(&mark).unwrap(), "default", jid(&job));
+                            store.create_evaluation(ev).await.map(|_| ())
+                        }
+                    };
+                    if done.is_ok() {
+                        acked.push((job, mark));
+                    }
+                    n += 1;
+                    tokio::task::yield_now().await;
+                }
+                acked
+            })
+        };
+        let opts = PurgeOptions { max_per_file: 7, delete_batch: 3, ..options(dir.path(), &clock) };
+        let mut report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acked = writer.await.unwrap();
+        assert!(!acked.is_empty());
+        // Jobs left because they changed go in a later run, once old enough again.
+        clock.advance(support::OLD);
+        let later = purge(&Source::Jobs(store.clone()), &options(dir.path(), &clock)).await.unwrap();
+        report.jobs += later.jobs;
+        let archive = dir.path().join("archive");
+        for (job, mark) in &acked {
+            let text = match store.get_job(&jid(job)).await {
+                Ok(_) => serde_json::to_string(&store.job_bundle(&jid(job)).await.unwrap()).unwrap(),
+                Err(StoreError::Archived { .. }) => {
+                    serde_json::to_string(&read_archived(&archive, job).unwrap().expect("archived")).unwrap()
+                }
+                Err(e) => panic!("{backend}: {job}: {e}"),
+            };
+            assert!(
+                text.contains(&format!("\"{mark}\"")),
+                "{backend}: the acknowledged write {mark} to {job} was lost"
+            );
+        }
+        store.close().await.unwrap();
+    }
+}
+
+/// An archive directory shared by two stores: a pending marker left by one store's
+/// interrupted purge is never finished against the other. A marker naming its store is
+/// refused with the store named; one from an older build (naming none) deletes nothing
+/// the archive does not hold of this store.
+#[tokio::test]
+async fn a_marker_of_another_store_is_not_finished_against_this_one() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let clock = Arc::new(ManualClock::default());
+        let a = support::job_store("memory", dir.path(), clock.clone());
+        fill(a.as_ref(), &clock, 5).await;
+        let report = purge(&Source::Jobs(a.clone()), &options(dir.path(), &clock)).await.unwrap();
+        let file = report.files[0].clone();
+        let time: u64 =
+            file.trim_start_matches(brine_purge::ARCHIVE_PREFIX).trim_end_matches(".jsonl").parse().unwrap();
+        // Store b (another node) has jobs with the same ids, of its own.
+        clock.advance(std::time::Duration::from_secs(3600));
+        let b_dir = dir.path().join("b");
+        std::fs::create_dir_all(&b_dir).unwrap();
+        let b = support::job_store(backend, &b_dir, clock.clone());
+        fill(b.as_ref(), &clock, 5).await;
+        let marker = archive.join(format!("{}.{time}", brine_purge::PENDING_FILE));
+        // As an older build left it: no store named. Finishing it deletes none of b's.
+        std::fs::write(&marker, format!("{time} {file}\n")).unwrap();
+        let min_age_big =
+            PurgeOptions { min_age: std::time::Duration::from_secs(1 << 40), ..options(dir.path(), &clock) };
+        purge(&Source::Jobs(b.clone()), &min_age_big).await.unwrap();
+        for i in 0..5 {
+            b.get_job(&jid(&format!("old-{i:04}"))).await.unwrap_or_else(|e| panic!("{backend}: b's job deleted: {e}"));
+        }
+        // Naming store a: refused, naming both stores.
+        std::fs::write(&marker, format!("{time} {file} {}\n", a.store_id())).unwrap();
+        let err = purge(&Source::Jobs(b.clone()), &min_age_big).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&a.store_id()) && msg.contains(&b.store_id()), "{backend}: {msg}");
+        // A marker naming a file that is not its archive is refused as damaged.
+        std::fs::write(&marker, format!("{time} ../../etc/passwd {}\n", b.store_id())).unwrap();
+        let err = purge(&Source::Jobs(b.clone()), &min_age_big).await.unwrap_err();
+        assert!(err.to_string().contains("is not the archive file"), "{backend}: {err}");
+        for i in 0..5 {
+            b.get_job(&jid(&format!("old-{i:04}"))).await.unwrap();
+        }
+        b.close().await.unwrap();
+    }
+}
+
+/// The compute side of the race: events added to terminal executions while a purge of
+/// the compute store runs are in the store or in an archive afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_racing_a_compute_purge_are_never_lost() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let store = support::exec_store(backend, dir.path(), clock.clone());
+        for j in 0..150 {
+            for x in 0..2 {
+                create_in(&*store, &format!("x-{j}-{x}"), &format!("job-{j}"), ExecutionState::Completed, vec![]).await;
+            }
+        }
+        clock.advance(support::OLD);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: Vec<(String, String)> = Vec::new();
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let j = (n * 37) % 150;
+                    let id = ExecutionId::new(format!("x-{j}-{}", n % 2)).unwrap();
+                    let mark = format!("w{n}");
+                    let event = Event::new("race", &mark, Timestamp::from_secs(1));
+                    if store.add_execution_event(&id, vec![event]).await.is_ok() {
+                        acked.push((format!("job-{j}"), mark));
+                    }
+                    n += 1;
+                    tokio::task::yield_now().await;
+                }
+                acked
+            })
+        };
+        let opts = PurgeOptions { max_per_file: 7, delete_batch: 3, ..options(dir.path(), &clock) };
+        purge(&Source::Executions(store.clone()), &opts).await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acked = writer.await.unwrap();
+        assert!(!acked.is_empty());
+        clock.advance(support::OLD);
+        purge(&Source::Executions(store.clone()), &options(dir.path(), &clock)).await.unwrap();
+        let archive = dir.path().join("archive");
+        for (job, mark) in &acked {
+            let mut text = String::new();
+            for x in store.get_executions(&jid(job)).await.unwrap() {
+                text += &serde_json::to_string(&store.get_execution_events(&x.id).await.unwrap()).unwrap();
+            }
+            if let Some(record) = read_archived(&archive, job).unwrap() {
+                text += &serde_json::to_string(&record).unwrap();
+            }
+            assert!(
+                text.contains(&format!("\"{mark}\"")),
+                "{backend}: the acknowledged event {mark} of {job} was lost"
+            );
+        }
+        store.close().await.unwrap();
+    }
 }

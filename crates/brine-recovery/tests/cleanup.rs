@@ -118,7 +118,7 @@ async fn the_scan_runs_after_an_unclean_shutdown_only() {
 
     let store = rocks_at(&path, clock.clone());
     assert!(!store.unclean_shutdown(), "a new store");
-    store.create_execution(execution("e-1", JobType::Batch, ExecutionState::Running), vec![]).await.unwrap();
+    support::create_in_state(&store, execution("e-1", JobType::Batch, ExecutionState::Running)).await;
     store.inject(Fault::SetCounter(ExecutionState::Running, 7)).await.unwrap();
     store.close().await.unwrap();
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use brine_recovery::{recover, CleanupReason, Policy, RecoveryOptions};
 use brine_store::model::{ExecutionState, JobType};
 use brine_store::{ExecutionStore, ManualClock, SystemClock};
-use support::{end_state, execution, rocks_at};
+use support::{create_in_state, end_state, execution, rocks_at};
 
 const CHILD: &str = "BRINE_RECOVERY_CHILD";
 const LIVE: usize = 1500;
@@ -40,11 +40,11 @@ async fn build(path: &Path) {
     let types = JobType::ALL;
     for i in 0..LIVE {
         let state = ExecutionState::LIVE[i % 5];
-        store.create_execution(execution(&format!("e-{i:05}"), types[i % 4], state), vec![]).await.unwrap();
+        create_in_state(&store, execution(&format!("e-{i:05}"), types[i % 4], state)).await;
     }
     for i in 0..DONE {
         let state = [ExecutionState::Completed, ExecutionState::Failed, ExecutionState::Cancelled][i % 3];
-        store.create_execution(execution(&format!("t-{i:05}"), types[i % 4], state), vec![]).await.unwrap();
+        create_in_state(&store, execution(&format!("t-{i:05}"), types[i % 4], state)).await;
     }
     store.close().await.unwrap();
 }

@@ -11,11 +11,12 @@ use std::fmt;
 use brine_store::keys::{printable, KeyReader};
 use brine_store::model::{Evaluation, Execution, ExecutionState, Job, JobHistory, LogEntry};
 use brine_store::{Result, StoreError};
+use rocksdb::DB;
 use serde::de::DeserializeOwned;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
-use crate::engine::{count_key, meta, Engine};
+use crate::engine::{count_key, meta, Engine, Snapshot};
 use crate::execution::{by_job_key, by_state_key, exec_key};
 
 /// One inconsistency found by [`check`].
@@ -57,6 +58,10 @@ impl CheckReport {
 
 struct Checker<'e> {
     engine: &'e Engine,
+    db: &'e DB,
+    /// Every read of a check goes through one snapshot, so a check of a live store sees
+    /// one consistent state and reports no problem a concurrent write only seems to make.
+    snapshot: Snapshot<'e>,
     report: CheckReport,
 }
 
@@ -66,15 +71,14 @@ impl Checker<'_> {
     }
 
     fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
-        let db = self.engine.db()?;
-        let found =
-            db.get_pinned_cf(self.engine.cf(&db, cf)?, key).map_err(|e| StoreError::backend("check", e))?.is_some();
+        let handle = self.engine.cf(self.db, cf)?;
+        let found = self.snapshot.get_pinned_cf(handle, key).map_err(|e| StoreError::backend("check", e))?.is_some();
         Ok(found)
     }
 
     fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<std::result::Result<T, StoreError>>> {
-        let db = self.engine.db()?;
-        let raw = db.get_pinned_cf(self.engine.cf(&db, cf)?, key).map_err(|e| StoreError::backend("check", e))?;
+        let handle = self.engine.cf(self.db, cf)?;
+        let raw = self.snapshot.get_pinned_cf(handle, key).map_err(|e| StoreError::backend("check", e))?;
         Ok(raw.map(|v| decode(cf, key, &v)))
     }
 
@@ -96,8 +100,8 @@ impl Checker<'_> {
 
     /// Iterates an index family's keys.
     fn each_key(&mut self, cf: Cf, mut visit: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<()>) -> Result<()> {
-        let db = self.engine.db()?;
-        let mut it = self.engine.iter(&db, cf, &[], None)?;
+        let db = self.db;
+        let mut it = self.engine.iter_at(db, Some(&self.snapshot), cf, &[], None)?;
         it.seek_to_first();
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
@@ -366,7 +370,8 @@ fn reason(e: &StoreError) -> String {
 
 /// Checks an open store.
 pub(crate) fn check(engine: &Engine) -> Result<CheckReport> {
-    let mut c = Checker { engine, report: CheckReport::default() };
+    let db = engine.db()?;
+    let mut c = Checker { engine, db: &db, snapshot: db.snapshot(), report: CheckReport::default() };
     match engine.kind {
         StoreKind::Compute => c.executions()?,
         StoreKind::Requester => c.jobs()?,

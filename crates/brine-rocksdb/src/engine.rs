@@ -10,11 +10,24 @@
 //! numbers follow commit order. The lock is released before a `Sync` commit waits for
 //! its fsync, so concurrent `Sync` commits share fsyncs: whoever finds no sync running
 //! syncs the WAL up to the newest write and wakes every writer it covered.
+//!
+//! Publication: readers of the sequences and counters (the event log's head, `wait_for`,
+//! the per-state counts) see a commit only once it counts as done: at once on a
+//! `Buffered` store (under the commit lock), after the WAL sync that covers it on a
+//! `Sync` store, so a watcher never acts on an entry that a power loss could take back.
+//! Publication is ordered by commit number, so the head never goes backwards.
+//!
+//! Cancel safety: any of these futures may be dropped at an `.await`. Waiting for the
+//! commit lock is cancel-safe (tokio's mutex); a dropped write before its batch is
+//! written writes nothing; a group sync runs on a task of its own, so a writer dropped
+//! while it waits for its fsync leaves nothing half done and the sync still publishes;
+//! `close` finishes on a blocking thread of its own, and a second `close` waits for the
+//! first to finish.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use brine_store::keys::KeyBuilder;
 use brine_store::model::{LogEntry, LogObject, Operation, Timestamp};
@@ -25,6 +38,9 @@ use rocksdb::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Notify, OwnedMutexGuard};
+
+/// A consistent read view of a store's database.
+pub(crate) type Snapshot<'d> = rocksdb::SnapshotWithThreadMode<'d, DB>;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::{decode, encode};
@@ -51,6 +67,9 @@ pub(crate) mod meta {
     pub const COUNT_PREFIX: &[u8] = b"count/";
     /// `1` while a process has the store open, `0` after a clean close (`u64`).
     pub const OPEN: &[u8] = b"open";
+    /// The store's id, made when it is created (or first opened by a build that keeps
+    /// one) and never changed (string).
+    pub const STORE_ID: &[u8] = b"store_id";
 }
 
 /// The store's sequences and counters: authoritative under the commit lock, published
@@ -78,29 +97,73 @@ struct SyncState {
     running: bool,
 }
 
+/// What readers see: the sequences and counters as of commit number `commit`.
+#[derive(Debug, Clone, Default)]
+struct Published {
+    commit: u64,
+    seqs: Seqs,
+}
+
+/// Who holds an explicit transaction ([`Engine::begin_tx`]): the tokio task, or the
+/// thread when the transaction was begun outside any task (`block_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Holder {
+    fn current() -> Holder {
+        match tokio::task::try_id() {
+            Some(id) => Holder::Task(id),
+            None => Holder::Thread(std::thread::current().id()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// One open RocksDB store.
 pub(crate) struct Engine {
+    /// The database; `None` once closed. A commit holds the read lock while it writes
+    /// its batch, so `close` (which takes the write lock) never cuts a write in half: a
+    /// commit either wrote before the close (and the close's WAL sync covers it) or finds
+    /// the store closed and writes nothing.
     db: RwLock<Option<Arc<DB>>>,
     pub(crate) path: PathBuf,
     pub(crate) kind: StoreKind,
     writer: Arc<tokio::sync::Mutex<Seqs>>,
-    published: RwLock<Seqs>,
+    published: RwLock<Published>,
+    /// The newest batch written and the sequences after it (set under the commit lock),
+    /// which a `Sync` store publishes once a WAL sync covers it.
+    written: Mutex<Published>,
     /// Number of batches written; a commit's number is the value after its write.
     committed: AtomicU64,
     group: GroupSync,
     head: watch::Sender<u64>,
     closed: AtomicBool,
+    /// `None` until a `close` has finished, then its outcome.
+    close_done: Arc<watch::Sender<Option<std::result::Result<(), String>>>>,
+    /// The holder of the open explicit transaction, if any.
+    tx_holder: Mutex<Option<Holder>>,
     poisoned: Mutex<Option<String>>,
     durability: Durability,
     pub(crate) clock: Arc<dyn Clock>,
     /// The previous session ended without a clean close.
     pub(crate) unclean_shutdown: bool,
+    /// The store's id (`meta/store_id`).
+    pub(crate) store_id: String,
     /// A repair ran in this session (after which a clean close clears the marker even
     /// when the previous session was unclean).
     pub(crate) repaired: AtomicBool,
     /// Makes the next WAL sync fail (tests of poisoning).
     #[cfg(test)]
     fail_next_sync: AtomicBool,
+    /// Delays every WAL sync (tests of what readers see meanwhile).
+    #[cfg(test)]
+    sync_delay: Mutex<std::time::Duration>,
 }
 
 fn engine_err(context: &str, e: rocksdb::Error) -> StoreError {
@@ -230,25 +293,34 @@ impl Engine {
             path: path.to_path_buf(),
             kind,
             writer: Arc::new(tokio::sync::Mutex::new(Seqs::default())),
-            published: RwLock::new(Seqs::default()),
+            published: RwLock::new(Published::default()),
+            written: Mutex::new(Published::default()),
             committed: AtomicU64::new(0),
             group: GroupSync::default(),
             head: watch::channel(0).0,
             closed: AtomicBool::new(false),
+            close_done: Arc::new(watch::channel(None).0),
+            tx_holder: Mutex::new(None),
             poisoned: Mutex::new(None),
             durability: options.durability,
             clock: Arc::clone(&options.clock),
             unclean_shutdown: false,
+            store_id: String::new(),
             repaired: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
+            #[cfg(test)]
+            sync_delay: Mutex::new(std::time::Duration::ZERO),
         };
         let mut engine = engine;
         let seqs = engine.initialize(options, exists)?;
-        engine.unclean_shutdown =
+        let (unclean, store_id) =
             engine.mark_open().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
+        engine.unclean_shutdown = unclean;
+        engine.store_id = store_id;
         engine.head.send_replace(seqs.log_head);
-        engine.published = RwLock::new(seqs.clone());
+        engine.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
+        engine.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
         engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
         Ok(Arc::new(engine))
     }
@@ -298,17 +370,42 @@ impl Engine {
         self.load_seqs().map_err(store_err)
     }
 
-    /// Records (durably) that the store is open, returning whether the previous session
-    /// left it marked open: it ended without a clean close.
-    fn mark_open(&self) -> Result<bool> {
+    /// Records (durably) that the store is open, giving the store an id if it has none
+    /// yet; returns whether the previous session left it marked open (it ended without
+    /// a clean close) and the store's id.
+    fn mark_open(&self) -> Result<(bool, String)> {
         let previous: Option<u64> = self.get_value(Cf::Meta, meta::OPEN)?;
+        let existing: Option<String> = self.get_value(Cf::Meta, meta::STORE_ID)?;
         let db = self.db()?;
+        let meta_cf = self.cf(&db, Cf::Meta)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(&db, Cf::Meta)?, meta::OPEN, encode(&1u64));
+        batch.put_cf(meta_cf, meta::OPEN, encode(&1u64));
+        let store_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = brine_store::new_store_id();
+                batch.put_cf(meta_cf, meta::STORE_ID, encode(id.as_str()));
+                id
+            }
+        };
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         db.write_opt(batch, &wo).map_err(|e| engine_err("write the open marker", e))?;
-        Ok(previous == Some(1))
+        Ok((previous == Some(1), store_id))
+    }
+
+    /// Makes every write acknowledged so far durable: a WAL sync on a `Buffered` store,
+    /// on a blocking thread; nothing to do on a `Sync` store, whose acknowledged writes
+    /// are synced already.
+    pub(crate) async fn sync(&self) -> Result<()> {
+        let db = self.db()?;
+        if self.durability == Durability::Sync {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || db.flush_wal(true))
+            .await
+            .map_err(|e| StoreError::backend("sync the WAL", e))?
+            .map_err(|e| engine_err("sync the WAL", e))
     }
 
     fn has_any_data(&self) -> Result<bool> {
@@ -409,26 +506,88 @@ impl Engine {
         lower: &[u8],
         upper: Option<Vec<u8>>,
     ) -> Result<DBRawIteratorWithThreadMode<'d, DB>> {
+        self.iter_at(db, None, cf, lower, upper)
+    }
+
+    /// A raw iterator over `cf` bounded to `[lower, upper)`, reading `snapshot` when
+    /// given.
+    pub(crate) fn iter_at<'d>(
+        &self,
+        db: &'d DB,
+        snapshot: Option<&Snapshot<'_>>,
+        cf: Cf,
+        lower: &[u8],
+        upper: Option<Vec<u8>>,
+    ) -> Result<DBRawIteratorWithThreadMode<'d, DB>> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower.to_vec());
         if let Some(u) = upper {
             ro.set_iterate_upper_bound(u);
         }
+        if let Some(s) = snapshot {
+            ro.set_snapshot(s);
+        }
         Ok(db.raw_iterator_cf_opt(self.cf(db, cf)?, ro))
     }
 
-    /// The sequences and counters as of the last commit.
+    /// Reads and decodes one value as of `snapshot`.
+    pub(crate) fn get_value_at<T: DeserializeOwned>(
+        &self,
+        db: &DB,
+        snapshot: &Snapshot<'_>,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        let raw = snapshot.get_pinned_cf(self.cf(db, cf)?, key).map_err(|e| engine_err("read", e))?;
+        raw.map(|bytes| decode(cf, key, &bytes)).transpose()
+    }
+
+    /// The sequences and counters as of the last commit that counts as done (see the
+    /// module doc: on a `Sync` store, the last one synced).
     pub(crate) fn published(&self) -> Result<Seqs> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        Ok(self.published.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+        Ok(self.published.read().unwrap_or_else(PoisonError::into_inner).seqs.clone())
+    }
+
+    /// Makes commit `commit` (and its sequences) what readers see, unless a later one
+    /// already is, and wakes `wait_for` callers when the head moved.
+    fn publish(&self, commit: u64, seqs: &Seqs) {
+        let mut published = self.published.write().unwrap_or_else(PoisonError::into_inner);
+        if commit <= published.commit {
+            return;
+        }
+        *published = Published { commit, seqs: seqs.clone() };
+        let head = seqs.log_head;
+        // Under the lock, so two publishers cannot send heads out of order.
+        self.head.send_if_modified(|h| {
+            let moved = head > *h;
+            if moved {
+                *h = head;
+            }
+            moved
+        });
     }
 
     /// Starts a write: waits for the commit lock.
+    ///
+    /// Fails with `TransactionHeld` instead of waiting forever when the calling task
+    /// holds an explicit transaction on this store (it would wait for itself).
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<Txn> {
         self.check_writable()?;
-        let guard = Arc::clone(&self.writer).lock_owned().await;
+        // A cooperative yield point: a task writing in a loop on an uncontended store
+        // still lets the other tasks of its runtime run (tokio's task budget).
+        tokio::task::coop::consume_budget().await;
+        let guard = match Arc::clone(&self.writer).try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if *lock(&self.tx_holder) == Some(Holder::current()) {
+                    return Err(StoreError::TransactionHeld);
+                }
+                Arc::clone(&self.writer).lock_owned().await
+            }
+        };
         self.check_writable()?;
         let seqs = guard.clone();
         Ok(Txn {
@@ -438,7 +597,18 @@ impl Engine {
             batch: WriteBatch::default(),
             overlay: BTreeMap::new(),
             cleared: Vec::new(),
+            holder: None,
         })
+    }
+
+    /// Starts an explicit transaction (`begin_tx`): a write held open by the caller,
+    /// whose task is remembered so that a plain write from the same task is refused
+    /// rather than deadlocking.
+    pub(crate) async fn begin_tx(self: &Arc<Self>) -> Result<Txn> {
+        let mut txn = self.begin().await?;
+        *lock(&self.tx_holder) = Some(Holder::current());
+        txn.holder = Some(HolderMark(Arc::clone(self)));
+        Ok(txn)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -457,89 +627,117 @@ impl Engine {
         StoreError::Poisoned { reason }
     }
 
-    /// Waits until every commit up to `commit` is on disk, sharing fsyncs.
-    async fn sync_up_to(&self, commit: u64) -> Result<()> {
+    /// Waits until every commit up to `commit` is on disk, sharing fsyncs: whoever
+    /// finds no sync running starts one, on a task of its own, which syncs the WAL up to
+    /// the newest batch written, publishes what it covered and wakes every waiter.
+    ///
+    /// Cancel-safe: the sync is not this future's work, so dropping it (before or
+    /// during the sync) leaves nothing half done; the sync still completes and publishes.
+    async fn sync_up_to(self: &Arc<Self>, commit: u64) -> Result<()> {
         loop {
             let notified = self.group.done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let lead = {
-                let mut s = self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            {
+                let mut s = lock(&self.group.state);
                 if s.synced >= commit {
                     return Ok(());
                 }
-                if let Some(reason) = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+                if let Some(reason) = lock(&self.poisoned).clone() {
                     return Err(StoreError::Poisoned { reason });
                 }
-                !std::mem::replace(&mut s.running, true)
-            };
-            if !lead {
-                notified.await;
-                continue;
-            }
-            let upto = self.committed.load(Ordering::Acquire);
-            let db = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            #[cfg(test)]
-            let db = if self.fail_next_sync.swap(false, Ordering::AcqRel) {
-                self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
-                let err = self.poison("WAL sync failed: injected by a test".into());
-                self.group.done.notify_waiters();
-                return Err(err);
-            } else {
-                db
-            };
-            let result = match db {
-                Some(db) => tokio::task::spawn_blocking(move || db.flush_wal(true))
-                    .await
-                    .map_err(|e| format!("the WAL sync task failed: {e}"))
-                    .and_then(|r| r.map_err(|e| format!("WAL sync failed: {e}"))),
-                None => {
+                if self.closed.load(Ordering::Acquire) {
                     // Closing synced the WAL; this writer only learns the store is closed.
-                    self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
-                    self.group.done.notify_waiters();
                     return Err(StoreError::Closed);
                 }
-            };
-            {
-                let mut s = self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                s.running = false;
-                if result.is_ok() {
-                    s.synced = s.synced.max(upto);
+                if !std::mem::replace(&mut s.running, true) {
+                    tokio::spawn(Arc::clone(self).group_sync());
                 }
             }
-            if let Err(reason) = result {
-                let err = self.poison(reason);
-                self.group.done.notify_waiters();
-                return Err(err);
-            }
-            self.group.done.notify_waiters();
+            notified.await;
         }
     }
 
-    /// Closes the store: flushes the memtables, syncs the WAL, releases the database (and its lock file once
-    /// in-flight reads finish), wakes every waiter.
-    pub(crate) async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+    /// One group sync: syncs the WAL, then publishes every commit written before it
+    /// began and marks them synced; a failure poisons the store. The [`SyncLead`] guard
+    /// hands the lead back however the task ends (even dropped with its runtime).
+    async fn group_sync(self: Arc<Self>) {
+        let mut lead = SyncLead { group: &self.group, finished: false };
+        let covered = lock(&self.written).clone();
+        let Some(db) = self.db.read().unwrap_or_else(PoisonError::into_inner).clone() else { return };
+        #[cfg(test)]
+        {
+            if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+                self.poison("WAL sync failed: injected by a test".into());
+                return;
+            }
+            let delay = *lock(&self.sync_delay);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
         }
-        // Wait for a writer in progress to finish, then take the database away.
-        let _guard = self.writer.lock().await;
+        let result = tokio::task::spawn_blocking(move || db.flush_wal(true))
+            .await
+            .map_err(|e| format!("the WAL sync task failed: {e}"))
+            .and_then(|r| r.map_err(|e| format!("WAL sync failed: {e}")));
+        match result {
+            Ok(()) => {
+                // Published before `synced` moves, so a writer that sees itself synced
+                // also sees its commit published.
+                self.publish(covered.commit, &covered.seqs);
+                lead.finish(Some(covered.commit));
+            }
+            Err(reason) => {
+                self.poison(reason);
+            }
+        }
+    }
+
+    /// Closes the store: flushes the memtables, syncs the WAL, releases the database
+    /// (and its lock file once in-flight reads finish), wakes every waiter.
+    ///
+    /// Does not wait for an open transaction: its later steps and its commit get
+    /// `Closed`. Cancel-safe: the work runs on a blocking thread that finishes even if
+    /// this future is dropped, and every `close` call (the first or a later one) waits
+    /// for that work to finish and returns its outcome.
+    pub(crate) async fn close(&self) -> Result<()> {
+        let mut done = self.close_done.subscribe();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.start_close();
+        }
+        loop {
+            if let Some(outcome) = done.borrow_and_update().clone() {
+                return outcome.map_err(|reason| StoreError::backend("close", std::io::Error::other(reason)));
+            }
+            if done.changed().await.is_err() {
+                return Err(StoreError::backend("close", std::io::Error::other("the close task ended early")));
+            }
+        }
+    }
+
+    /// Takes the database away (waiting only for a batch being written) and finishes
+    /// the close on a blocking thread, which reports to `close_done`.
+    fn start_close(&self) {
         // The marker stays set when this session did not close cleanly (a failed sync
         // poisoned it) or when the previous one did not and no repair has run since, so
         // the next recovery still knows to scan.
-        let poisoned = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some();
+        let poisoned = lock(&self.poisoned).is_some();
         let pending = self.unclean_shutdown && !self.repaired.load(Ordering::Acquire);
         let clear_marker = !(poisoned || pending);
-        let db = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let db = self.db.write().unwrap_or_else(PoisonError::into_inner).take();
         self.head.send_modify(|_| {});
         self.group.done.notify_waiters();
-        if let Some(db) = db {
-            // Flushing the memtables leaves nothing in the WAL to replay, so the next
-            // open is quick however much was written; it can take a while, so it runs
-            // off the async workers. The marker is written first and made durable by
-            // the same flush.
-            let kind = self.kind;
-            tokio::task::spawn_blocking(move || -> Result<()> {
+        let done = Arc::clone(&self.close_done);
+        let Some(db) = db else {
+            done.send_replace(Some(Ok(())));
+            return;
+        };
+        // Flushing the memtables leaves nothing in the WAL to replay, so the next open
+        // is quick however much was written. The marker is written first and made
+        // durable by the same flush.
+        let kind = self.kind;
+        tokio::task::spawn_blocking(move || {
+            let outcome = (|| -> Result<()> {
                 if clear_marker {
                     let meta_cf = db.cf_handle(Cf::Meta.name()).ok_or_else(|| StoreError::Corrupt {
                         cf: Cf::Meta.name().to_owned(),
@@ -555,11 +753,12 @@ impl Engine {
                     }
                 }
                 db.flush_wal(true).map_err(|e| engine_err("sync on close", e))
-            })
-            .await
-            .map_err(|e| StoreError::backend("close", e))??;
-        }
-        Ok(())
+            })();
+            // Release the database before reporting, so a caller that reopens the
+            // store right after `close` returns finds its lock free.
+            drop(db);
+            done.send_replace(Some(outcome.map_err(|e| e.to_string())));
+        });
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -596,6 +795,49 @@ pub(crate) struct Txn {
     /// Prefixes deleted whole in this transaction (range deletes): keys under them read
     /// as absent unless the overlay has a later write.
     cleared: Vec<(Cf, Vec<u8>)>,
+    /// Set for an explicit transaction: forgets its holder when the transaction ends.
+    holder: Option<HolderMark>,
+}
+
+/// Clears the store's transaction holder when an explicit transaction ends (commit,
+/// rollback or drop).
+struct HolderMark(Arc<Engine>);
+
+impl Drop for HolderMark {
+    fn drop(&mut self) {
+        *lock(&self.0.tx_holder) = None;
+    }
+}
+
+/// The lead of a group sync. Dropped before [`SyncLead::finish`] (the leader failed or
+/// its future was dropped mid-sync), it hands the lead back and wakes the waiters, one
+/// of which leads the next sync.
+struct SyncLead<'a> {
+    group: &'a GroupSync,
+    finished: bool,
+}
+
+impl SyncLead<'_> {
+    /// Ends the lead, recording that every commit up to `synced` is durable.
+    fn finish(&mut self, synced: Option<u64>) {
+        {
+            let mut s = lock(&self.group.state);
+            s.running = false;
+            if let Some(n) = synced {
+                s.synced = s.synced.max(n);
+            }
+        }
+        self.finished = true;
+        self.group.done.notify_waiters();
+    }
+}
+
+impl Drop for SyncLead<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(None);
+        }
+    }
 }
 
 impl Txn {
@@ -783,30 +1025,39 @@ impl Txn {
             return Ok(());
         }
         let engine = Arc::clone(&self.engine);
-        let db = engine.db()?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
         let batch = std::mem::take(&mut self.batch);
-        if let Err(e) = db.write_opt(batch, &wo) {
-            return Err(match engine.durability {
-                Durability::Sync => engine.poison(format!("write failed: {e}")),
-                Durability::Buffered => engine_err("write", e),
-            });
-        }
+        let commit = {
+            // Held while the batch is written, so a close waits for this write (and
+            // then syncs it) or has already happened (and nothing is written).
+            let db = engine.db.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(db) = db.as_ref().filter(|_| !engine.closed.load(Ordering::Acquire)) else {
+                return Err(StoreError::Closed);
+            };
+            let mut wo = WriteOptions::default();
+            wo.set_sync(false);
+            if let Err(e) = db.write_opt(batch, &wo) {
+                return Err(match engine.durability {
+                    Durability::Sync => engine.poison(format!("write failed: {e}")),
+                    Durability::Buffered => engine_err("write", e),
+                });
+            }
+            engine.committed.fetch_add(1, Ordering::AcqRel) + 1
+        };
         *self.guard = self.seqs.clone();
-        let commit = engine.committed.fetch_add(1, Ordering::AcqRel) + 1;
-        *engine.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) = self.seqs.clone();
-        let head = self.seqs.log_head;
-        drop(self.guard);
-        engine.head.send_if_modified(|h| {
-            let changed = *h != head;
-            *h = head;
-            changed
-        });
-        if engine.durability == Durability::Sync {
-            engine.sync_up_to(commit).await?;
+        match engine.durability {
+            Durability::Buffered => {
+                engine.publish(commit, &self.seqs);
+                drop(self.guard);
+                drop(self.holder);
+                Ok(())
+            }
+            Durability::Sync => {
+                *lock(&engine.written) = Published { commit, seqs: self.seqs.clone() };
+                drop(self.guard);
+                drop(self.holder);
+                engine.sync_up_to(commit).await
+            }
         }
-        Ok(())
     }
 }
 
@@ -819,6 +1070,32 @@ mod tests {
 
     fn exec(id: &str) -> Execution {
         Execution::new(ExecutionId::new(id).unwrap(), &Job::new(JobId::new("j").unwrap(), "j"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_commit_is_published_only_once_synced() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksExecutionStore::open(dir.path().join("s.db"), &OpenOptions::default()).unwrap();
+        *store.engine().sync_delay.lock().unwrap() = Duration::from_millis(500);
+        let log = store.event_log();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_execution(exec("e-1"), vec![]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The batch is written but its WAL sync has not finished: a power loss now could
+        // take it back, so the log's readers, its waiters and the counters do not see it.
+        assert_eq!(log.head().await.unwrap(), 0);
+        assert_eq!(store.get_execution_count(brine_store::model::ExecutionState::Created).await.unwrap(), 0);
+        assert!(tokio::time::timeout(Duration::from_millis(50), log.wait_for(0)).await.is_err());
+        let batch = log.get_events(brine_store::Position::TrimHorizon, 10, &brine_store::EventFilter::all()).await;
+        assert!(batch.unwrap().entries.is_empty());
+        // Once synced, the writer's acknowledgement and the publication come together.
+        writer.await.unwrap().unwrap();
+        assert_eq!(log.head().await.unwrap(), 1);
+        assert_eq!(store.get_execution_count(brine_store::model::ExecutionState::Created).await.unwrap(), 1);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -99,11 +99,15 @@ fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Res
     Ok(next)
 }
 
-fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
-    if !txn.exists(Cf::Executions, &exec_key(id))? {
-        return Err(not_found(id));
+fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestamp) -> Result<()> {
+    let before = current(txn, id)?;
+    put_events(txn, id, &events)?;
+    if let Some(next) = rules::events_added(&before, now) {
+        txn.put(Cf::Executions, exec_key(id), &next)?;
+        let object = LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events };
+        txn.append_log(Operation::Update, object, now)?;
     }
-    put_events(txn, id, &events)
+    Ok(())
 }
 
 fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
@@ -256,7 +260,8 @@ impl ExecutionStore for RocksExecutionStore {
 
     async fn add_execution_event(&self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
         let mut txn = self.engine.begin().await?;
-        add_events(&mut txn, id, events)?;
+        let now = txn.now();
+        add_events(&mut txn, id, events, now)?;
         txn.commit().await
     }
 
@@ -284,7 +289,7 @@ impl ExecutionStore for RocksExecutionStore {
     }
 
     async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>> {
-        Ok(Box::new(RocksExecutionTx { txn: self.engine.begin().await? }))
+        Ok(Box::new(RocksExecutionTx { txn: self.engine.begin_tx().await?, steps: rules::TxSteps::default() }))
     }
 
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
@@ -311,6 +316,14 @@ impl ExecutionStore for RocksExecutionStore {
         self.engine.unclean_shutdown
     }
 
+    async fn sync(&self) -> Result<()> {
+        self.engine.sync().await
+    }
+
+    fn store_id(&self) -> String {
+        self.engine.store_id.clone()
+    }
+
     async fn close(&self) -> Result<()> {
         self.engine.close().await
     }
@@ -319,13 +332,15 @@ impl ExecutionStore for RocksExecutionStore {
 /// A transaction on a [`RocksExecutionStore`]: the commit lock and one pending batch.
 struct RocksExecutionTx {
     txn: Txn,
+    steps: rules::TxSteps,
 }
 
 #[async_trait]
 impl ExecutionTx for RocksExecutionTx {
     async fn create_execution(&mut self, execution: Execution, events: Vec<Event>) -> Result<Execution> {
         let now = self.txn.now();
-        create(&mut self.txn, execution, events, now)
+        let txn = &mut self.txn;
+        self.steps.step(|| create(txn, execution, events, now))
     }
 
     async fn get_execution(&mut self, id: &ExecutionId) -> Result<Execution> {
@@ -334,19 +349,24 @@ impl ExecutionTx for RocksExecutionTx {
 
     async fn update_execution_state(&mut self, request: UpdateExecutionRequest) -> Result<Execution> {
         let now = self.txn.now();
-        update(&mut self.txn, request, now)
+        let txn = &mut self.txn;
+        self.steps.step(|| update(txn, request, now))
     }
 
     async fn add_execution_event(&mut self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
-        add_events(&mut self.txn, id, events)
+        let now = self.txn.now();
+        let txn = &mut self.txn;
+        self.steps.step(|| add_events(txn, id, events, now))
     }
 
     async fn delete_execution(&mut self, id: &ExecutionId) -> Result<()> {
         let now = self.txn.now();
-        delete(&mut self.txn, id, now)
+        let txn = &mut self.txn;
+        self.steps.step(|| delete(txn, id, now))
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
+        self.steps.check()?;
         self.txn.commit().await
     }
 

@@ -204,9 +204,12 @@ impl Inspector {
             }
             progress(copied);
         }
-        // The copy is a clean store: it was never left open.
+        // The copy keeps the source's shutdown state as it was before this inspection
+        // opened it: a copy of a store that crashed still gets its repair scan.
         if let Some(meta_cf) = out.cf_handle(Cf::Meta.name()) {
-            out.put_cf(meta_cf, meta::OPEN, crate::codec::encode(&0u64))
+            let unclean =
+                self.engine.unclean_shutdown && !self.engine.repaired.load(std::sync::atomic::Ordering::Acquire);
+            out.put_cf(meta_cf, meta::OPEN, crate::codec::encode(&u64::from(unclean)))
                 .map_err(|e| StoreError::backend("write the copy", e))?;
         }
         for &cf in self.families() {

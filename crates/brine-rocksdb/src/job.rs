@@ -11,15 +11,16 @@ use brine_store::model::{
     LogObject, NodeId, Operation, Timestamp,
 };
 use brine_store::{
-    rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStore,
+    rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStamp, JobStore,
     ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 
+use rocksdb::DB;
 use serde::de::DeserializeOwned;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
-use crate::engine::{Engine, Txn};
+use crate::engine::{Engine, Snapshot, Txn};
 use crate::execution::{by_job_key, by_job_prefix, exec_key, newest_first, read_indexed};
 use crate::log::{corrupt_key, RocksEventLog};
 use crate::{OpenError, OpenOptions};
@@ -218,6 +219,18 @@ fn replace_job(txn: &mut Txn, before: Job, next: Job, events: Vec<Event>, now: T
     Ok(next)
 }
 
+/// Moves a finished job's modify time after a write to what belongs to it
+/// (`rules::dependent_change`): the record and its modify-time index entries, logged
+/// as an update; no new version.
+fn dependent_change(txn: &mut Txn, id: &JobId, now: Timestamp) -> Result<()> {
+    let Some(before) = txn.get::<Job>(Cf::Jobs, &job_key(id))? else { return Ok(()) };
+    let Some(next) = rules::dependent_change(&before, now) else { return Ok(()) };
+    delete_indexes(txn, &before)?;
+    put_indexes(txn, &next)?;
+    txn.put(Cf::Jobs, job_key(id), &next)?;
+    log_job(txn, Operation::Update, Some(before), Some(next), Vec::new(), now)
+}
+
 fn update_job_state(txn: &mut Txn, request: &UpdateJobStateRequest, now: Timestamp) -> Result<Job> {
     let before = current(txn, &request.job_id)?;
     let next = rules::update_job_state(&before, request, now)?;
@@ -283,18 +296,21 @@ fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp, purge: Option<&str>) ->
 }
 
 /// The job ids of an ordered time index, after `after`, in `order`, with the prefix of
-/// the index's key space (empty for the global indexes).
+/// the index's key space (empty for the global indexes), read from `snapshot` so that
+/// the caller's record reads (through the same snapshot) agree with the index.
+#[allow(clippy::too_many_arguments)]
 fn ordered_ids(
     engine: &Engine,
+    db: &DB,
+    snapshot: &Snapshot<'_>,
     cf: Cf,
     prefix: &[u8],
     after: Option<(Timestamp, JobId)>,
     order: SortOrder,
     mut visit: impl FnMut(Timestamp, JobId) -> Result<bool>,
 ) -> Result<()> {
-    let db = engine.db()?;
     let upper = if prefix.is_empty() { None } else { prefix_end(prefix) };
-    let mut it = engine.iter(&db, cf, prefix, upper)?;
+    let mut it = engine.iter_at(db, Some(snapshot), cf, prefix, upper)?;
     let start =
         after.map(|(t, id)| [prefix, &KeyBuilder::new().u64(t.as_nanos()).last_str(id.as_str()).build()].concat());
     match (order, &start) {
@@ -495,7 +511,7 @@ impl JobStore for RocksJobStore {
             for event in events {
                 history(txn, &job, HistoryLevel::Job, None, event, now)?;
             }
-            Ok(())
+            dependent_change(txn, id, now)
         })
         .await
     }
@@ -543,29 +559,14 @@ impl JobStore for RocksJobStore {
             (Some(ns), JobSort::CreateTime) => (Cf::IdxJobsByNamespaceCreate, KeyBuilder::new().str(ns).build()),
             (Some(ns), JobSort::ModifyTime) => (Cf::IdxJobsByNamespaceModify, KeyBuilder::new().str(ns).build()),
         };
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut next_token = None;
-        ordered_ids(&self.engine, cf, &prefix, after, query.order, |time, id| {
-            let Some(job) = self.engine.get_value::<Job>(Cf::Jobs, id.as_bytes())? else { return Ok(true) };
-            if !(query.states.is_empty() || query.states.contains(&job.state())) || !query.selector.matches(&job.labels)
-            {
-                return Ok(true);
-            }
-            if jobs.len() == query.limit {
-                if let Some(last) = jobs.last() {
-                    let key = match query.sort {
-                        JobSort::CreateTime => last.create_time,
-                        JobSort::ModifyTime => last.modify_time,
-                    };
-                    next_token = Some(rules::job_token(key, &last.id));
-                }
-                return Ok(false);
-            }
-            debug_assert!(time == job.create_time || time == job.modify_time);
-            jobs.push(job);
-            Ok(true)
+        let mut page = rules::JobPager::new(query);
+        let db = self.engine.db()?;
+        let snapshot = db.snapshot();
+        ordered_ids(&self.engine, &db, &snapshot, cf, &prefix, after, query.order, |time, id| {
+            let job = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, id.as_bytes())?;
+            Ok(page.offer(time, &id, job.as_ref()))
         })?;
-        Ok(JobPage { jobs, next_token })
+        Ok(page.finish())
     }
 
     async fn get_in_progress_jobs(&self, job_type: Option<JobType>) -> Result<Vec<Job>> {
@@ -593,6 +594,7 @@ impl JobStore for RocksJobStore {
             txn.put(Cf::Evaluations, eval.id.as_bytes().to_vec(), &eval)?;
             txn.put_raw(Cf::IdxEvaluationsByJob, eval_by_job_key(&eval.job_id, &eval.id), Vec::new())?;
             log_eval(txn, Operation::Create, None, Some(eval.clone()), now)?;
+            dependent_change(txn, &eval.job_id, now)?;
             Ok(eval)
         })
         .await
@@ -617,6 +619,7 @@ impl JobStore for RocksJobStore {
             };
             txn.put(Cf::Evaluations, next.id.as_bytes().to_vec(), &next)?;
             log_eval(txn, Operation::Update, Some(before), Some(next.clone()), now)?;
+            dependent_change(txn, &next.job_id, now)?;
             Ok(next)
         })
         .await
@@ -629,7 +632,9 @@ impl JobStore for RocksJobStore {
                 .ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, id))?;
             txn.delete(Cf::Evaluations, id.as_bytes().to_vec())?;
             txn.delete(Cf::IdxEvaluationsByJob, eval_by_job_key(&before.job_id, id))?;
-            log_eval(txn, Operation::Delete, Some(before), None, now)
+            let job_id = before.job_id.clone();
+            log_eval(txn, Operation::Delete, Some(before), None, now)?;
+            dependent_change(txn, &job_id, now)
         })
         .await
     }
@@ -658,6 +663,7 @@ impl JobStore for RocksJobStore {
             let event = Event::new("ExecutionCreated", format!("execution created in state {}", exec.state()), now);
             history(txn, &job, HistoryLevel::Execution, Some(&exec.id), event.clone(), now)?;
             log_exec(txn, Operation::Create, None, Some(exec.clone()), vec![event], now)?;
+            dependent_change(txn, &exec.job_id, now)?;
             Ok(exec)
         })
         .await
@@ -694,6 +700,7 @@ impl JobStore for RocksJobStore {
                 history(txn, &job, HistoryLevel::Execution, Some(&next.id), event.clone(), now)?;
             }
             log_exec(txn, Operation::Update, Some(before), Some(next.clone()), events, now)?;
+            dependent_change(txn, &next.job_id, now)?;
             Ok(next)
         })
         .await
@@ -756,44 +763,48 @@ impl JobStore for RocksJobStore {
     async fn touch_job(&self, id: &JobId) -> Result<Job> {
         self.write(|txn, now| {
             let before = current(txn, id)?;
-            let mut next = before.clone();
-            next.last_accessed_time = now;
+            let next = rules::touch_job(&before, now);
             if expirable(&before) {
                 txn.delete(Cf::IdxJobsIdle, time_key(before.last_accessed_time, id))?;
                 txn.put_raw(Cf::IdxJobsIdle, time_key(now, id), Vec::new())?;
             }
             txn.put(Cf::Jobs, job_key(id), &next)?;
-            txn.put(Cf::JobVersions, version_key(id, next.version), &next)?;
+            log_job(txn, Operation::Update, Some(before), Some(next.clone()), Vec::new(), now)?;
             Ok(next)
         })
         .await
     }
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
-        self.write(|txn, now| {
-            let cutoff = now.saturating_sub(idle_for);
-            let mut ids = Vec::new();
-            self.engine.scan_prefix(Cf::IdxJobsIdle, &[], |k, _| {
-                let mut r = KeyReader::new(k);
-                let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
-                if accessed >= cutoff.as_nanos() {
-                    return Ok(false);
-                }
-                let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
-                ids.push(JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.to_string()))?);
-                Ok(true)
-            })?;
-            let message = format!("not accessed for {}s", idle_for.as_secs());
-            for id in &ids {
-                update_job_state(
-                    txn,
-                    &UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone()),
-                    now,
-                )?;
+        let (cutoff, message) = rules::expire_cutoff(idle_for, self.engine.now());
+        let mut expired = Vec::new();
+        loop {
+            let ids = self
+                .write(|txn, now| {
+                    let mut ids = Vec::new();
+                    self.engine.scan_prefix(Cf::IdxJobsIdle, &[], |k, _| {
+                        let mut r = KeyReader::new(k);
+                        let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
+                        if accessed >= cutoff.as_nanos() || ids.len() == rules::EXPIRE_BATCH {
+                            return Ok(false);
+                        }
+                        let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
+                        ids.push(JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.to_string()))?);
+                        Ok(true)
+                    })?;
+                    for id in &ids {
+                        let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
+                        update_job_state(txn, &request, now)?;
+                    }
+                    Ok(ids)
+                })
+                .await?;
+            let done = ids.len() < rules::EXPIRE_BATCH;
+            expired.extend(ids);
+            if done {
+                return Ok(expired);
             }
-            Ok(ids)
-        })
-        .await
+        }
     }
 
     async fn purgeable_jobs(
@@ -804,17 +815,28 @@ impl JobStore for RocksJobStore {
     ) -> Result<Vec<Job>> {
         rules::check_limit(limit)?;
         let mut out = Vec::new();
-        ordered_ids(&self.engine, Cf::IdxJobsByModify, &[], after, SortOrder::Ascending, |time, id| {
-            if time > before {
-                return Ok(false);
-            }
-            if let Some(job) = self.engine.get_value::<Job>(Cf::Jobs, &job_key(&id))? {
-                if job.state().is_terminal() {
-                    out.push(job);
+        let db = self.engine.db()?;
+        let snapshot = db.snapshot();
+        ordered_ids(
+            &self.engine,
+            &db,
+            &snapshot,
+            Cf::IdxJobsByModify,
+            &[],
+            after,
+            SortOrder::Ascending,
+            |time, id| {
+                if time > before {
+                    return Ok(false);
                 }
-            }
-            Ok(out.len() < limit)
-        })?;
+                if let Some(job) = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id))? {
+                    if job.state().is_terminal() {
+                        out.push(job);
+                    }
+                }
+                Ok(out.len() < limit)
+            },
+        )?;
         Ok(out)
     }
 
@@ -828,14 +850,27 @@ impl JobStore for RocksJobStore {
         })
     }
 
-    async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64> {
+    async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
         self.write(|txn, now| {
-            rules::purge_each(ids, |id| {
-                delete_job(txn, id, now, Some(archive))?;
-                txn.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)
-            })
+            rules::purge_each(
+                txn,
+                jobs,
+                |txn, id| txn.get(Cf::Jobs, &job_key(id)),
+                |txn, id| {
+                    delete_job(txn, id, now, Some(archive))?;
+                    txn.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)
+                },
+            )
         })
         .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.engine.sync().await
+    }
+
+    fn store_id(&self) -> String {
+        self.engine.store_id.clone()
     }
 
     fn event_log(&self) -> Arc<dyn EventLog> {

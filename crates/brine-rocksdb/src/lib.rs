@@ -111,7 +111,7 @@ pub enum OpenError {
         supported: u64,
     },
     /// The store has a schema version this build does not know.
-    #[error("store {} has unknown schema version {found} (this build supports {supported}); run `brine migrate`", path.display())]
+    #[error("store {} has unknown schema version {found} (this build reads only {supported} and has no migration from it); open it with the brine build that wrote it", path.display())]
     UnknownSchema {
         /// The path.
         path: PathBuf,

@@ -23,11 +23,20 @@ impl EventLog for RocksEventLog {
         let mut last = first - 1;
         if first <= seqs.log_head {
             let db = self.0.db()?;
+            // The iterator reads one consistent view; a trim that committed after the
+            // sequences above were read shows as entries missing from `first` on, which
+            // is `Compacted`, never a silent gap.
             let mut it = self.0.iter(&db, Cf::Events, &log_key(first), Some(log_key(seqs.log_head + 1)))?;
             it.seek(log_key(first));
-            while it.valid() && entries.len() < limit {
+            let mut expected = first;
+            // Bounded: a selective filter reads on from `next` in the following call.
+            while it.valid() && entries.len() < limit && expected - first < rules::MAX_EXAMINED as u64 {
                 let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
                 let entry: LogEntry = decode(Cf::Events, k, v)?;
+                if entry.seq != expected {
+                    return Err(self.missing_from(expected)?);
+                }
+                expected += 1;
                 last = entry.seq;
                 if filter.matches(&entry) {
                     entries.push(entry);
@@ -35,6 +44,10 @@ impl EventLog for RocksEventLog {
                 it.next();
             }
             it.status().map_err(|e| StoreError::backend("read the event log", e))?;
+            if expected == first {
+                // Nothing at `first` although it is at or below the head.
+                return Err(self.missing_from(first)?);
+            }
         }
         Ok(EventBatch { entries, next: Position::After(last), head: seqs.log_head })
     }
@@ -108,27 +121,79 @@ impl EventLog for RocksEventLog {
 
     async fn trim(&self, up_to: u64, before: Timestamp, max: usize) -> Result<u64> {
         rules::check_limit(max)?;
-        let mut txn = self.0.begin().await?;
-        let mut deleted = 0;
+        let mut deleted = 0u64;
+        let mut from = self.0.published()?.log_trimmed;
         while deleted < max as u64 {
-            let seq = txn.seqs.log_trimmed + 1;
-            if seq > txn.seqs.log_head {
+            let chunk = (max as u64 - deleted).min(TRIM_CHUNK);
+            // Decided outside the commit lock: entries below the head never change, so
+            // what may go after `from` holds for as long as the trimmed point is `from`.
+            let n = self.trimmable(from, chunk, up_to, before)?;
+            if n == 0 {
                 break;
             }
-            let key = log_key(seq);
-            let entry: LogEntry = txn
-                .get(Cf::Events, &key)?
-                .ok_or_else(|| corrupt_key(Cf::Events, &key, "entry missing below the head"))?;
-            if !rules::may_trim(seq, entry.timestamp, up_to, before) {
+            let mut txn = self.0.begin().await?;
+            if txn.seqs.log_trimmed != from {
+                // Another trim moved the point meanwhile: decide again from there.
+                from = txn.seqs.log_trimmed;
+                continue;
+            }
+            for seq in from + 1..=from + n {
+                txn.delete(Cf::Events, log_key(seq))?;
+            }
+            // The deletes and the new trimmed point commit together.
+            txn.seqs.log_trimmed = from + n;
+            txn.commit().await?;
+            deleted += n;
+            from += n;
+            if n < chunk {
                 break;
             }
-            txn.delete(Cf::Events, key)?;
-            txn.seqs.log_trimmed = seq;
-            deleted += 1;
         }
-        // The deletes and the new trimmed point commit together.
-        txn.commit().await?;
         Ok(deleted)
+    }
+}
+
+/// The most entries one trim write deletes.
+const TRIM_CHUNK: u64 = 1024;
+
+impl RocksEventLog {
+    /// How many entries after `from` (up to `chunk`, within the published head) retention
+    /// may delete, reading them without the commit lock.
+    fn trimmable(&self, from: u64, chunk: u64, up_to: u64, before: Timestamp) -> Result<u64> {
+        let head = self.0.published()?.log_head;
+        let last = head.min(from + chunk);
+        if last <= from {
+            return Ok(0);
+        }
+        let db = self.0.db()?;
+        let mut it = self.0.iter(&db, Cf::Events, &log_key(from + 1), Some(log_key(last + 1)))?;
+        it.seek(log_key(from + 1));
+        let mut n = 0;
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let entry: LogEntry = decode(Cf::Events, k, v)?;
+            if entry.seq != from + 1 + n || !rules::may_trim(entry.seq, entry.timestamp, up_to, before) {
+                break;
+            }
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(|e| StoreError::backend("read the event log", e))?;
+        Ok(n)
+    }
+
+    /// The error for a read that found no entry at `seq` (at or below the head): trimmed
+    /// by retention meanwhile (`Compacted`), or else a gap in the log (`Corrupt`).
+    fn missing_from(&self, seq: u64) -> Result<StoreError> {
+        // Read from the database, not the published sequences: a trim's deletes and its
+        // new trimmed point are one batch, visible together, while publication waits
+        // for the sync on a `Sync` store.
+        let trimmed = self.0.get_value::<u64>(Cf::Meta, crate::engine::meta::LOG_TRIMMED)?.unwrap_or(0);
+        Ok(if seq <= trimmed {
+            StoreError::Compacted { requested: seq, oldest: trimmed + 1 }
+        } else {
+            corrupt_key(Cf::Events, &log_key(seq), "entry missing below the head")
+        })
     }
 }
 

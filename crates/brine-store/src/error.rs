@@ -161,6 +161,19 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// A plain write was called from the task that holds an open transaction on the
+    /// same store: it would wait for that transaction, that is for itself.
+    #[error(
+        "this task holds an open transaction on the store: write through the transaction, or commit or drop it first"
+    )]
+    TransactionHeld,
+    /// A step of this transaction failed, so it cannot commit (a failed step may have
+    /// queued part of its writes); roll it back or drop it.
+    #[error("the transaction cannot commit: an earlier step failed ({first_error})")]
+    TransactionAborted {
+        /// The first failed step's error.
+        first_error: String,
+    },
     /// A field of the input is invalid; nothing was written.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -83,6 +83,16 @@ pub trait ExecutionStore: Send + Sync {
     /// it did. Stores without persistence always answer `false`.
     fn unclean_shutdown(&self) -> bool;
 
+    /// Makes every write acknowledged so far durable (a WAL sync on a `Buffered`
+    /// RocksDB store); returns at once where acknowledged writes are durable already or
+    /// nothing persists. Purge calls it before it forgets an archive's pending marker.
+    async fn sync(&self) -> Result<()>;
+
+    /// An id unique to this store, kept for its lifetime (a memory store's lives as
+    /// long as the process): archive markers name it, so an interrupted purge is only
+    /// ever finished against the store that started it.
+    fn store_id(&self) -> String;
+
     /// Closes the store; idempotent. Later operations return `Closed`.
     async fn close(&self) -> Result<()>;
 }

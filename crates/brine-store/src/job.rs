@@ -123,20 +123,47 @@ pub trait JobStore: Send + Sync {
     /// The job with everything that belongs to it, for an archive.
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle>;
 
-    /// Deletes each job of `ids` with everything that belongs to it (as
+    /// Deletes each job of `jobs` with everything that belongs to it (as
     /// [`JobStore::delete_job`]) and keeps a retained entry naming `archive`, all in one
     /// atomic write: from then on [`JobStore::get_job`] on such an id is
     /// `Archived { id, file: archive }`. Each purged job logs one `Delete` entry, the
     /// job's, whose event (`rules::purge_event`) names the archive; its evaluations and
-    /// executions are in the archive, not logged one by one. Ids that are gone already
-    /// are skipped. Returns how many jobs were purged.
-    async fn purge_jobs(&self, ids: &[JobId], archive: &str) -> Result<u64>;
+    /// executions are in the archive, not logged one by one.
+    ///
+    /// Each job comes with the [`JobStamp`] of the bundle that was archived: a job whose
+    /// stamp moved since (anything of it changed, see `rules::dependent_change`) is not
+    /// deleted, so nothing is deleted that the archive does not hold. Ids that are gone
+    /// already are skipped too. Returns how many jobs were purged.
+    async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64>;
+
+    /// Makes every write acknowledged so far durable (a WAL sync on a `Buffered`
+    /// RocksDB store); returns at once where acknowledged writes are durable already or
+    /// nothing persists. Purge calls it before it forgets an archive's pending marker.
+    async fn sync(&self) -> Result<()>;
+
+    /// An id unique to this store, kept for its lifetime (a memory store's lives as
+    /// long as the process): archive markers name it, so an interrupted purge is only
+    /// ever finished against the store that started it.
+    fn store_id(&self) -> String;
 
     /// The store's event log.
     fn event_log(&self) -> Arc<dyn EventLog>;
 
     /// Closes the store; idempotent. Later operations return `Closed`.
     async fn close(&self) -> Result<()>;
+}
+
+/// What identifies one state of a job and everything that belongs to it, for purge:
+/// any write to the job or to its executions, evaluations or history moves it (see
+/// `rules::purge_stamp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobStamp {
+    /// The job's revision.
+    pub revision: u64,
+    /// Its modify time.
+    pub modify_time: Timestamp,
+    /// Its last access time.
+    pub last_accessed_time: Timestamp,
 }
 
 /// A job with everything that belongs to it: one line of a purge archive.
@@ -152,4 +179,11 @@ pub struct JobBundle {
     pub evaluations: Vec<Evaluation>,
     /// Its executions (the requester's copies), in id order.
     pub executions: Vec<Execution>,
+}
+
+impl JobBundle {
+    /// The stamp of the job as bundled (what `purge_jobs` must still find).
+    pub fn stamp(&self) -> JobStamp {
+        crate::rules::purge_stamp(&self.job)
+    }
 }

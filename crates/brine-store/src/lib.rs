@@ -29,9 +29,9 @@ pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AnyState, ObjectKind, Result, StateExpectation, StoreError};
 pub use execution::{ExecutionStore, ExecutionTx};
-pub use job::{JobBundle, JobStore};
+pub use job::{JobBundle, JobStamp, JobStore};
 pub use log::{validate_checkpoint_name, EventBatch, EventFilter, EventLog, Position};
-pub use maintenance::{Fault, RepairReport};
+pub use maintenance::{new_store_id, Fault, RepairReport};
 pub use request::{
     Condition, ExecutionUpdate, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, JobSort, SortOrder,
     UpdateExecutionRequest, UpdateJobStateRequest,

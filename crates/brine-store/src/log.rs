@@ -79,7 +79,10 @@ pub fn validate_checkpoint_name(name: &str) -> Result<()> {
 pub trait EventLog: Send + Sync {
     /// Reads up to `limit` entries matching `filter`, starting at `from`.
     ///
-    /// Fails with `Compacted` when `from` lies below what retention kept.
+    /// Examines at most [`rules::MAX_EXAMINED`](crate::rules::MAX_EXAMINED) entries, so
+    /// a selective filter may return fewer entries (even none) while more match further
+    /// on: read on from `next` until it reaches `head`. Fails with `Compacted` when `from`
+    /// lies below what retention kept.
     async fn get_events(&self, from: Position, limit: usize, filter: &EventFilter) -> Result<EventBatch>;
 
     /// Resolves as soon as an entry newer than `after` is committed, returning the head.

@@ -84,3 +84,14 @@ pub enum Fault {
     /// represent one only).
     DropLogEntry(u64),
 }
+
+/// A new store id (see `ExecutionStore::store_id`): 32 hex digits from the wall clock's
+/// nanoseconds, the process id and a process-wide counter, unique across the stores a
+/// host creates. Not a secret.
+pub fn new_store_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{:08x}{:08x}", nanos as u64, std::process::id(), count)
+}

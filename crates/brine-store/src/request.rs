@@ -216,6 +216,11 @@ impl Default for JobQuery {
 }
 
 /// One page of a job listing.
+///
+/// A listing examines a bounded number of index entries per page
+/// ([`rules::MAX_EXAMINED`](crate::rules::MAX_EXAMINED)), so with a selective filter a
+/// page can hold fewer jobs than the limit (even none) and still carry a token: read on
+/// until the token is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobPage {
     /// The jobs, in the requested order.

@@ -56,9 +56,25 @@ where
     Ok(())
 }
 
+/// The states a new execution may be created in: the first state only, as Bacalhau's
+/// store does. An execution that is further along is a state change of an existing one
+/// (`update_execution_state`), or a restore (import), never a create.
+pub const NEW_EXECUTION_STATES: [ExecutionState; 1] = [ExecutionState::Created];
+
 /// Validates a new execution and sets what the store owns: revision 1, both times.
+///
+/// Fails with `InvalidState` naming the allowed states when the execution is not in
+/// one of [`NEW_EXECUTION_STATES`].
 pub fn new_execution(mut execution: Execution, now: Timestamp) -> Result<Execution> {
     execution.validate()?;
+    if !NEW_EXECUTION_STATES.contains(&execution.state()) {
+        return Err(StoreError::InvalidState {
+            kind: ObjectKind::Execution,
+            id: execution.id.to_string(),
+            actual: execution.state().into(),
+            expected: StateExpectation::OneOf(NEW_EXECUTION_STATES.iter().map(|s| (*s).into()).collect()),
+        });
+    }
     execution.revision = 1;
     execution.create_time = now;
     execution.modify_time = now;
@@ -176,6 +192,15 @@ pub fn update_job_state(current: &Job, request: &UpdateJobStateRequest, now: Tim
     Ok(next)
 }
 
+/// A job after an access at `now`: only its last-accessed time moves (no new version,
+/// no revision bump, so an access never fails a caller's conditional update). The
+/// backend stores it and logs it as an `Update` like any change.
+pub fn touch_job(current: &Job, now: Timestamp) -> Job {
+    let mut next = current.clone();
+    next.last_accessed_time = now;
+    next
+}
+
 /// The history event a job state change writes.
 pub fn job_state_event(previous: JobState, next: &Job, now: Timestamp) -> Event {
     Event::new("JobStateUpdate", format!("job moved from {previous} to {}", next.state()), now)
@@ -210,6 +235,83 @@ pub fn check_queue(queue: &str) -> Result<()> {
 /// entry this refuses, so the log stays gap-free above its oldest entry.
 pub fn may_trim(seq: u64, timestamp: brine_model::Timestamp, up_to: u64, before: brine_model::Timestamp) -> bool {
     seq <= up_to && timestamp < before
+}
+
+/// How many jobs one write of `expire` moves: a store with many idle jobs expires
+/// them in several bounded writes, so no write holds the writer lock for long.
+pub const EXPIRE_BATCH: usize = 256;
+
+/// The most log entries one `get_events` call examines: a selective filter returns a
+/// short (even empty) batch with the position to read on from, rather than scanning to
+/// the head in one call.
+pub const MAX_EXAMINED: usize = 4096;
+
+/// The expire message and the cut-off before which a job counts as idle.
+pub fn expire_cutoff(idle_for: std::time::Duration, now: Timestamp) -> (Timestamp, String) {
+    (now.saturating_sub(idle_for), format!("not accessed for {}s", idle_for.as_secs()))
+}
+
+/// Builds one page of a job listing from the entries of the sort index, in order: what
+/// matches, where the page ends, and its token. Both backends feed it the index entries
+/// they read, so they page alike.
+///
+/// A page examines at most [`MAX_EXAMINED`] index entries: a selective filter may give
+/// a short (even empty) page with a token to read on from, rather than one call that
+/// scans the whole index.
+#[derive(Debug)]
+pub struct JobPager<'q> {
+    query: &'q crate::JobQuery,
+    jobs: Vec<Job>,
+    examined: usize,
+    last_seen: Option<(Timestamp, brine_model::JobId)>,
+    next_token: Option<String>,
+}
+
+impl<'q> JobPager<'q> {
+    /// An empty page for `query`.
+    pub fn new(query: &'q crate::JobQuery) -> Self {
+        JobPager { query, jobs: Vec::new(), examined: 0, last_seen: None, next_token: None }
+    }
+
+    /// The sort time of `job` under the query's sort.
+    fn sort_time(&self, job: &Job) -> Timestamp {
+        match self.query.sort {
+            crate::JobSort::CreateTime => job.create_time,
+            crate::JobSort::ModifyTime => job.modify_time,
+        }
+    }
+
+    /// Offers the next index entry (its sort time and job id) with the job it points
+    /// at (`None` when the record is gone); returns whether to read on.
+    pub fn offer(&mut self, time: Timestamp, id: &brine_model::JobId, job: Option<&Job>) -> bool {
+        if self.examined == MAX_EXAMINED {
+            self.next_token = self.last_seen.as_ref().map(|(t, id)| job_token(*t, id));
+            return false;
+        }
+        self.examined += 1;
+        // An entry whose record has another sort time is stale (the record moved) and
+        // is passed over: the job is listed at its current place.
+        let matching = job.filter(|j| {
+            self.sort_time(j) == time
+                && (self.query.states.is_empty() || self.query.states.contains(&j.state()))
+                && self.query.selector.matches(&j.labels)
+        });
+        if let Some(job) = matching {
+            if self.jobs.len() == self.query.limit {
+                // One more match exists: the page ends at its last job.
+                self.next_token = self.jobs.last().map(|last| job_token(self.sort_time(last), &last.id));
+                return false;
+            }
+            self.jobs.push(job.clone());
+        }
+        self.last_seen = Some((time, id.clone()));
+        true
+    }
+
+    /// The page.
+    pub fn finish(self) -> crate::JobPage {
+        crate::JobPage { jobs: self.jobs, next_token: self.next_token }
+    }
 }
 
 /// Checks a page size.
@@ -274,18 +376,58 @@ pub fn parse_job_token(token: &str) -> Result<(Timestamp, brine_model::JobId)> {
     Ok((Timestamp::from_nanos(time), id))
 }
 
-/// Runs `purge_one` for each job of `ids` (inside one write), skipping the ones that
-/// are gone already; returns how many were purged (see `JobStore::purge_jobs`).
-pub fn purge_each(
-    ids: &[brine_model::JobId],
-    mut purge_one: impl FnMut(&brine_model::JobId) -> Result<()>,
+/// What purge must still find of a job it archived: its revision, modify time and
+/// last access time. A state or spec change moves the revision, a touch the access
+/// time, and a write to what belongs to a finished job its modify time
+/// ([`dependent_change`]).
+pub fn purge_stamp(job: &Job) -> crate::JobStamp {
+    crate::JobStamp { revision: job.revision, modify_time: job.modify_time, last_accessed_time: job.last_accessed_time }
+}
+
+/// The job after a write to something that belongs to it (an execution, an evaluation,
+/// a history event), when that moves it: a finished job's modify time moves to `now`,
+/// so a purge that archived it before the write does not delete it, and a later purge
+/// waits its minimum age again. An unfinished job is not changed (`None`): it is no
+/// purge candidate, and its own finish moves its modify time anyway.
+pub fn dependent_change(job: &Job, now: Timestamp) -> Option<Job> {
+    if !job.state().is_terminal() {
+        return None;
+    }
+    let mut next = job.clone();
+    next.modify_time = now;
+    Some(next)
+}
+
+/// The execution after events were added to it, when that moves it: a terminal
+/// execution's modify time moves to `now` (its revision does not: a terminal execution
+/// takes no conditional update), so a purge that archived it before does not delete it.
+/// A live execution is not changed (`None`).
+pub fn events_added(execution: &Execution, now: Timestamp) -> Option<Execution> {
+    if !execution.state().is_terminal() {
+        return None;
+    }
+    let mut next = execution.clone();
+    next.modify_time = now;
+    Some(next)
+}
+
+/// Runs `purge_one` for each job of `jobs` (inside one write) with the job as stored,
+/// skipping the ones that are gone already and the ones whose stamp moved since they
+/// were archived; returns how many were purged (see `JobStore::purge_jobs`).
+pub fn purge_each<S>(
+    store: &mut S,
+    jobs: &[(brine_model::JobId, crate::JobStamp)],
+    current: impl Fn(&S, &brine_model::JobId) -> Result<Option<Job>>,
+    mut purge_one: impl FnMut(&mut S, &brine_model::JobId) -> Result<()>,
 ) -> Result<u64> {
     let mut purged = 0;
-    for id in ids {
-        match purge_one(id) {
-            Ok(()) => purged += 1,
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+    for (id, stamp) in jobs {
+        match current(store, id)? {
+            Some(job) if purge_stamp(&job) == *stamp => {
+                purge_one(store, id)?;
+                purged += 1;
+            }
+            _ => {}
         }
     }
     Ok(purged)
@@ -295,6 +437,36 @@ pub fn purge_each(
 /// everything that belonged to it.
 pub fn purge_event(archive: &str, now: Timestamp) -> brine_model::Event {
     brine_model::Event::new("purge", format!("purged to {archive}"), now).with_detail("archive", archive)
+}
+
+/// The rule every backend's transaction follows for failed steps: once a write step
+/// has failed, the transaction is aborted. A failed step may have queued part of its
+/// writes (a delete without its log entry, say), so later steps and `commit` are refused
+/// with `TransactionAborted`; rolling back (or dropping) is all that is left.
+#[derive(Debug, Default)]
+pub struct TxSteps {
+    first_error: Option<String>,
+}
+
+impl TxSteps {
+    /// Refuses to go on after a failed step.
+    pub fn check(&self) -> Result<()> {
+        match &self.first_error {
+            Some(e) => Err(StoreError::TransactionAborted { first_error: e.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one write step: refused after a failed step, and its own failure aborts
+    /// the transaction.
+    pub fn step<T>(&mut self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check()?;
+        let out = step();
+        if let Err(e) = &out {
+            self.first_error = Some(e.to_string());
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,9 @@ use std::time::Duration;
 use brine_memory::{MemExecutionStore, MemJobStore};
 use brine_rocksdb::{Durability, OpenOptions, RocksExecutionStore, RocksJobStore};
 use brine_store::model::{
-    ComputeState, Evaluation, EvaluationId, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobState,
-    Timestamp,
+    Evaluation, EvaluationId, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobState, Timestamp,
 };
-use brine_store::{ExecutionStore, JobStore, ManualClock, UpdateJobStateRequest};
+use brine_store::{ExecutionStore, JobStore, ManualClock, UpdateExecutionRequest, UpdateJobStateRequest};
 
 /// Days every "old" record is older than the purge's minimum age.
 pub const OLD: Duration = Duration::from_secs(10 * 86_400);
@@ -59,9 +58,12 @@ pub async fn add_job(store: &dyn JobStore, id: &str, executions: usize, state: J
     store.create_evaluation(eval).await.unwrap();
     for n in 0..executions {
         let job = store.get_job(&jid(id)).await.unwrap();
-        let mut x = Execution::new(ExecutionId::new(format!("x-{id}-{n}")).unwrap(), &job);
-        x.compute_state = ComputeState::new(ExecutionState::Completed, "done");
-        store.create_execution(x).await.unwrap();
+        let x = store
+            .create_execution(Execution::new(ExecutionId::new(format!("x-{id}-{n}")).unwrap(), &job))
+            .await
+            .unwrap();
+        let done = UpdateExecutionRequest::to_state(x.id, ExecutionState::Completed, "done");
+        store.update_execution(done).await.unwrap();
     }
     store.add_job_event(&jid(id), vec![Event::new("test", "hello", Timestamp::from_secs(1))]).await.unwrap();
     if state != JobState::Pending {

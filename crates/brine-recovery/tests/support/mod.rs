@@ -10,7 +10,7 @@ use std::time::Duration;
 use brine_memory::MemExecutionStore;
 use brine_rocksdb::{OpenOptions, RocksExecutionStore};
 use brine_store::model::{ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
-use brine_store::{Clock, ExecutionStore, Fault, ManualClock, Result};
+use brine_store::{Clock, ExecutionStore, Fault, ManualClock, Result, UpdateExecutionRequest};
 
 /// The backends every test runs on.
 pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
@@ -98,11 +98,27 @@ pub async fn populate(
         let target = oldest - age;
         clock.advance(target - elapsed);
         elapsed = target;
-        store.create_execution(execution(&id, job_type, state), vec![]).await.expect("create");
+        create_in_state(store, execution(&id, job_type, state)).await;
     }
     // Now is `oldest` after the first create, so each row is its age old (plus the
     // nanoseconds the clock ticks per call).
     clock.advance(oldest - elapsed);
+}
+
+/// Stores `e` in its state: created in `Created` (the only state a create takes), then
+/// moved to its state with the same message in one transaction.
+pub async fn create_in_state(store: &dyn ExecutionStore, e: Execution) {
+    let state = e.compute_state.clone();
+    let mut created = e;
+    created.compute_state = ComputeState::new(ExecutionState::Created, state.message.clone());
+    let mut tx = store.begin_tx().await.expect("begin");
+    let id = created.id.clone();
+    tx.create_execution(created, vec![]).await.expect("create");
+    if state.state != ExecutionState::Created {
+        let request = UpdateExecutionRequest::to_state(id, state.state, state.message);
+        tx.update_execution_state(request).await.expect("move to its state");
+    }
+    tx.commit().await.expect("commit");
 }
 
 /// Every execution's (id, state, message), in id order, read through the state index.
