@@ -21,7 +21,7 @@ pub(crate) struct RecoverArgs {
     /// Compute and print the report, change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// A TOML policy file.
+    /// A policy file, TOML or JSON (JSON when it starts with `{`).
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     policy: Option<PathBuf>,
     /// A built-in policy: seed (no action anywhere, the default) or fail-live.
@@ -61,7 +61,7 @@ pub(crate) fn load_policy(file: Option<&Path>, preset: Option<&str>) -> anyhow::
     match (file, preset) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let policy = Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let policy = Policy::from_text(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             Ok(policy.named(path.display().to_string()))
         }
         (None, Some(name)) => Ok(Policy::preset(name)?),

@@ -282,6 +282,22 @@ async fn recover_prints_its_report() {
     std::fs::write(&policy, "[[rule]]\njob_type = \"batch\"\nstate = \"Runing\"\naction = \"mark-failed\"\n").unwrap();
     let err = error_line(brine().args(["recover", "--store"]).arg(&path).arg("--policy").arg(&policy));
     assert!(err.contains("policy line 3: unknown execution state \"Runing\""), "{err}");
+    // A JSON policy file: its errors name the line too, and a good one runs.
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        "{\"rule\": [\n  {\"job_type\": \"batch\",\n   \"state\": \"Runing\",\n   \"action\": \"mark-failed\"}\n]}\n",
+    )
+    .unwrap();
+    let err = error_line(brine().args(["recover", "--store"]).arg(&path).arg("--policy").arg(&policy));
+    assert!(err.contains("policy line 3: unknown execution state \"Runing\""), "{err}");
+    std::fs::write(
+        &policy,
+        r#"{"preset": "fail-live", "rule": [{"job_type": "*", "state": "Failed", "action": "no-action"}]}"#,
+    )
+    .unwrap();
+    let v = json(brine().args(["recover", "--json", "--dry-run", "--store"]).arg(&path).arg("--policy").arg(&policy));
+    assert_eq!(v["dry_run"], true, "{v}");
     let err = error_line(brine().args(["recover", "--preset", "everything", "--store"]).arg(&path));
     assert!(err.contains("unknown preset \"everything\""), "{err}");
 }

@@ -338,6 +338,8 @@ async fn seed_jobs(env: &Env) {
         if i % 4 == 0 {
             j.labels.insert("canary".into(), "yes".into());
         }
+        // An integer label for `>` and `<`, except on j05, where it is not an integer.
+        j.labels.insert("gpus".into(), if i == 5 { "five".into() } else { i.to_string() });
         jobs.create_job(j).await.unwrap();
         env.advance(Duration::from_secs(1));
     }
@@ -352,7 +354,7 @@ fn page_ids(page: &brine_store::JobPage) -> Vec<&str> {
     page.jobs.iter().map(|j| j.id.as_str()).collect()
 }
 
-/// Listings filter by namespace, state and label selector.
+/// Listings filter by namespace, state and label selector (`>` and `<` included).
 pub async fn list_by_namespace_state_and_labels(f: &dyn Factory) {
     let env = Env::new(f).await;
     seed_jobs(&env).await;
@@ -367,6 +369,12 @@ pub async fn list_by_namespace_state_and_labels(f: &dyn Factory) {
     let sel: LabelSelector = "canary".parse().unwrap();
     let q = JobQuery { namespace: Some("default".into()), selector: sel, ..JobQuery::default() };
     assert_eq!(page_ids(&jobs.list_jobs(&q).await.unwrap()), ["j04", "j08"]);
+    let sel: LabelSelector = "gpus>3,gpus<7".parse().unwrap();
+    let q = JobQuery { selector: sel, ..JobQuery::default() };
+    assert_eq!(page_ids(&jobs.list_jobs(&q).await.unwrap()), ["j04", "j06"], "j05's gpus is not an integer");
+    let sel: LabelSelector = "tier=web, gpus < 4".parse().unwrap();
+    let q = JobQuery { selector: sel, ..JobQuery::default() };
+    assert_eq!(page_ids(&jobs.list_jobs(&q).await.unwrap()), ["j00", "j02"]);
     let none = JobQuery { namespace: Some("nobody".into()), ..JobQuery::default() };
     assert!(jobs.list_jobs(&none).await.unwrap().jobs.is_empty());
     let q = JobQuery { sort: JobSort::ModifyTime, order: SortOrder::Descending, limit: 3, ..JobQuery::default() };

@@ -9,7 +9,7 @@ use brine_store::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Problem {
-    /// The text is not TOML, or a field is missing, unknown or of the wrong type.
+    /// The text is not TOML or JSON, or a field is missing, unknown or of the wrong type.
     #[error("{message}")]
     Syntax {
         /// The parser's message.

@@ -1,7 +1,10 @@
 //! The policy table: what recovery does to the executions of each (job type, state).
 //!
 //! A table is built in code ([`Policy::seed`], [`Policy::set`]), taken from a preset
-//! ([`Policy::preset`]) or loaded from TOML ([`Policy::from_toml`]):
+//! ([`Policy::preset`]) or loaded from a file in TOML ([`Policy::from_toml`]) or JSON
+//! ([`Policy::from_json`]); [`Policy::from_text`], which `brine recover --policy` uses,
+//! reads JSON when the first character other than whitespace is `{` (a TOML document
+//! cannot start with one) and TOML otherwise, whatever the file is called:
 //!
 //! ```toml
 //! # Start from a preset (optional; "seed" when absent).
@@ -21,11 +24,25 @@
 //! age = "30d"               # humantime: 90s, 15m, 12h, 30d, 2w, "1d 12h"
 //! ```
 //!
-//! Validation names the line and the bad value: an unknown state, job type, action or
-//! preset, a bad or zero age, a missing age, a field the action does not take, an
-//! action that makes no sense for its cell (changing a terminal execution, requeueing a
-//! batch or ops execution, requeueing an execution that has not started), and a table
-//! that would mark failed in `Created` the executions it requeues (not idempotent).
+//! The same table in JSON has the same fields, with `rule` a list of objects:
+//!
+//! ```json
+//! {
+//!   "preset": "seed",
+//!   "rule": [
+//!     {"job_type": "batch", "state": "live", "action": "mark-failed", "message": "node restarted"},
+//!     {"job_type": "*", "state": "terminal", "action": "delete-older-than", "age": "30d"}
+//!   ]
+//! }
+//! ```
+//!
+//! In either format, errors name the 1-based line: a syntax error, a missing, unknown
+//! or mistyped field, and what validation finds. Validation names the line and the bad
+//! value: an unknown state, job type, action or preset, a bad or zero age, a missing
+//! age, a field the action does not take, an action that makes no sense for its cell
+//! (changing a terminal execution, requeueing a batch or ops execution, requeueing an
+//! execution that has not started), and a table that would mark failed in `Created`
+//! the executions it requeues (not idempotent).
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +50,7 @@ use std::time::Duration;
 
 use brine_store::model::{ExecutionState, JobType};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use toml::Spanned;
 
 use crate::error::{PolicyError, Problem};
@@ -219,22 +237,60 @@ impl Policy {
         Ok(self)
     }
 
+    /// Parses and validates a policy file's text: JSON ([`Policy::from_json`]) when its
+    /// first character other than whitespace is `{`, TOML ([`Policy::from_toml`])
+    /// otherwise.
+    pub fn from_text(text: &str) -> Result<Policy, PolicyError> {
+        if text.trim_start().starts_with('{') {
+            Policy::from_json(text)
+        } else {
+            Policy::from_toml(text)
+        }
+    }
+
     /// Parses and validates a TOML policy (see the module documentation).
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+        let raw: RawPolicy<Spanned<String>> = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             PolicyError::new(line, Problem::Syntax { message: e.message().trim().to_owned() })
         })?;
+        Policy::from_raw(raw.located(|s| {
+            let line = line_of(text, s.span().start);
+            Ok(Located { value: s.into_inner(), line })
+        })?)
+    }
+
+    /// Parses and validates a JSON policy: the TOML policy's fields in one object, with
+    /// `rule` a list of objects (see the module documentation).
+    pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
+        let start = text.trim_start();
+        if !start.starts_with('{') {
+            let line = line_of(text, text.len() - start.len());
+            let found = start.chars().next().map_or_else(|| "the end".to_owned(), |c| format!("{c:?}"));
+            let message = format!("a JSON policy is one object: expected '{{', found {found}");
+            return Err(PolicyError::new(Some(line), Problem::Syntax { message }));
+        }
+        let raw: RawPolicy<&RawValue> = serde_json::from_str(text).map_err(|e| json_error(&e, None))?;
+        Policy::from_raw(raw.located(|value| {
+            // A borrowed raw value is a slice of `text`: its address gives its line.
+            let offset = (value.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+            let line = line_of(text, offset);
+            let value = serde_json::from_str(value.get()).map_err(|e| json_error(&e, Some(line)))?;
+            Ok(Located { value, line })
+        })?)
+    }
+
+    fn from_raw(raw: RawPolicy<Located>) -> Result<Policy, PolicyError> {
         let mut policy = match &raw.preset {
-            Some(p) => Policy::preset(p.get_ref()).map_err(|e| e.at(line_of(text, p.span().start)))?,
+            Some(p) => Policy::preset(&p.value).map_err(|e| e.at(p.line))?,
             None => Policy::seed(),
         };
         if !raw.rule.is_empty() {
             policy.name = format!("custom (from {})", policy.name);
         }
         for rule in &raw.rule {
-            rule.apply(text, &mut policy)?;
-            policy.check_requeue(Some(line_of(text, rule.action.span().start)))?;
+            rule.apply(&mut policy)?;
+            policy.check_requeue(Some(rule.action.line))?;
         }
         Ok(policy)
     }
@@ -280,34 +336,73 @@ fn check_action(
     })
 }
 
+/// A serde_json error as a policy error: its message without the position serde_json
+/// appends, on its line (or on `line`, for an error in a value parsed on its own).
+fn json_error(e: &serde_json::Error, line: Option<usize>) -> PolicyError {
+    let message = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let message = message.strip_suffix(&position).unwrap_or(&message).trim().to_owned();
+    let line = line.or(Some(e.line()).filter(|&l| l > 0));
+    PolicyError::new(line, Problem::Syntax { message })
+}
+
+/// A policy file as written, each value an `F`: a spanned TOML string, a raw JSON
+/// value, or (to validate) a [`Located`] string.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPolicy {
-    preset: Option<Spanned<String>>,
-    #[serde(default)]
-    rule: Vec<RawRule>,
+struct RawPolicy<F> {
+    preset: Option<F>,
+    #[serde(default = "Vec::new")]
+    rule: Vec<RawRule<F>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRule {
-    job_type: Spanned<String>,
-    state: Spanned<String>,
-    action: Spanned<String>,
-    message: Option<Spanned<String>>,
-    age: Option<Spanned<String>>,
+struct RawRule<F> {
+    job_type: F,
+    state: F,
+    action: F,
+    message: Option<F>,
+    age: Option<F>,
 }
 
-impl RawRule {
-    fn apply(&self, text: &str, policy: &mut Policy) -> Result<(), PolicyError> {
-        let line = |s: &Spanned<String>| line_of(text, s.span().start);
-        let job_types: Vec<JobType> = match self.job_type.get_ref().as_str() {
+/// A string of a policy file and the 1-based line it is on.
+struct Located {
+    value: String,
+    line: usize,
+}
+
+impl<F> RawPolicy<F> {
+    /// The same policy with every value turned into a [`Located`] string by `locate`.
+    fn located(self, locate: impl Fn(F) -> Result<Located, PolicyError>) -> Result<RawPolicy<Located>, PolicyError> {
+        let optional = |v: Option<F>| v.map(&locate).transpose();
+        let rule = self
+            .rule
+            .into_iter()
+            .map(|r| {
+                Ok(RawRule {
+                    job_type: locate(r.job_type)?,
+                    state: locate(r.state)?,
+                    action: locate(r.action)?,
+                    message: optional(r.message)?,
+                    age: optional(r.age)?,
+                })
+            })
+            .collect::<Result<_, PolicyError>>()?;
+        Ok(RawPolicy { preset: optional(self.preset)?, rule })
+    }
+}
+
+impl RawRule<Located> {
+    fn apply(&self, policy: &mut Policy) -> Result<(), PolicyError> {
+        let line = |s: &Located| s.line;
+        let job_types: Vec<JobType> = match self.job_type.value.as_str() {
             "*" => JobType::ALL.to_vec(),
             one => vec![JobType::from_str(one).map_err(|_| {
                 PolicyError::new(Some(line(&self.job_type)), Problem::UnknownJobType { value: one.into() })
             })?],
         };
-        let states: Vec<ExecutionState> = match self.state.get_ref().as_str() {
+        let states: Vec<ExecutionState> = match self.state.value.as_str() {
             "*" => ExecutionState::ALL.to_vec(),
             "live" => ExecutionState::LIVE.to_vec(),
             "terminal" => ExecutionState::ALL.into_iter().filter(|s| s.is_terminal()).collect(),
@@ -318,22 +413,22 @@ impl RawRule {
             let Some(age) = &self.age else {
                 return Err(PolicyError::new(
                     Some(line(&self.action)),
-                    Problem::MissingAge { action: self.action.get_ref().clone() },
+                    Problem::MissingAge { action: self.action.value.clone() },
                 ));
             };
             let bad = |reason: String| {
-                PolicyError::new(Some(line(age)), Problem::BadDuration { value: age.get_ref().clone(), reason })
+                PolicyError::new(Some(line(age)), Problem::BadDuration { value: age.value.clone(), reason })
             };
-            let parsed = humantime::parse_duration(age.get_ref()).map_err(|e| bad(e.to_string()))?;
+            let parsed = humantime::parse_duration(&age.value).map_err(|e| bad(e.to_string()))?;
             if parsed.is_zero() {
                 return Err(bad("an age must be more than zero".into()));
             }
             Ok(parsed)
         };
-        let action = match self.action.get_ref().as_str() {
+        let action = match self.action.value.as_str() {
             "no-action" => Action::NoAction,
             "mark-failed" => Action::MarkFailed {
-                message: self.message.as_ref().map_or_else(|| NODE_RESTARTED.to_owned(), |m| m.get_ref().clone()),
+                message: self.message.as_ref().map_or_else(|| NODE_RESTARTED.to_owned(), |m| m.value.clone()),
             },
             "requeue" => Action::Requeue,
             "delete-older-than" => Action::DeleteOlderThan { age: age()? },
@@ -367,5 +462,80 @@ impl RawRule {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = r#"
+preset = "fail-live"
+
+[[rule]]
+job_type = "*"
+state = "terminal"
+action = "delete-older-than"
+age = "30d"
+
+[[rule]]
+job_type = "ops"
+state = "Running"
+action = "mark-failed"
+message = "lost in a restart"
+
+[[rule]]
+job_type = "service"
+state = "BidAccepted"
+action = "no-action"
+"#;
+
+    const JSON: &str = r#"
+{
+  "preset": "fail-live",
+  "rule": [
+    {"job_type": "*", "state": "terminal", "action": "delete-older-than", "age": "30d"},
+    {"job_type": "ops", "state": "Running", "action": "mark-failed", "message": "lost in a restart"},
+    {"job_type": "service", "state": "BidAccepted", "action": "no-action"}
+  ]
+}
+"#;
+
+    #[test]
+    fn a_json_policy_loads_to_the_same_table_as_its_toml() {
+        let toml = Policy::from_toml(TOML).unwrap();
+        assert_eq!(Policy::from_json(JSON).unwrap(), toml);
+        assert_eq!(Policy::from_text(JSON).unwrap(), toml, "JSON is recognised by its opening brace");
+        assert_eq!(Policy::from_text(TOML).unwrap(), toml);
+        assert_eq!(toml.action(JobType::Ops, ExecutionState::Running).to_string(), "mark-failed \"lost in a restart\"");
+        assert_eq!(Policy::from_text(" \n{}").unwrap(), Policy::seed());
+        assert_eq!(Policy::from_text("").unwrap(), Policy::seed());
+    }
+
+    #[test]
+    fn json_errors_name_the_line() {
+        let cases = [
+            // A syntax error: serde_json's line.
+            ("{\n  \"preset\": \"seed\",\n  \"rule\": [}\n", "policy line 3: expected value"),
+            ("{\"preset\": \"seed\"", "policy line 1: EOF while parsing an object"),
+            // Validation: the line of the bad value.
+            (
+                "{\"rule\": [\n {\"job_type\": \"batch\",\n  \"state\": \"Running\",\n  \"action\": \"restart\"}]}",
+                "policy line 4: unknown action \"restart\" (expected no-action, mark-failed, requeue, \
+                 delete-older-than or fail-older-than)",
+            ),
+            ("{\n\"preset\":\n  \"all\"}", "policy line 3: unknown preset \"all\" (expected one of: seed, fail-live)"),
+            // A value of the wrong type: its own line, not the line inside the value.
+            ("{\n\n  \"preset\": [\n\"seed\"]}", "policy line 3: invalid type: sequence, expected a string"),
+            ("{\"rule\": {}}", "policy line 1: invalid type: map, expected a sequence"),
+            // The whole policy is one object.
+            ("\n [\"seed\"]", "policy line 2: a JSON policy is one object: expected '{', found '['"),
+            ("", "policy line 1: a JSON policy is one object: expected '{', found the end"),
+        ];
+        for (text, expected) in cases {
+            let err = Policy::from_json(text).unwrap_err();
+            assert_eq!(err.to_string(), expected, "{text:?}");
+            assert!(err.line.is_some(), "{text:?}");
+        }
     }
 }

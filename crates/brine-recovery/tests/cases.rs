@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! ### fail-live marks live batch executions failed
-//! == policy            TOML policy text (see brine_recovery::Policy::from_toml)
+//! == policy            TOML or JSON policy text (see brine_recovery::Policy::from_text)
 //! preset = "fail-live"
 //! == executions        id  job-type  state  age (humantime)
 //! e-1 batch Running 2h
@@ -130,7 +130,7 @@ fn check_report(case: &Case, report: &Report) {
 
 async fn run_case(case: &Case, backend: support::Backend) {
     let policy_text = case.lines("policy").join("\n");
-    let policy = Policy::from_toml(&policy_text);
+    let policy = Policy::from_text(&policy_text);
     if !case.lines("error").is_empty() {
         let expected = case.lines("error").join("\n");
         let err = policy.map(|p| p.to_string()).expect_err(&format!("{}: the policy should not load", case.name));
