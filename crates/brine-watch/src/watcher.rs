@@ -86,6 +86,10 @@ struct Progress {
     /// Seeks so far: a batch read before the latest seek is superseded, and neither its
     /// completion nor its retries move the watcher.
     seeks: u64,
+    /// A durable starting point beyond the head at creation, not yet recorded as the
+    /// checkpoint (a checkpoint may not lie beyond the head): recorded by the loop once
+    /// the head reaches it.
+    start_hold: Option<u64>,
 }
 
 struct Shared {
@@ -143,6 +147,16 @@ impl Watcher {
     /// Creates a stopped watcher. A durable watcher resumes after its checkpoint when it
     /// has one; otherwise (and always when ephemeral) it starts at `options.start`, with
     /// `Latest` meaning the head at creation. Options are validated first.
+    ///
+    /// A durable watcher without a checkpoint records its starting point as its
+    /// checkpoint here (the entry before its first: the oldest entry's predecessor for
+    /// `TrimHorizon`, the head for `Latest`, `n - 1` for `At(n)`), so retention keeps
+    /// everything it is yet to read from its creation on, and a restart resumes there.
+    /// A start beyond the head is recorded by the running watcher once the head reaches
+    /// it. An ephemeral watcher records nothing.
+    ///
+    /// Cancel safety: dropping the future before it completes may leave the starting
+    /// checkpoint recorded without a watcher; creating the watcher again resumes from it.
     pub async fn new(
         name: &str,
         log: Arc<dyn EventLog>,
@@ -152,18 +166,26 @@ impl Watcher {
         options.validate()?;
         validate_checkpoint_name(name).map_err(|source| WatchError::InvalidName { name: name.to_owned(), source })?;
         let checkpoint = if options.ephemeral { 0 } else { log.get_checkpoint(name).await? };
+        let mut start_hold = None;
         let (position, last_handled) = if checkpoint > 0 {
             (Position::After(checkpoint), checkpoint)
         } else {
-            match options.start {
-                Position::Latest => {
-                    let head = log.head().await?;
-                    (Position::After(head), head)
-                }
+            let head = log.head().await?;
+            let (position, start_after) = match options.start {
+                Position::Latest => (Position::After(head), head),
+                Position::TrimHorizon => (Position::TrimHorizon, log.oldest().await?.saturating_sub(1)),
                 p => (p, after_of(p).unwrap_or(0)),
+            };
+            if !options.ephemeral {
+                if start_after <= head {
+                    log.checkpoint(name, start_after).await?;
+                } else {
+                    start_hold = Some(start_after);
+                }
             }
+            (position, start_after)
         };
-        let progress = Progress { position: Some(position), last_handled, ..Progress::default() };
+        let progress = Progress { position: Some(position), last_handled, start_hold, ..Progress::default() };
         Ok(Watcher {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
@@ -292,6 +314,7 @@ impl Watcher {
             p.position = Some(position);
             p.last_handled = after;
             p.seeks += 1;
+            p.start_hold = None;
         }
         // A batch in backoff is abandoned; a wait for new entries ends and reads again.
         shared.sought.notify_waiters();
@@ -408,13 +431,18 @@ async fn deliver_loop(shared: &Shared) -> Result<(), WatchError> {
             Err(e) => return Err(stopped(e)),
         };
         let after = batch.next_after();
-        {
+        let hold = {
             let mut p = lock(&shared.progress);
             p.head = batch.head;
             if p.seeks != generation {
                 // A seek since the read: this batch is not delivered.
                 continue;
             }
+            p.start_hold.take_if(|hold| *hold <= batch.head)
+        };
+        if let Some(hold) = hold {
+            // The head reached a start that lay beyond it at creation: hold retention there.
+            record(hold).await?;
         }
         if batch.entries.is_empty() {
             if after_of(position).is_none_or(|before| after > before) {

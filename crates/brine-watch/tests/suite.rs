@@ -1,7 +1,8 @@
 //! The watcher suite, run unchanged on the in-memory and the RocksDB backends: resume
 //! after restart, retries, skip and block, many writers with several watchers, filters,
-//! seek (also while a batch is in flight or in backoff), ephemeral watchers, retention,
-//! `Compacted` on a stale resume, and the manager.
+//! seek (also while a batch is in flight or in backoff), ephemeral watchers, retention
+//! (also of new watchers that have handled nothing yet), `Compacted` on a stale resume,
+//! and the manager.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -567,6 +568,96 @@ async fn seek_past_a_failing_batch_during_its_backoff(f: &dyn Factory) {
     assert_eq!(log.get_checkpoint("unstick").await.unwrap(), 20);
 }
 
+async fn retention_holds_for_a_new_watcher_from_trim_horizon(f: &dyn Factory) {
+    let clock = clock();
+    let env = f.open(Arc::clone(&clock) as Arc<dyn Clock>).await;
+    let log = env.store().event_log();
+    append(&log, 50).await;
+    clock.advance(Duration::from_secs(1));
+    let options = RetentionOptions { min_age: Duration::ZERO, batch_size: 7, interval: Duration::from_secs(1) };
+    let retention = Retention::new(Arc::clone(&log), Arc::clone(&clock) as Arc<dyn Clock>, options).unwrap();
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to), (0, 0), "with no checkpoint in the store, retention deletes nothing");
+    // Another watcher has handled everything; a new one starts from the oldest entry and
+    // is slow with its first batch.
+    log.checkpoint("ahead", 50).await.unwrap();
+    let (h, mut entered) = Holding::new(&[1]);
+    let options = WatcherOptions { on_compacted: OnCompacted::Stop, ..fast(10) };
+    let w = Watcher::new("late", Arc::clone(&log), h.clone(), options).await.unwrap();
+    w.start().unwrap();
+    assert_eq!(held(&mut entered).await, 1, "1..=10 is in flight");
+    let during = retention.run_once().await.unwrap();
+    h.release();
+    until_handled(&w, 50).await;
+    let stats = w.stats().await;
+    w.stop().await.unwrap();
+    assert_eq!(during.deleted, 0, "the new watcher holds retention back: {during:?}");
+    assert_eq!(h.seen(), (1..=50).collect::<Vec<_>>(), "every entry is delivered");
+    assert_eq!(stats.compacted_restarts, 0);
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (50, 50, 51), "once handled, they go");
+}
+
+async fn retention_holds_for_watchers_not_yet_started(f: &dyn Factory) {
+    let clock = clock();
+    let env = f.open(Arc::clone(&clock) as Arc<dyn Clock>).await;
+    let log = env.store().event_log();
+    append(&log, 30).await;
+    clock.advance(Duration::from_secs(1));
+    let options = RetentionOptions { min_age: Duration::ZERO, batch_size: 4, interval: Duration::from_secs(1) };
+    let retention = Retention::new(Arc::clone(&log), Arc::clone(&clock) as Arc<dyn Clock>, options).unwrap();
+    log.checkpoint("ahead", 30).await.unwrap();
+    let stop = |start| WatcherOptions { start, on_compacted: OnCompacted::Stop, ..fast(5) };
+    let (at, latest) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let from_20 = Watcher::new("from-20", Arc::clone(&log), at.clone(), stop(Position::At(20))).await.unwrap();
+    let newest = Watcher::new("newest", Arc::clone(&log), latest.clone(), stop(Position::Latest)).await.unwrap();
+    let eph = WatcherOptions { ephemeral: true, ..stop(Position::At(5)) };
+    Watcher::new("eph", Arc::clone(&log), Arc::new(Recorder::default()), eph).await.unwrap();
+    // Created, not started: each durable one holds back what it will read.
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (19, 19, 20));
+    assert_eq!(log.get_checkpoint("newest").await.unwrap(), 30);
+    assert!(!log.list_checkpoints().await.unwrap().iter().any(|(n, _)| n == "eph"), "ephemeral: no checkpoint");
+    from_20.start().unwrap();
+    until_handled(&from_20, 30).await;
+    from_20.stop().await.unwrap();
+    assert_eq!(at.seen(), (20..=30).collect::<Vec<_>>());
+    append(&log, 10).await;
+    clock.advance(Duration::from_secs(1));
+    log.checkpoint("ahead", 40).await.unwrap();
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (11, 30, 31));
+    newest.start().unwrap();
+    until_handled(&newest, 40).await;
+    newest.stop().await.unwrap();
+    assert_eq!(latest.seen(), (31..=40).collect::<Vec<_>>(), "Latest: what came after its creation");
+}
+
+async fn retention_holds_for_a_watcher_starting_beyond_the_head(f: &dyn Factory) {
+    let clock = clock();
+    let env = f.open(Arc::clone(&clock) as Arc<dyn Clock>).await;
+    let log = env.store().event_log();
+    append(&log, 10).await;
+    let options = RetentionOptions { min_age: Duration::ZERO, batch_size: 4, interval: Duration::from_secs(1) };
+    let retention = Retention::new(Arc::clone(&log), Arc::clone(&clock) as Arc<dyn Clock>, options).unwrap();
+    let (h, mut entered) = Holding::new(&[15]);
+    let options = WatcherOptions { start: Position::At(15), on_compacted: OnCompacted::Stop, ..fast(10) };
+    let w = Watcher::new("future", Arc::clone(&log), h.clone(), options).await.unwrap();
+    assert_eq!(log.get_checkpoint("future").await.unwrap(), 0, "no checkpoint beyond the head");
+    w.start().unwrap();
+    append(&log, 10).await;
+    clock.advance(Duration::from_secs(1));
+    log.checkpoint("ahead", 20).await.unwrap();
+    assert_eq!(held(&mut entered).await, 15, "a batch from 15 is in flight");
+    assert_eq!(log.get_checkpoint("future").await.unwrap(), 14, "recorded once the head reached it");
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (14, 14, 15));
+    h.release();
+    until_handled(&w, 20).await;
+    w.stop().await.unwrap();
+    assert_eq!(h.seen(), (15..=20).collect::<Vec<_>>());
+}
+
 async fn manager_creates_looks_up_and_stops(f: &dyn Factory) {
     let env = f.open(clock()).await;
     let log = env.store().event_log();
@@ -615,6 +706,9 @@ macro_rules! suite {
             seek_back_during_a_batch_wins,
             seek_forward_during_a_batch_survives_a_restart,
             seek_past_a_failing_batch_during_its_backoff,
+            retention_holds_for_a_new_watcher_from_trim_horizon,
+            retention_holds_for_watchers_not_yet_started,
+            retention_holds_for_a_watcher_starting_beyond_the_head,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
