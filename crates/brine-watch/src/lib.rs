@@ -7,7 +7,10 @@
 //!
 //! Delivery is at-least-once: a batch is checkpointed only after its handler returned,
 //! so after a crash a durable watcher re-sees at most the one batch it was handling, and
-//! never skips one. Waiting for new entries uses the store's commit notification
+//! never skips one. A seek wins over the batch in flight: that batch checkpoints nothing.
+//! A durable watcher records its starting point as its checkpoint when it is created, so
+//! retention keeps what it is yet to read even before its first batch. Waiting for new
+//! entries uses the store's commit notification
 //! ([`EventLog::wait_for`](brine_store::EventLog::wait_for)), never a polling loop.
 //!
 //! Works on every backend: it only uses the `EventLog` trait.

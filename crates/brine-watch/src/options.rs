@@ -32,7 +32,9 @@ pub enum OnCompacted {
 /// How a watcher reads, retries and checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatcherOptions {
-    /// Where to start when the watcher has no checkpoint (or is ephemeral).
+    /// Where to start when the watcher has no checkpoint (or is ephemeral). A durable
+    /// watcher records this start as its checkpoint when created (see
+    /// [`Watcher::new`](crate::Watcher::new)) and later resumes from that checkpoint.
     pub start: Position,
     /// Most entries per handler call (1..=10 000).
     pub batch_size: usize,

@@ -83,8 +83,13 @@ struct Progress {
     skipped: u64,
     skipped_ranges: VecDeque<SkippedRange>,
     compacted_restarts: u64,
-    /// A seek asked for while running, applied before the next read.
-    pending_seek: Option<Position>,
+    /// Seeks so far: a batch read before the latest seek is superseded, and neither its
+    /// completion nor its retries move the watcher.
+    seeks: u64,
+    /// A durable starting point beyond the head at creation, not yet recorded as the
+    /// checkpoint (a checkpoint may not lie beyond the head): recorded by the loop once
+    /// the head reaches it.
+    start_hold: Option<u64>,
 }
 
 struct Shared {
@@ -96,6 +101,11 @@ struct Shared {
     state: Mutex<WatcherState>,
     stop: watch::Sender<bool>,
     wake: Notify,
+    /// Wakes a batch waiting in backoff when a seek supersedes it.
+    sought: Notify,
+    /// Held across a checkpoint write and the matching change of `progress` by both a
+    /// seek and the loop, so a batch's checkpoint can never land after a later seek's.
+    checkpoints: tokio::sync::Mutex<()>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -128,6 +138,8 @@ enum Delivery {
     Handled,
     /// Skipped after the retries ran out, with the handler's last error.
     Skipped(String),
+    /// Abandoned after a failed call because a seek moved the watcher meanwhile.
+    Superseded,
     StopRequested,
 }
 
@@ -135,6 +147,16 @@ impl Watcher {
     /// Creates a stopped watcher. A durable watcher resumes after its checkpoint when it
     /// has one; otherwise (and always when ephemeral) it starts at `options.start`, with
     /// `Latest` meaning the head at creation. Options are validated first.
+    ///
+    /// A durable watcher without a checkpoint records its starting point as its
+    /// checkpoint here (the entry before its first: the oldest entry's predecessor for
+    /// `TrimHorizon`, the head for `Latest`, `n - 1` for `At(n)`), so retention keeps
+    /// everything it is yet to read from its creation on, and a restart resumes there.
+    /// A start beyond the head is recorded by the running watcher once the head reaches
+    /// it. An ephemeral watcher records nothing.
+    ///
+    /// Cancel safety: dropping the future before it completes may leave the starting
+    /// checkpoint recorded without a watcher; creating the watcher again resumes from it.
     pub async fn new(
         name: &str,
         log: Arc<dyn EventLog>,
@@ -144,18 +166,26 @@ impl Watcher {
         options.validate()?;
         validate_checkpoint_name(name).map_err(|source| WatchError::InvalidName { name: name.to_owned(), source })?;
         let checkpoint = if options.ephemeral { 0 } else { log.get_checkpoint(name).await? };
+        let mut start_hold = None;
         let (position, last_handled) = if checkpoint > 0 {
             (Position::After(checkpoint), checkpoint)
         } else {
-            match options.start {
-                Position::Latest => {
-                    let head = log.head().await?;
-                    (Position::After(head), head)
-                }
+            let head = log.head().await?;
+            let (position, start_after) = match options.start {
+                Position::Latest => (Position::After(head), head),
+                Position::TrimHorizon => (Position::TrimHorizon, log.oldest().await?.saturating_sub(1)),
                 p => (p, after_of(p).unwrap_or(0)),
+            };
+            if !options.ephemeral {
+                if start_after <= head {
+                    log.checkpoint(name, start_after).await?;
+                } else {
+                    start_hold = Some(start_after);
+                }
             }
+            (position, start_after)
         };
-        let progress = Progress { position: Some(position), last_handled, ..Progress::default() };
+        let progress = Progress { position: Some(position), last_handled, start_hold, ..Progress::default() };
         Ok(Watcher {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
@@ -166,6 +196,8 @@ impl Watcher {
                 state: Mutex::new(WatcherState::Stopped),
                 stop: watch::channel(false).0,
                 wake: Notify::new(),
+                sought: Notify::new(),
+                checkpoints: tokio::sync::Mutex::new(()),
                 task: Mutex::new(None),
             }),
         })
@@ -245,7 +277,14 @@ impl Watcher {
 
     /// Moves the watcher: the next batch starts at `position` (`Latest`: the current
     /// head). A durable watcher records the move as its checkpoint. While running, the
-    /// move happens before the next read.
+    /// move happens before the next read, and it wins over the batch in flight: that
+    /// batch's handler call is not interrupted, but its completion checkpoints nothing and
+    /// moves nothing, and if the call failed, the batch is abandoned at once (a wait in
+    /// backoff ends) instead of retried or skipped.
+    ///
+    /// Cancel safety: dropping the future before it completes either leaves the watcher
+    /// where it was or leaves only the stored checkpoint moved (until the watcher's next
+    /// checkpoint replaces it); seek again to be sure where it is.
     pub async fn seek(&self, position: Position) -> Result<(), WatchError> {
         if let Position::At(0) = position {
             return Err(WatchError::InvalidOption {
@@ -265,19 +304,21 @@ impl Watcher {
         if after > head {
             return Err(StoreError::CheckpointBeyondHead { name: self.shared.name.clone(), seq: after, head }.into());
         }
-        if !self.shared.options.ephemeral {
-            self.shared.log.checkpoint(&self.shared.name, after).await?;
+        let shared = &self.shared;
+        let _order = shared.checkpoints.lock().await;
+        if !shared.options.ephemeral {
+            shared.log.checkpoint(&shared.name, after).await?;
         }
-        let running = self.state() == WatcherState::Running;
-        let mut p = lock(&self.shared.progress);
-        if running {
-            p.pending_seek = Some(position);
-            drop(p);
-            self.shared.wake.notify_one();
-        } else {
+        {
+            let mut p = lock(&shared.progress);
             p.position = Some(position);
             p.last_handled = after;
+            p.seeks += 1;
+            p.start_hold = None;
         }
+        // A batch in backoff is abandoned; a wait for new entries ends and reads again.
+        shared.sought.notify_waiters();
+        shared.wake.notify_one();
         Ok(())
     }
 
@@ -329,7 +370,23 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn record_progress(shared: &Shared, after: u64) -> Result<(), WatchError> {
+/// Whether a seek came in since the loop read its position at `generation`.
+fn superseded(shared: &Shared, generation: u64) -> bool {
+    lock(&shared.progress).seeks != generation
+}
+
+/// Records everything up to `after` as handled (durably first), unless a seek came in
+/// since the batch was read at `generation`: then it records nothing, and the seek's
+/// target stays, in the store and in memory.
+///
+/// Cancel safety: dropping it may leave the checkpoint written and the position in
+/// memory not moved; only the delivery loop calls it, and that loop is never cancelled
+/// (it ends by returning, or with its runtime).
+async fn record_progress(shared: &Shared, after: u64, generation: u64) -> Result<(), WatchError> {
+    let _order = shared.checkpoints.lock().await;
+    if superseded(shared, generation) {
+        return Ok(());
+    }
     if !shared.options.ephemeral {
         shared.log.checkpoint(&shared.name, after).await?;
     }
@@ -346,21 +403,27 @@ async fn deliver_loop(shared: &Shared) -> Result<(), WatchError> {
         if stopping(shared) {
             return Ok(());
         }
-        let position = {
-            let mut p = lock(&shared.progress);
-            if let Some(seek) = p.pending_seek.take() {
-                p.position = Some(seek);
-                p.last_handled = after_of(seek).unwrap_or(p.last_handled);
-            }
-            p.position.unwrap_or(Position::TrimHorizon)
+        let (position, generation) = {
+            let p = lock(&shared.progress);
+            (p.position.unwrap_or(Position::TrimHorizon), p.seeks)
+        };
+        let record = |after| async move {
+            record_progress(shared, after, generation).await.map_err(|e| match e {
+                WatchError::Store(s) => stopped(s),
+                other => other,
+            })
         };
         let batch = match shared.log.get_events(position, shared.options.batch_size, &shared.options.filter).await {
             Ok(batch) => batch,
+            // A seek since the read: its target is read next.
+            Err(StoreError::Compacted { .. }) if superseded(shared, generation) => continue,
             Err(StoreError::Compacted { requested, oldest }) => match shared.options.on_compacted {
                 OnCompacted::RestartFromOldest => {
                     let mut p = lock(&shared.progress);
-                    p.position = Some(Position::TrimHorizon);
-                    p.compacted_restarts += 1;
+                    if p.seeks == generation {
+                        p.position = Some(Position::TrimHorizon);
+                        p.compacted_restarts += 1;
+                    }
                     continue;
                 }
                 OnCompacted::Stop => return Err(stopped(StoreError::Compacted { requested, oldest })),
@@ -368,14 +431,23 @@ async fn deliver_loop(shared: &Shared) -> Result<(), WatchError> {
             Err(e) => return Err(stopped(e)),
         };
         let after = batch.next_after();
-        lock(&shared.progress).head = batch.head;
+        let hold = {
+            let mut p = lock(&shared.progress);
+            p.head = batch.head;
+            if p.seeks != generation {
+                // A seek since the read: this batch is not delivered.
+                continue;
+            }
+            p.start_hold.take_if(|hold| *hold <= batch.head)
+        };
+        if let Some(hold) = hold {
+            // The head reached a start that lay beyond it at creation: hold retention there.
+            record(hold).await?;
+        }
         if batch.entries.is_empty() {
             if after_of(position).is_none_or(|before| after > before) {
                 // Entries were passed over by the filter (or the start was resolved).
-                record_progress(shared, after).await.map_err(|e| match e {
-                    WatchError::Store(s) => stopped(s),
-                    other => other,
-                })?;
+                record(after).await?;
                 continue;
             }
             tokio::select! {
@@ -389,8 +461,9 @@ async fn deliver_loop(shared: &Shared) -> Result<(), WatchError> {
             continue;
         }
         let (first, last) = (batch.entries[0].seq, batch.entries[batch.entries.len() - 1].seq);
-        match deliver(shared, &batch.entries, &mut stop_rx).await {
+        match deliver(shared, &batch.entries, generation, &mut stop_rx).await {
             Delivery::StopRequested => return Ok(()),
+            Delivery::Superseded => continue,
             Delivery::Handled => {
                 let mut p = lock(&shared.progress);
                 p.batches += 1;
@@ -405,16 +478,21 @@ async fn deliver_loop(shared: &Shared) -> Result<(), WatchError> {
                 }
             }
         }
-        record_progress(shared, after).await.map_err(|e| match e {
-            WatchError::Store(s) => stopped(s),
-            other => other,
-        })?;
+        // After a seek during the batch, this records nothing: the seek's target stays.
+        record(after).await?;
     }
 }
 
 /// Calls the handler until it succeeds, retrying with exponential backoff; after
-/// `max_retries` retries, blocks (keeps retrying at the maximum backoff) or skips.
-async fn deliver(shared: &Shared, entries: &[LogEntry], stop_rx: &mut watch::Receiver<bool>) -> Delivery {
+/// `max_retries` retries, blocks (keeps retrying at the maximum backoff) or skips. A
+/// failed call after a seek (one since the batch was read at `generation`) abandons the
+/// batch, and a seek during the backoff ends it.
+async fn deliver(
+    shared: &Shared,
+    entries: &[LogEntry],
+    generation: u64,
+    stop_rx: &mut watch::Receiver<bool>,
+) -> Delivery {
     let options = &shared.options;
     let mut backoff = options.initial_backoff;
     let mut failures: u32 = 0;
@@ -423,6 +501,11 @@ async fn deliver(shared: &Shared, entries: &[LogEntry], stop_rx: &mut watch::Rec
             Ok(()) => return Delivery::Handled,
             Err(e) => e.to_string(),
         };
+        // Created before the check, so it is woken by any seek after the check.
+        let sought = shared.sought.notified();
+        if superseded(shared, generation) {
+            return Delivery::Superseded;
+        }
         failures = failures.saturating_add(1);
         if failures > options.max_retries && options.on_retries_exhausted == OnRetriesExhausted::Skip {
             return Delivery::Skipped(error);
@@ -434,6 +517,7 @@ async fn deliver(shared: &Shared, entries: &[LogEntry], stop_rx: &mut watch::Rec
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = stop_rx.changed() => return Delivery::StopRequested,
+            () = sought => return Delivery::Superseded,
         }
         backoff = backoff.saturating_mul(2).min(options.max_backoff);
     }

@@ -1,6 +1,8 @@
 //! The watcher suite, run unchanged on the in-memory and the RocksDB backends: resume
 //! after restart, retries, skip and block, many writers with several watchers, filters,
-//! seek, ephemeral watchers, retention, `Compacted` on a stale resume, and the manager.
+//! seek (also while a batch is in flight or in backoff), ephemeral watchers, retention
+//! (also of new watchers that have handled nothing yet), `Compacted` on a stale resume,
+//! and the manager.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +22,8 @@ use brine_watch::{
     Handler, HandlerError, Manager, OnCompacted, OnRetriesExhausted, Retention, RetentionOptions, WatchError, Watcher,
     WatcherOptions, WatcherState,
 };
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Semaphore;
 
 /// A store under test, which may be closed and reopened.
 #[async_trait]
@@ -136,6 +140,59 @@ impl Handler for Stuck {
         std::future::pending::<()>().await;
         Ok(())
     }
+}
+
+/// Records what it handles, like `Recorder`, but holds the first batch that starts at
+/// one of `holds` (once per number) until the test releases it, after sending the test
+/// that first sequence number: the test then knows the batch is in flight.
+struct Holding {
+    holds: Mutex<Vec<u64>>,
+    entered: UnboundedSender<u64>,
+    release: Semaphore,
+    seen: Mutex<Vec<u64>>,
+}
+
+impl Holding {
+    fn new(holds: &[u64]) -> (Arc<Holding>, UnboundedReceiver<u64>) {
+        let (entered, rx) = unbounded_channel();
+        let h =
+            Holding { holds: Mutex::new(holds.to_vec()), entered, release: Semaphore::new(0), seen: Mutex::default() };
+        (Arc::new(h), rx)
+    }
+
+    /// Lets the held batch return.
+    fn release(&self) {
+        self.release.add_permits(1);
+    }
+
+    fn seen(&self) -> Vec<u64> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Handler for Holding {
+    async fn handle(&self, entries: &[LogEntry]) -> Result<(), HandlerError> {
+        let first = entries.first().map_or(0, |e| e.seq);
+        let hold = {
+            let mut holds = self.holds.lock().unwrap();
+            let before = holds.len();
+            holds.retain(|h| *h != first);
+            holds.len() < before
+        };
+        if hold {
+            self.entered.send(first)?;
+            self.release.acquire().await?.forget();
+        }
+        self.seen.lock().unwrap().extend(entries.iter().map(|e| e.seq));
+        Ok(())
+    }
+}
+
+/// Waits (up to 20 s) until a `Holding` handler holds a batch; returns its first entry.
+async fn held(entered: &mut UnboundedReceiver<u64>) -> u64 {
+    let got = tokio::time::timeout(Duration::from_secs(20), entered.recv()).await;
+    got.expect("no batch was held within 20 s").expect("the handler is gone")
 }
 
 fn fast(batch_size: usize) -> WatcherOptions {
@@ -432,6 +489,175 @@ async fn compacted_on_a_stale_resume(f: &dyn Factory) {
     assert_eq!(stats.compacted_restarts, 1);
 }
 
+async fn seek_back_during_a_batch_wins(f: &dyn Factory) {
+    let env = f.open(clock()).await;
+    let log = env.store().event_log();
+    append(&log, 30).await;
+    let (h, mut entered) = Holding::new(&[11, 4]);
+    let w = Watcher::new("rewind", Arc::clone(&log), h.clone(), fast(10)).await.unwrap();
+    w.start().unwrap();
+    assert_eq!(held(&mut entered).await, 11, "11..=20 is in flight");
+    w.seek(Position::At(4)).await.unwrap();
+    assert_eq!(log.get_checkpoint("rewind").await.unwrap(), 3);
+    h.release();
+    // The in-flight batch returns; the next batch starts at the seek target and is held.
+    assert_eq!(held(&mut entered).await, 4, "the next delivery starts at the seek target");
+    assert_eq!(
+        log.get_checkpoint("rewind").await.unwrap(),
+        3,
+        "the in-flight batch's checkpoint does not overwrite the seek target"
+    );
+    assert_eq!(w.stats().await.last_handled, 3);
+    h.release();
+    until_handled(&w, 30).await;
+    w.stop().await.unwrap();
+    assert_eq!(h.seen(), (1..=20).chain(4..=30).collect::<Vec<_>>());
+    assert_eq!(log.get_checkpoint("rewind").await.unwrap(), 30);
+}
+
+async fn seek_forward_during_a_batch_survives_a_restart(f: &dyn Factory) {
+    let mut env = f.open(clock()).await;
+    let log = env.store().event_log();
+    append(&log, 30).await;
+    let (h, mut entered) = Holding::new(&[11]);
+    let w = Watcher::new("jump", Arc::clone(&log), h.clone(), fast(10)).await.unwrap();
+    w.start().unwrap();
+    assert_eq!(held(&mut entered).await, 11, "11..=20 is in flight");
+    w.seek(Position::At(25)).await.unwrap();
+    // Stop while the batch is in flight (asked for at once, without waiting), then let
+    // the handler return: the loop ends right after that batch.
+    let err = w.stop_within(Duration::ZERO).await.unwrap_err();
+    assert!(matches!(err, WatchError::Timeout { .. }), "{err}");
+    h.release();
+    w.stop().await.unwrap();
+    assert_eq!(log.get_checkpoint("jump").await.unwrap(), 24, "the seek target stays the checkpoint");
+    assert_eq!(w.stats().await.last_handled, 24);
+    assert_eq!(h.seen(), (1..=20).collect::<Vec<_>>());
+    drop((w, log));
+    env.reopen().await;
+    let log = env.store().event_log();
+    let r = Arc::new(Recorder::default());
+    let w = Watcher::new("jump", Arc::clone(&log), r.clone(), fast(10)).await.unwrap();
+    w.start().unwrap();
+    until_handled(&w, 30).await;
+    w.stop().await.unwrap();
+    assert_eq!(r.seen(), (25..=30).collect::<Vec<_>>(), "a restart resumes at the seek target");
+}
+
+async fn seek_past_a_failing_batch_during_its_backoff(f: &dyn Factory) {
+    let env = f.open(clock()).await;
+    let log = env.store().event_log();
+    append(&log, 20).await;
+    let h = Recorder::poisoned(5);
+    // Blocks on 1..=10 forever, waiting an hour between retries: only the seek gets it out.
+    let hour = Duration::from_secs(3600);
+    let options = WatcherOptions { initial_backoff: hour, max_backoff: hour, ..fast(10) };
+    let w = Watcher::new("unstick", Arc::clone(&log), h.clone(), options).await.unwrap();
+    w.start().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while w.stats().await.retries == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first call fails and is retried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.seek(Position::At(11)).await.unwrap();
+    until_handled(&w, 20).await;
+    let stats = w.stats().await;
+    w.stop().await.unwrap();
+    assert_eq!(h.seen(), (11..=20).collect::<Vec<_>>());
+    assert_eq!((stats.skipped, stats.batches), (0, 1), "the abandoned batch is not counted as skipped");
+    assert_eq!(log.get_checkpoint("unstick").await.unwrap(), 20);
+}
+
+async fn retention_holds_for_a_new_watcher_from_trim_horizon(f: &dyn Factory) {
+    let clock = clock();
+    let env = f.open(Arc::clone(&clock) as Arc<dyn Clock>).await;
+    let log = env.store().event_log();
+    append(&log, 50).await;
+    clock.advance(Duration::from_secs(1));
+    let options = RetentionOptions { min_age: Duration::ZERO, batch_size: 7, interval: Duration::from_secs(1) };
+    let retention = Retention::new(Arc::clone(&log), Arc::clone(&clock) as Arc<dyn Clock>, options).unwrap();
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to), (0, 0), "with no checkpoint in the store, retention deletes nothing");
+    // Another watcher has handled everything; a new one starts from the oldest entry and
+    // is slow with its first batch.
+    log.checkpoint("ahead", 50).await.unwrap();
+    let (h, mut entered) = Holding::new(&[1]);
+    let options = WatcherOptions { on_compacted: OnCompacted::Stop, ..fast(10) };
+    let w = Watcher::new("late", Arc::clone(&log), h.clone(), options).await.unwrap();
+    w.start().unwrap();
+    assert_eq!(held(&mut entered).await, 1, "1..=10 is in flight");
+    let during = retention.run_once().await.unwrap();
+    h.release();
+    until_handled(&w, 50).await;
+    let stats = w.stats().await;
+    w.stop().await.unwrap();
+    assert_eq!(during.deleted, 0, "the new watcher holds retention back: {during:?}");
+    assert_eq!(h.seen(), (1..=50).collect::<Vec<_>>(), "every entry is delivered");
+    assert_eq!(stats.compacted_restarts, 0);
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (50, 50, 51), "once handled, they go");
+}
+
+async fn retention_holds_for_watchers_not_yet_started(f: &dyn Factory) {
+    let clock = clock();
+    let env = f.open(Arc::clone(&clock) as Arc<dyn Clock>).await;
+    let log = env.store().event_log();
+    append(&log, 30).await;
+    clock.advance(Duration::from_secs(1));
+    let options = RetentionOptions { min_age: Duration::ZERO, batch_size: 4, interval: Duration::from_secs(1) };
+    let retention = Retention::new(Arc::clone(&log), Arc::clone(&clock) as Arc<dyn Clock>, options).unwrap();
+    log.checkpoint("ahead", 30).await.unwrap();
+    let stop = |start| WatcherOptions { start, on_compacted: OnCompacted::Stop, ..fast(5) };
+    let (at, latest) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let from_20 = Watcher::new("from-20", Arc::clone(&log), at.clone(), stop(Position::At(20))).await.unwrap();
+    let newest = Watcher::new("newest", Arc::clone(&log), latest.clone(), stop(Position::Latest)).await.unwrap();
+    let eph = WatcherOptions { ephemeral: true, ..stop(Position::At(5)) };
+    Watcher::new("eph", Arc::clone(&log), Arc::new(Recorder::default()), eph).await.unwrap();
+    // Created, not started: each durable one holds back what it will read.
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (19, 19, 20));
+    assert_eq!(log.get_checkpoint("newest").await.unwrap(), 30);
+    assert!(!log.list_checkpoints().await.unwrap().iter().any(|(n, _)| n == "eph"), "ephemeral: no checkpoint");
+    from_20.start().unwrap();
+    until_handled(&from_20, 30).await;
+    from_20.stop().await.unwrap();
+    assert_eq!(at.seen(), (20..=30).collect::<Vec<_>>());
+    append(&log, 10).await;
+    clock.advance(Duration::from_secs(1));
+    log.checkpoint("ahead", 40).await.unwrap();
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (11, 30, 31));
+    newest.start().unwrap();
+    until_handled(&newest, 40).await;
+    newest.stop().await.unwrap();
+    assert_eq!(latest.seen(), (31..=40).collect::<Vec<_>>(), "Latest: what came after its creation");
+}
+
+async fn retention_holds_for_a_watcher_starting_beyond_the_head(f: &dyn Factory) {
+    let clock = clock();
+    let env = f.open(Arc::clone(&clock) as Arc<dyn Clock>).await;
+    let log = env.store().event_log();
+    append(&log, 10).await;
+    let options = RetentionOptions { min_age: Duration::ZERO, batch_size: 4, interval: Duration::from_secs(1) };
+    let retention = Retention::new(Arc::clone(&log), Arc::clone(&clock) as Arc<dyn Clock>, options).unwrap();
+    let (h, mut entered) = Holding::new(&[15]);
+    let options = WatcherOptions { start: Position::At(15), on_compacted: OnCompacted::Stop, ..fast(10) };
+    let w = Watcher::new("future", Arc::clone(&log), h.clone(), options).await.unwrap();
+    assert_eq!(log.get_checkpoint("future").await.unwrap(), 0, "no checkpoint beyond the head");
+    w.start().unwrap();
+    append(&log, 10).await;
+    clock.advance(Duration::from_secs(1));
+    log.checkpoint("ahead", 20).await.unwrap();
+    assert_eq!(held(&mut entered).await, 15, "a batch from 15 is in flight");
+    assert_eq!(log.get_checkpoint("future").await.unwrap(), 14, "recorded once the head reached it");
+    let pass = retention.run_once().await.unwrap();
+    assert_eq!((pass.deleted, pass.up_to, pass.oldest), (14, 14, 15));
+    h.release();
+    until_handled(&w, 20).await;
+    w.stop().await.unwrap();
+    assert_eq!(h.seen(), (15..=20).collect::<Vec<_>>());
+}
+
 async fn manager_creates_looks_up_and_stops(f: &dyn Factory) {
     let env = f.open(clock()).await;
     let log = env.store().event_log();
@@ -477,6 +703,12 @@ macro_rules! suite {
             retention_keeps_everything_above_the_minimum_checkpoint,
             compacted_on_a_stale_resume,
             manager_creates_looks_up_and_stops,
+            seek_back_during_a_batch_wins,
+            seek_forward_during_a_batch_survives_a_restart,
+            seek_past_a_failing_batch_during_its_backoff,
+            retention_holds_for_a_new_watcher_from_trim_horizon,
+            retention_holds_for_watchers_not_yet_started,
+            retention_holds_for_a_watcher_starting_beyond_the_head,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
