@@ -441,3 +441,126 @@ async fn events_racing_a_compute_purge_are_never_lost() {
         store.close().await.unwrap();
     }
 }
+
+/// An execution store that counts how a purge writes to it: plain deletes, transactions
+/// and syncs, delegating everything to a memory store.
+struct Counting {
+    inner: brine_memory::MemExecutionStore,
+    plain_deletes: std::sync::atomic::AtomicU64,
+    transactions: std::sync::atomic::AtomicU64,
+    syncs: std::sync::atomic::AtomicU64,
+    /// The archive directory, and how many syncs found a pending marker still there.
+    archive: std::path::PathBuf,
+    syncs_with_marker: std::sync::atomic::AtomicU64,
+}
+
+#[brine_store::async_trait]
+impl ExecutionStore for Counting {
+    async fn create_execution(&self, e: Execution, ev: Vec<Event>) -> brine_store::Result<Execution> {
+        self.inner.create_execution(e, ev).await
+    }
+    async fn get_execution(&self, id: &ExecutionId) -> brine_store::Result<Execution> {
+        self.inner.get_execution(id).await
+    }
+    async fn get_executions(&self, job: &brine_store::model::JobId) -> brine_store::Result<Vec<Execution>> {
+        self.inner.get_executions(job).await
+    }
+    async fn get_live_executions(&self) -> brine_store::Result<Vec<Execution>> {
+        self.inner.get_live_executions().await
+    }
+    async fn get_executions_in_state(
+        &self,
+        state: ExecutionState,
+        after: Option<&ExecutionId>,
+        limit: usize,
+    ) -> brine_store::Result<Vec<Execution>> {
+        self.inner.get_executions_in_state(state, after, limit).await
+    }
+    async fn get_execution_count(&self, state: ExecutionState) -> brine_store::Result<u64> {
+        self.inner.get_execution_count(state).await
+    }
+    async fn update_execution_state(&self, r: UpdateExecutionRequest) -> brine_store::Result<Execution> {
+        self.inner.update_execution_state(r).await
+    }
+    async fn add_execution_event(&self, id: &ExecutionId, ev: Vec<Event>) -> brine_store::Result<()> {
+        self.inner.add_execution_event(id, ev).await
+    }
+    async fn get_execution_events(&self, id: &ExecutionId) -> brine_store::Result<Vec<Event>> {
+        self.inner.get_execution_events(id).await
+    }
+    async fn delete_execution(&self, id: &ExecutionId) -> brine_store::Result<()> {
+        self.plain_deletes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.delete_execution(id).await
+    }
+    async fn begin_tx(&self) -> brine_store::Result<Box<dyn brine_store::ExecutionTx>> {
+        self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.begin_tx().await
+    }
+    async fn checkpoint(&self, name: &str, seq: u64) -> brine_store::Result<()> {
+        self.inner.checkpoint(name, seq).await
+    }
+    async fn get_checkpoint(&self, name: &str) -> brine_store::Result<u64> {
+        self.inner.get_checkpoint(name).await
+    }
+    fn event_log(&self) -> Arc<dyn brine_store::EventLog> {
+        self.inner.event_log()
+    }
+    async fn repair(&self, dry_run: bool) -> brine_store::Result<brine_store::RepairReport> {
+        self.inner.repair(dry_run).await
+    }
+    async fn compact(&self) -> brine_store::Result<()> {
+        self.inner.compact().await
+    }
+    fn unclean_shutdown(&self) -> bool {
+        self.inner.unclean_shutdown()
+    }
+    async fn sync(&self) -> brine_store::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = std::fs::read_dir(&self.archive)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(brine_purge::PENDING_FILE)))
+            .unwrap_or(false);
+        if marker {
+            self.syncs_with_marker.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.sync().await
+    }
+    fn store_id(&self) -> String {
+        self.inner.store_id()
+    }
+    async fn close(&self) -> brine_store::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// A compute store's purge deletes in batches, each one transaction (not one write per
+/// execution), and makes the deletions durable before it forgets an archive's marker.
+#[tokio::test]
+async fn a_compute_purge_deletes_in_batches_and_syncs_before_the_marker_goes() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let store = Arc::new(Counting {
+        inner: brine_memory::MemExecutionStore::with_clock(clock.clone()),
+        plain_deletes: Default::default(),
+        transactions: Default::default(),
+        syncs: Default::default(),
+        archive: dir.path().join("archive"),
+        syncs_with_marker: Default::default(),
+    });
+    for j in 0..20 {
+        for x in 0..3 {
+            create_in(&*store, &format!("x-{j}-{x}"), &format!("job-{j}"), ExecutionState::Completed, vec![]).await;
+        }
+    }
+    clock.advance(support::OLD);
+    let opts = PurgeOptions { max_per_file: 10, delete_batch: 4, ..options(dir.path(), &clock) };
+    let source = Source::Executions(store.clone() as Arc<dyn ExecutionStore>);
+    let report = purge(&source, &opts).await.unwrap();
+    assert_eq!((report.jobs, report.executions, report.files.len()), (20, 60, 2), "{report}");
+    assert_eq!(store.plain_deletes.load(Relaxed), 0, "no execution is deleted in a write of its own");
+    // Two files of 10 jobs, in transactions of 4 jobs: 3 + 3.
+    assert_eq!(store.transactions.load(Relaxed), 6);
+    assert!(store.syncs.load(Relaxed) >= 2, "one sync per archive");
+    assert_eq!(store.syncs_with_marker.load(Relaxed), store.syncs.load(Relaxed), "each before its marker goes");
+    assert_eq!(store.get_execution_count(ExecutionState::Completed).await.unwrap(), 0);
+}
