@@ -765,6 +765,8 @@ impl JobStore for MemJobStore {
             if done {
                 return Ok(expired);
             }
+            // Between batches, let the other tasks of this runtime run.
+            tokio::task::yield_now().await;
         }
     }
 

@@ -407,11 +407,13 @@ async fn delete(source: &Source, picks: &[Pick], file: &str, batch: usize) -> Re
             for chunk in jobs.chunks(batch) {
                 let purged = store.purge_jobs(chunk, file).await?;
                 changed += chunk.len() as u64 - purged.min(chunk.len() as u64);
+                tokio::task::yield_now().await;
             }
         }
         Source::Executions(store) => {
             for chunk in picks.chunks(batch) {
                 changed += delete_executions(store.as_ref(), chunk).await?;
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -672,6 +674,8 @@ async fn archive_files(
             if tx.send(Some(loaded)).await.is_err() {
                 break;
             }
+            // Reads are short, but many of them in a row would hold the thread.
+            tokio::task::yield_now().await;
         }
         let _ = tx.send(None).await;
         drop(tx);

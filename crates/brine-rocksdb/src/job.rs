@@ -804,6 +804,8 @@ impl JobStore for RocksJobStore {
             if done {
                 return Ok(expired);
             }
+            // Between batches, let the other tasks of this runtime run.
+            tokio::task::yield_now().await;
         }
     }
 

@@ -148,13 +148,15 @@ impl EventLog for RocksEventLog {
             if n < chunk {
                 break;
             }
+            // Between chunks, let the other tasks of this runtime run.
+            tokio::task::yield_now().await;
         }
         Ok(deleted)
     }
 }
 
 /// The most entries one trim write deletes.
-const TRIM_CHUNK: u64 = 1024;
+const TRIM_CHUNK: u64 = 256;
 
 impl RocksEventLog {
     /// How many entries after `from` (up to `chunk`, within the published head) retention

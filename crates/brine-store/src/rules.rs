@@ -239,12 +239,12 @@ pub fn may_trim(seq: u64, timestamp: brine_model::Timestamp, up_to: u64, before:
 
 /// How many jobs one write of `expire` moves: a store with many idle jobs expires
 /// them in several bounded writes, so no write holds the writer lock for long.
-pub const EXPIRE_BATCH: usize = 256;
+pub const EXPIRE_BATCH: usize = 64;
 
 /// The most log entries one `get_events` call examines: a selective filter returns a
 /// short (even empty) batch with the position to read on from, rather than scanning to
 /// the head in one call.
-pub const MAX_EXAMINED: usize = 4096;
+pub const MAX_EXAMINED: usize = 1024;
 
 /// The expire message and the cut-off before which a job counts as idle.
 pub fn expire_cutoff(idle_for: std::time::Duration, now: Timestamp) -> (Timestamp, String) {
