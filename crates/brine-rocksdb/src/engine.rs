@@ -1072,6 +1072,23 @@ mod tests {
         Execution::new(ExecutionId::new(id).unwrap(), &Job::new(JobId::new("j").unwrap(), "j"))
     }
 
+    #[tokio::test]
+    async fn publication_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksExecutionStore::open(dir.path().join("s.db"), &OpenOptions::default()).unwrap();
+        let engine = store.engine();
+        let seqs = |head: u64| super::Seqs { log_head: head, ..super::Seqs::default() };
+        // Commit 2 (head 11) is published before commit 1 (head 10) gets to it, as when
+        // commit 1's writer is preempted between its write and its publication.
+        engine.publish(2, &seqs(11));
+        engine.publish(1, &seqs(10));
+        assert_eq!(engine.published().unwrap().log_head, 11, "a later commit's sequences stay");
+        assert_eq!(*engine.subscribe().borrow(), 11, "the head notification does not go back to 10");
+        let log = store.event_log();
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(200), log.wait_for(10)).await;
+        assert_eq!(waited.unwrap().unwrap(), 11, "a waiter for entry 11 does not sleep");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sync_commit_is_published_only_once_synced() {
         use std::time::Duration;
