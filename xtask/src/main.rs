@@ -7,6 +7,9 @@
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
 //! - `bench-recovery`: recovery over 1 000 000 executions on RocksDB (time, peak RSS);
 //! - `bench-purge`: purge of 1 000 000 executions across 100 000 jobs with zstd;
+//! - `fuzz [SECONDS]`: runs every `cargo fuzz` target in `fuzz/` for SECONDS each
+//!   (default 60) on its corpus, with nightly Rust, installing `cargo-fuzz` when missing;
+//!   `ci` runs each for a few seconds;
 //! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
 //!   `cargo test`).
 //!
@@ -98,6 +101,58 @@ fn ci() -> Result<(), String> {
     run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
     run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     test_all()?;
+    fuzz(CI_FUZZ_SECONDS)?;
+    Ok(())
+}
+
+/// The fuzz targets in `fuzz/fuzz_targets`, one per decoder of outside bytes.
+const FUZZ_TARGETS: &[&str] = &["codec", "keys", "selector", "policy", "archive"];
+
+/// How long CI runs each fuzz target.
+const CI_FUZZ_SECONDS: u64 = 10;
+
+/// `cargo +nightly …` in the workspace root.
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root()).arg("+nightly").env_remove("RUSTUP_TOOLCHAIN").env_remove("CARGO");
+    cmd
+}
+
+/// Runs every fuzz target for `seconds` on its corpus (`fuzz/corpus/<target>`, which
+/// grows as the fuzzer finds new inputs), and prints how many inputs each one ran.
+/// Fails on the first crash, naming the target and the input libFuzzer saved.
+fn fuzz(seconds: u64) -> Result<(), String> {
+    let installed = nightly_cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        run("cargo install cargo-fuzz", Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let mut totals = Vec::new();
+    for target in FUZZ_TARGETS {
+        eprintln!("\n==> cargo +nightly fuzz run {target} ({seconds} s)");
+        let corpus = workspace_root().join("fuzz").join("corpus").join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("create {}: {e}", corpus.display()))?;
+        let out = nightly_cargo()
+            .args(["fuzz", "run", target])
+            .arg(&corpus)
+            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("fuzz {target}: could not start cargo fuzz: {e}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let runs = log.lines().rev().find_map(|l| {
+            l.strip_prefix("Done ").and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok())
+        });
+        if !out.status.success() || runs.is_none() {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            return Err(format!("fuzz target {target} failed ({}); see the output above", out.status));
+        }
+        totals.push((target, runs.unwrap_or(0)));
+    }
+    for (target, runs) in totals {
+        println!("fuzz {target}: {runs} inputs in {seconds} s, no crash");
+    }
     Ok(())
 }
 
@@ -118,7 +173,7 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | fuzz [SECONDS] | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -131,6 +186,11 @@ fn main() -> ExitCode {
         Some("bench-recovery") => bench("recovery", &args[1..]),
         Some("bench-purge") => bench("purge", &args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
+        Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
+            None => fuzz(60),
+            Some(Ok(seconds)) if seconds > 0 => fuzz(seconds),
+            Some(_) => Err(format!("fuzz SECONDS: {:?} is not a whole number of seconds above 0", args[1])),
+        },
         _ => Err(usage().to_owned()),
     };
     match result {

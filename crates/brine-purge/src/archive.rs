@@ -218,13 +218,25 @@ pub fn read_archive(path: &Path) -> Result<impl Iterator<Item = Result<serde_jso
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let compression = Compression::of_file(&name).unwrap_or(Compression::None);
     let file = File::open(path).map_err(io_err(path, "open an archive file"))?;
+    read_archive_from(Box::new(file), compression, path)
+}
+
+/// Reads archive records from `input`, compressed as `compression`; `origin` names the
+/// input in errors. A line that is not JSON, a truncated or corrupt compressed stream
+/// and bytes that are not UTF-8 are errors naming the line, never a panic.
+pub fn read_archive_from(
+    input: Box<dyn Read>,
+    compression: Compression,
+    origin: &Path,
+) -> Result<impl Iterator<Item = Result<serde_json::Value, PurgeError>>, PurgeError> {
+    let path = origin;
     let reader: Box<dyn Read> = match compression {
-        Compression::None => Box::new(file),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(io_err(path, "start zstd decompression"))?),
+        Compression::None => input,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::Decoder::new(input).map_err(io_err(path, "start zstd decompression"))?),
     };
     let owned = path.to_path_buf();
-    Ok(BufReader::with_capacity(1 << 20, reader).lines().enumerate().map(move |(n, line)| {
+    Ok(BufReader::with_capacity(64 << 10, reader).lines().enumerate().map(move |(n, line)| {
         let line =
             line.map_err(|source| PurgeError::Io { what: "read an archive file", path: owned.clone(), source })?;
         serde_json::from_str(&line).map_err(|e| PurgeError::BadArchive {
@@ -342,6 +354,14 @@ pub(crate) struct Pending {
     /// The id of the store whose records the archive holds (empty in markers written
     /// before markers named their store).
     pub(crate) store: String,
+}
+
+/// Parses a pending marker's text (`TIME FILE STORE_ID`, or `TIME FILE` from older
+/// builds) into its time, archive file and store id (empty when not recorded); the
+/// reason when it is damaged. For tools and the fuzz targets; purge reads markers
+/// through the same parser.
+pub fn parse_marker(text: &str) -> Result<(u64, String, String), String> {
+    Pending::parse(text).map(|p| (p.time, p.file, p.store))
 }
 
 /// Whether `file` is the name of the archive of `time` (in some compression): the only

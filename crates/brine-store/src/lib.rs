@@ -14,6 +14,7 @@
 //! selectors.
 
 mod clock;
+pub mod codec;
 pub mod config;
 mod error;
 mod execution;
