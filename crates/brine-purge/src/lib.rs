@@ -17,7 +17,12 @@
 //! archive, or both, and no id is indexed twice.
 //!
 //! The crate depends on `brine-store` only and works with every backend; [`purge`]
-//! runs on a tokio runtime (it deletes one archive's records while writing the next).
+//! runs on a tokio runtime (it deletes one archive's records while writing the next),
+//! with its file work on blocking threads.
+//!
+//! Cancel safety: dropping the future of [`purge`] is like a crash of the run, and as
+//! safe: a deletion in progress finishes on its own task, and the pending markers make
+//! the next run finish every archive that was begun.
 
 pub mod archive;
 mod error;

@@ -18,6 +18,9 @@
 //! counters and indexes that match the records. At the end the execution data is
 //! compacted when anything was deleted or repaired.
 //!
+//! Cancel safety: dropping the future of [`recover`] is like killing the process midway,
+//! and as safe: each batch commits whole or not at all, and a rerun finishes the job.
+//!
 //! A dry run computes the same [`Report`] and changes nothing. Recovery is idempotent:
 //! each change moves an execution out of the state whose cell changed it (or deletes
 //! it), into `Created` (requeue; its pass comes first) or `Failed` (whose cell can only

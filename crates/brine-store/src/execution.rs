@@ -13,6 +13,16 @@ use crate::{EventLog, RepairReport, Result, UpdateExecutionRequest};
 /// Every change commits atomically with its index moves, counter changes, history
 /// events and event-log entry. After [`ExecutionStore::close`] every operation returns
 /// `Closed`.
+///
+/// # Cancel safety
+///
+/// Every method is cancel-safe: its future may be dropped at any `.await` and the
+/// store stays usable. A read dropped has done nothing. A write dropped before its
+/// change is written has written nothing; dropped while it waits for durability (a
+/// `Sync` store's fsync), the change is committed and becomes durable and visible with
+/// the next group sync; as with a timed-out call to any database, the caller learns the
+/// outcome by reading. `begin_tx` dropped while waiting begins nothing; a transaction
+/// dropped rolls back. `close` dropped still closes, and a later `close` waits for it.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// Stores a new execution with revision 1, and `events` as its first history.

@@ -19,6 +19,12 @@ use crate::{
 ///
 /// Every change commits atomically with its indexes, history entries and event-log
 /// entry. Listings and lookups read through indexes; their cost grows with the result.
+///
+/// # Cancel safety
+///
+/// Every method is cancel-safe, as [`crate::ExecutionStore`]'s are. Operations that work
+/// in several bounded writes ([`JobStore::expire`]) commit each write whole: dropped
+/// midway, the jobs of the writes done are expired and the rest are not.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Stores a new job at version 1, revision 1. Its id must be new, and its name new

@@ -145,7 +145,12 @@ pub fn printable(key: &[u8]) -> String {
         match *b {
             SEP if i + 1 < key.len() => out.push('/'),
             0x21..=0x7e if *b != b'\\' && *b != b'/' => out.push(char::from(*b)),
-            other => out.push_str(&format!("\\x{other:02x}")),
+            other => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\x");
+                out.push(char::from(HEX[usize::from(other >> 4)]));
+                out.push(char::from(HEX[usize::from(other & 0xf)]));
+            }
         }
     }
     out

@@ -75,6 +75,13 @@ pub fn validate_checkpoint_name(name: &str) -> Result<()> {
 ///
 /// Sequence numbers start at 1 and are gap-free in commit order: a reader that has seen
 /// `n` never later finds a committed entry below `n`.
+///
+/// # Cancel safety
+///
+/// Every method is cancel-safe: `wait_for` and reads may be dropped at any point;
+/// `append` and `checkpoint` are writes (see [`crate::ExecutionStore`]); `trim` deletes
+/// in bounded atomic writes, so dropped midway it has trimmed a prefix and the log stays
+/// gap-free above its oldest entry.
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Reads up to `limit` entries matching `filter`, starting at `from`.
