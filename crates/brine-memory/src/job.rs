@@ -740,34 +740,25 @@ impl JobStore for MemJobStore {
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
         let (cutoff, message) = rules::expire_cutoff(idle_for, self.db.clock.now());
-        let mut expired = Vec::new();
-        loop {
-            let ids = self
-                .db
-                .write(|s, now| {
-                    let ids: Vec<JobId> = s
-                        .tables
-                        .idle
-                        .iter()
-                        .take_while(|(accessed, _)| *accessed < cutoff)
-                        .take(rules::EXPIRE_BATCH)
-                        .map(|(_, id)| id.clone())
-                        .collect();
-                    for id in &ids {
-                        let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
-                        update_job_state(s, &request, now)?;
-                    }
-                    Ok(ids)
-                })
-                .await?;
-            let done = ids.len() < rules::EXPIRE_BATCH;
-            expired.extend(ids);
-            if done {
-                return Ok(expired);
-            }
-            // Between batches, let the other tasks of this runtime run.
-            tokio::task::yield_now().await;
-        }
+        let message = &message;
+        rules::expire_in_batches(|| {
+            self.db.write(move |s, now| {
+                let ids: Vec<JobId> = s
+                    .tables
+                    .idle
+                    .iter()
+                    .take_while(|(accessed, _)| *accessed < cutoff)
+                    .take(rules::EXPIRE_BATCH)
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                for id in &ids {
+                    let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
+                    update_job_state(s, &request, now)?;
+                }
+                Ok(ids)
+            })
+        })
+        .await
     }
 
     async fn purgeable_jobs(

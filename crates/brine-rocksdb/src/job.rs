@@ -777,36 +777,28 @@ impl JobStore for RocksJobStore {
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
         let (cutoff, message) = rules::expire_cutoff(idle_for, self.engine.now());
-        let mut expired = Vec::new();
-        loop {
-            let ids = self
-                .write(|txn, now| {
-                    let mut ids = Vec::new();
-                    self.engine.scan_prefix(Cf::IdxJobsIdle, &[], |k, _| {
-                        let mut r = KeyReader::new(k);
-                        let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
-                        if accessed >= cutoff.as_nanos() || ids.len() == rules::EXPIRE_BATCH {
-                            return Ok(false);
-                        }
-                        let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
-                        ids.push(JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.to_string()))?);
-                        Ok(true)
-                    })?;
-                    for id in &ids {
-                        let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
-                        update_job_state(txn, &request, now)?;
+        let message = &message;
+        rules::expire_in_batches(|| {
+            self.write(move |txn, now| {
+                let mut ids = Vec::new();
+                self.engine.scan_prefix(Cf::IdxJobsIdle, &[], |k, _| {
+                    let mut r = KeyReader::new(k);
+                    let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
+                    if accessed >= cutoff.as_nanos() || ids.len() == rules::EXPIRE_BATCH {
+                        return Ok(false);
                     }
-                    Ok(ids)
-                })
-                .await?;
-            let done = ids.len() < rules::EXPIRE_BATCH;
-            expired.extend(ids);
-            if done {
-                return Ok(expired);
-            }
-            // Between batches, let the other tasks of this runtime run.
-            tokio::task::yield_now().await;
-        }
+                    let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
+                    ids.push(JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.to_string()))?);
+                    Ok(true)
+                })?;
+                for id in &ids {
+                    let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
+                    update_job_state(txn, &request, now)?;
+                }
+                Ok(ids)
+            })
+        })
+        .await
     }
 
     async fn purgeable_jobs(

@@ -246,6 +246,44 @@ pub const EXPIRE_BATCH: usize = 64;
 /// the head in one call.
 pub const MAX_EXAMINED: usize = 1024;
 
+/// Runs `batch` (one bounded write of `expire`, returning the jobs it expired) until a
+/// write expires fewer than [`EXPIRE_BATCH`], yielding to the runtime between writes;
+/// returns every job expired. Each write commits whole, so a caller that drops this
+/// future midway has expired the jobs of the writes done.
+pub async fn expire_in_batches<F, Fut>(mut batch: F) -> Result<Vec<brine_model::JobId>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<brine_model::JobId>>>,
+{
+    let mut expired = Vec::new();
+    loop {
+        let ids = batch().await?;
+        let done = ids.len() < EXPIRE_BATCH;
+        expired.extend(ids);
+        if done {
+            return Ok(expired);
+        }
+        YieldNow(false).await;
+    }
+}
+
+/// Lets the other tasks of the runtime run once (whatever the runtime): pending on its
+/// first poll, after asking to be polled again.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// The expire message and the cut-off before which a job counts as idle.
 pub fn expire_cutoff(idle_for: std::time::Duration, now: Timestamp) -> (Timestamp, String) {
     (now.saturating_sub(idle_for), format!("not accessed for {}s", idle_for.as_secs()))
