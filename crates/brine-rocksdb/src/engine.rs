@@ -1036,10 +1036,11 @@ impl Txn {
             let mut wo = WriteOptions::default();
             wo.set_sync(false);
             if let Err(e) = db.write_opt(batch, &wo) {
-                return Err(match engine.durability {
-                    Durability::Sync => engine.poison(format!("write failed: {e}")),
-                    Durability::Buffered => engine_err("write", e),
-                });
+                // A failed write (a full disk, an I/O error) may have left part of the
+                // batch in the write-ahead log; RocksDB itself stops taking writes.
+                // Poisoning makes every later write say so by name; reads go on, and
+                // a reopen with room again replays what was acknowledged.
+                return Err(engine.poison(format!("write failed: {e}")));
             }
             engine.committed.fetch_add(1, Ordering::AcqRel) + 1
         };

@@ -219,8 +219,10 @@ pub enum StoreError {
         /// Why it does not decode.
         reason: String,
     },
-    /// A durable write failed earlier; the store refuses further writes.
-    #[error("the store refuses writes after a failed durable commit: {reason}")]
+    /// A write or its fsync failed earlier (a full disk, an I/O error); the store
+    /// refuses further writes until it is reopened. Reads go on, and every write
+    /// acknowledged before the failure is kept.
+    #[error("the store refuses writes after a failed write (reopen it once the cause is fixed): {reason}")]
     Poisoned {
         /// The original failure.
         reason: String,
