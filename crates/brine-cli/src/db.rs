@@ -224,6 +224,9 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
         }
         DbCommand::Get { cf, key, json, .. } => {
             let family = family(ins, &cf)?;
+            if key.is_empty() {
+                bail!("bad key \"\": empty (every key Brine writes has at least one byte)");
+            }
             let bytes = key_bytes(&key)?;
             let value = match ins.get_json(family, &bytes) {
                 Ok(Some(v)) => v,

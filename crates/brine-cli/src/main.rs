@@ -9,7 +9,8 @@
 //!   and read them back.
 //!
 //! Every command that prints data takes `--json`. Errors a user will hit get one line
-//! on stderr and exit status 1; `db check` exits with 2 when it finds problems.
+//! on stderr and exit status 1; usage errors print the usage and exit with 1 too;
+//! `db check` exits with 2 when it finds problems (`docs/BAD_INPUT.md`).
 
 mod db;
 mod purge;
@@ -62,7 +63,15 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BRINE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // Usage errors exit with 1 like every other error: 2 means "`db check` found
+    // problems", which a mistyped flag must not look like to a script.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -64,7 +64,7 @@ pub(crate) struct ArchiveArgs {
 enum ArchiveCommand {
     /// Read a purged job back from its archive, through the index.
     Get {
-        /// The job id.
+        /// The job id (an execution id, for a compute store's archives).
         id: String,
         /// The archive directory (default: {BRINE_DIR}/archive).
         #[arg(long, value_name = "DIR")]
@@ -184,6 +184,8 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
 pub(crate) async fn run_archive(args: ArchiveArgs) -> anyhow::Result<Outcome> {
     match args.command {
         ArchiveCommand::Get { id, archive_dir, json } => {
+            // Job and execution ids share their rules; a bad one cannot be in any index.
+            brine_store::model::validate_name("id", &id, brine_store::model::MAX_ID_LEN)?;
             let dir = match archive_dir {
                 Some(d) => d,
                 None => default_archive_dir()?,

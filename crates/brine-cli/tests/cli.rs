@@ -2,85 +2,12 @@
 //! on each injected fault, the errors a user will hit, `recover`, and `simulate` end to
 //! end.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod support;
 
-use assert_cmd::Command;
-use brine_rocksdb::{OpenOptions, RocksExecutionStore};
-use brine_store::model::{ComputeState, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobType, Timestamp};
-use brine_store::{ExecutionStore, Fault, ManualClock, UpdateExecutionRequest};
+use brine_store::model::ExecutionState;
+use brine_store::{ExecutionStore, Fault};
 use serde_json::Value;
-
-fn brine() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_brine"));
-    cmd.env_remove("BRINE_LOG");
-    cmd
-}
-
-fn id(s: &str) -> ExecutionId {
-    ExecutionId::new(s).unwrap()
-}
-
-fn execution(n: usize, state: ExecutionState) -> Execution {
-    let mut job = Job::new(JobId::new(format!("job-{}", n / 2)).unwrap(), "a job");
-    job.job_type = if n.is_multiple_of(3) { JobType::Service } else { JobType::Batch };
-    let mut e = Execution::new(id(&format!("e-{n}")), &job);
-    e.compute_state = ComputeState::new(state, "stored");
-    e
-}
-
-fn open(path: &Path) -> RocksExecutionStore {
-    let options = OpenOptions { clock: Arc::new(ManualClock::default()), ..OpenOptions::default() };
-    RocksExecutionStore::open(path, &options).unwrap()
-}
-
-/// A compute store with executions e-1..=e-6 in several states, history, a checkpoint.
-async fn store(dir: &Path) -> PathBuf {
-    let path = dir.join("node-compute.db");
-    let s = open(&path);
-    let states = [
-        ExecutionState::Running,
-        ExecutionState::Completed,
-        ExecutionState::Running,
-        ExecutionState::Failed,
-        ExecutionState::BidAccepted,
-        ExecutionState::Completed,
-    ];
-    for (i, state) in states.into_iter().enumerate() {
-        let events = vec![Event::new("scheduling", "bid submitted", Timestamp::from_secs(1))];
-        let e = s.create_execution(execution(i + 1, ExecutionState::Created), events).await.unwrap();
-        s.update_execution_state(UpdateExecutionRequest::to_state(e.id, state, "stored")).await.unwrap();
-    }
-    s.checkpoint("metrics", 4).await.unwrap();
-    s.close().await.unwrap();
-    path
-}
-
-async fn with_fault(dir: &Path, fault: Fault) -> PathBuf {
-    let path = store(dir).await;
-    let s = open(&path);
-    s.inject(fault).await.unwrap();
-    s.close().await.unwrap();
-    path
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    let out = cmd.assert().success().get_output().stdout.clone();
-    String::from_utf8(out).unwrap()
-}
-
-fn json(cmd: &mut Command) -> Value {
-    serde_json::from_str(&stdout(cmd)).unwrap()
-}
-
-/// Runs a command that must fail with status 1 and one line on stderr; returns it.
-fn error_line(cmd: &mut Command) -> String {
-    let out = cmd.assert().code(1).get_output().clone();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
-    assert!(out.stdout.is_empty());
-    err.trim_end().to_owned()
-}
+use support::{brine, error_line, id, json, open, stdout, store, with_fault};
 
 #[tokio::test]
 async fn check_says_ok_on_a_good_store() {

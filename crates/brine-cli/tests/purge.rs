@@ -1,41 +1,14 @@
 //! `brine purge` and `brine archive get` over a real requester store: a purge with
 //! zstd, the report, read-back, a dry run, errors, and the daemon stopping on SIGTERM.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use brine_rocksdb::{OpenOptions, RocksJobStore};
-use brine_store::model::{Job, JobId, JobState};
-use brine_store::{JobStore, ManualClock, UpdateJobStateRequest};
 use serde_json::Value;
-
-fn brine() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_brine"))
-}
-
-/// A requester store whose `n` jobs ended on 2026-01-01 (months ago), plus one running.
-async fn store(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("node-requester.db");
-    let options = OpenOptions { clock: Arc::new(ManualClock::default()), ..OpenOptions::default() };
-    let s = RocksJobStore::open(&path, &options).unwrap();
-    for i in 0..=n {
-        let id = JobId::new(format!("job-{i:03}")).unwrap();
-        s.create_job(Job::new(id.clone(), format!("name-{i}"))).await.unwrap();
-        if i < n {
-            s.update_job_state(UpdateJobStateRequest::new(id, JobState::Completed, "done")).await.unwrap();
-        }
-    }
-    s.close().await.unwrap();
-    path
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
-}
+use support::{brine, requester_store as store, stdout};
 
 #[tokio::test]
 async fn purge_then_read_back() {

@@ -177,31 +177,26 @@ async fn counts(store: &dyn ExecutionStore) -> Result<StateCounts, StoreError> {
     Ok(counts)
 }
 
-/// Runs recovery on an open store (see the crate documentation).
-pub async fn recover(
+/// What one pass of the policy did (or, in a dry run, would do).
+struct Pass {
+    after: StateCounts,
+    actions: Vec<ActionTaken>,
+    conflicts: u64,
+    deleted: u64,
+}
+
+/// Applies the policy to every execution in a state it acts on, in batches; with
+/// `dry_run`, only reads and decides. `read_only_check` marks the reading pass run
+/// before a real one (no progress reports).
+async fn apply_policy(
     store: &dyn ExecutionStore,
     policy: &Policy,
     options: &RecoveryOptions,
-) -> Result<Report, RecoveryError> {
-    if options.batch_size == 0 {
-        return Err(RecoveryError::Options { option: "batch_size", reason: "must be at least 1".into() });
-    }
-    let started = Instant::now();
-    let now = options.clock.now();
-    let before = counts(store).await?;
-    // Repair first, so the policy reads counters and indexes that match the records.
-    let (cleanup_reason, run_cleanup) = match options.cleanup {
-        Cleanup::Never => (CleanupReason::SkippedByOptions, false),
-        Cleanup::Always => (CleanupReason::Requested, true),
-        Cleanup::Auto if store.unclean_shutdown() => (CleanupReason::UncleanShutdown, true),
-        Cleanup::Auto => (CleanupReason::SkippedCleanShutdown, false),
-    };
-    let cleanup = if run_cleanup { Some(store.repair(options.dry_run).await?) } else { None };
-    let repaired_counts = if cleanup.as_ref().is_some_and(|c| c.repaired() > 0) && !options.dry_run {
-        counts(store).await?
-    } else {
-        before
-    };
+    now: Timestamp,
+    repaired_counts: StateCounts,
+    dry_run: bool,
+    read_only_check: bool,
+) -> Result<Pass, RecoveryError> {
     let mut after = repaired_counts;
     let mut actions: Vec<ActionTaken> = Vec::new();
     let mut conflicts = 0;
@@ -244,7 +239,7 @@ pub async fn recover(
                     }
                     Decision::Delete => (None, None),
                 };
-                let outcome = if options.dry_run {
+                let outcome = if dry_run {
                     Ok(())
                 } else {
                     let tx = match &mut tx {
@@ -272,7 +267,7 @@ pub async fn recover(
             if let Some(tx) = tx {
                 tx.commit().await?;
             }
-            if let Some(progress) = &options.progress {
+            if let Some(progress) = options.progress.as_ref().filter(|_| !read_only_check) {
                 progress(Progress { state, done, total: repaired_counts.get(state) });
             }
             if batch.len() < options.batch_size {
@@ -283,6 +278,41 @@ pub async fn recover(
             cells.into_iter().filter(|c| c.examined > 0 && policy.action(c.job_type, state) != &Action::NoAction),
         );
     }
+    Ok(Pass { after, actions, conflicts, deleted })
+}
+
+/// Runs recovery on an open store (see the crate documentation).
+pub async fn recover(
+    store: &dyn ExecutionStore,
+    policy: &Policy,
+    options: &RecoveryOptions,
+) -> Result<Report, RecoveryError> {
+    if options.batch_size == 0 {
+        return Err(RecoveryError::Options { option: "batch_size", reason: "must be at least 1".into() });
+    }
+    let started = Instant::now();
+    let now = options.clock.now();
+    let before = counts(store).await?;
+    // Repair first, so the policy reads counters and indexes that match the records.
+    let (cleanup_reason, run_cleanup) = match options.cleanup {
+        Cleanup::Never => (CleanupReason::SkippedByOptions, false),
+        Cleanup::Always => (CleanupReason::Requested, true),
+        Cleanup::Auto if store.unclean_shutdown() => (CleanupReason::UncleanShutdown, true),
+        Cleanup::Auto => (CleanupReason::SkippedCleanShutdown, false),
+    };
+    let cleanup = if run_cleanup { Some(store.repair(options.dry_run).await?) } else { None };
+    let repaired_counts = if cleanup.as_ref().is_some_and(|c| c.repaired() > 0) && !options.dry_run {
+        counts(store).await?
+    } else {
+        before
+    };
+    // A reading pass first: every execution the policy acts on must decode before the
+    // first change, so a corrupt record stops recovery with nothing changed.
+    if !options.dry_run {
+        apply_policy(store, policy, options, now, repaired_counts, true, true).await?;
+    }
+    let Pass { mut after, actions, conflicts, deleted } =
+        apply_policy(store, policy, options, now, repaired_counts, options.dry_run, false).await?;
     if !options.dry_run {
         // Conflicts make the predicted counts stale: read them.
         after = counts(store).await?;

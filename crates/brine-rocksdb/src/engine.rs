@@ -254,14 +254,20 @@ impl Engine {
     ) -> std::result::Result<Arc<Engine>, OpenError> {
         let exists = path.join("CURRENT").exists();
         if !exists {
+            let not_a_store =
+                |reason: &str| OpenError::NotABrineStore { path: path.to_path_buf(), reason: reason.into() };
+            if path.exists() && !path.is_dir() {
+                return Err(not_a_store("it is not a directory"));
+            }
             if !options.create_if_missing {
-                return Err(OpenError::NotFound { path: path.to_path_buf() });
+                return Err(if path.exists() {
+                    not_a_store("it is not a RocksDB directory (no CURRENT file)")
+                } else {
+                    OpenError::NotFound { path: path.to_path_buf() }
+                });
             }
             if path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
-                return Err(OpenError::NotABrineStore {
-                    path: path.to_path_buf(),
-                    reason: "the directory holds other files".into(),
-                });
+                return Err(not_a_store("the directory holds other files"));
             }
             create_private_dir(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
         }
@@ -271,12 +277,20 @@ impl Engine {
             let on_disk = DB::list_cf(&opts, path).map_err(|e| map_open_error(path, e))?;
             // Refuse the other kind before opening: opening creates missing families,
             // which would turn a compute store into half a requester store.
-            if let Some(found) = kind_of_families(&on_disk) {
-                if found != kind {
+            match kind_of_families(&on_disk) {
+                Some(found) if found != kind => {
                     return Err(OpenError::WrongKind {
                         path: path.to_path_buf(),
                         found: found.as_str().to_owned(),
                         expected: kind.as_str(),
+                    });
+                }
+                Some(_) => {}
+                // Some other program's RocksDB database: never add Brine's families to it.
+                None => {
+                    return Err(OpenError::NotABrineStore {
+                        path: path.to_path_buf(),
+                        reason: "it is a RocksDB database without Brine's families".into(),
                     });
                 }
             }

@@ -332,8 +332,8 @@ fn ordered_ids(
     while it.valid() {
         let Some(k) = it.key() else { break };
         let mut r = KeyReader::new(&k[prefix.len()..]);
-        let time = r.u64().map_err(|e| corrupt_key(cf, k, e.reason))?;
-        let id = r.last_str().map_err(|e| corrupt_key(cf, k, e.reason))?;
+        let time = r.u64().map_err(|e| corrupt_key(cf, k, &e.reason))?;
+        let id = r.last_str().map_err(|e| corrupt_key(cf, k, &e.reason))?;
         let id = JobId::new(id).map_err(|e| corrupt_key(cf, k, &e.to_string()))?;
         if !visit(Timestamp::from_nanos(time), id)? {
             return Ok(());
@@ -728,8 +728,8 @@ impl JobStore for RocksJobStore {
             let prefix = KeyBuilder::new().str(queue).build();
             let Some(first) = txn.first_key_with_prefix(Cf::IdxJobsQueued, &prefix)? else { return Ok(None) };
             let mut r = KeyReader::new(&first[prefix.len()..]);
-            r.u64().map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, e.reason))?;
-            let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, e.reason))?;
+            r.u64().map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, &e.reason))?;
+            let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, &e.reason))?;
             let id = JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, &e.to_string()))?;
             let request = UpdateJobStateRequest::new(id, JobState::Running, "grabbed from queue")
                 .expect_states([JobState::Queued]);
@@ -783,11 +783,11 @@ impl JobStore for RocksJobStore {
                 let mut ids = Vec::new();
                 self.engine.scan_prefix(Cf::IdxJobsIdle, &[], |k, _| {
                     let mut r = KeyReader::new(k);
-                    let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
+                    let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.reason))?;
                     if accessed >= cutoff.as_nanos() || ids.len() == rules::EXPIRE_BATCH {
                         return Ok(false);
                     }
-                    let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, e.reason))?;
+                    let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.reason))?;
                     ids.push(JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.to_string()))?);
                     Ok(true)
                 })?;

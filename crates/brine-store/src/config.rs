@@ -72,9 +72,22 @@ pub struct ConfigError {
 }
 
 impl StoreConfig {
-    /// Reads the configuration from the process environment.
+    /// Reads the configuration from the process environment. A variable whose value is
+    /// not valid UTF-8 is an error naming it, never silently ignored.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        let bad = std::cell::RefCell::new(None);
+        let config = Self::from_lookup(|k| match std::env::var(k) {
+            Ok(v) => Some(v),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bad.borrow_mut().get_or_insert_with(|| k.to_owned());
+                None
+            }
+        });
+        match bad.into_inner() {
+            Some(var) => Err(ConfigError { var, reason: "not valid UTF-8".into() }),
+            None => config,
+        }
     }
 
     /// Reads the configuration through `get` (for tests and embedding).

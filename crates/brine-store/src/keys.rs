@@ -75,7 +75,7 @@ pub struct KeyError {
     /// The key, printable.
     pub key: String,
     /// What is wrong.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// Reads a key part by part, in the order it was built.
@@ -91,8 +91,8 @@ impl<'a> KeyReader<'a> {
         KeyReader { whole: key, rest: key }
     }
 
-    fn err(&self, reason: &'static str) -> KeyError {
-        KeyError { key: printable(self.whole), reason }
+    fn err(&self, reason: &str) -> KeyError {
+        KeyError { key: printable(self.whole), reason: reason.to_owned() }
     }
 
     /// Reads a string part up to its separator.
@@ -158,7 +158,10 @@ pub fn printable(key: &[u8]) -> String {
 
 /// Parses [`printable`] output (and plain text) back to key bytes.
 pub fn parse_printable(text: &str) -> Result<Vec<u8>, KeyError> {
-    let bad = |reason| KeyError { key: text.to_owned(), reason };
+    let bad = |at: usize| KeyError {
+        key: text.to_owned(),
+        reason: format!("bad escape at byte {at}: a backslash starts \\xNN, two hex digits"),
+    };
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -168,9 +171,9 @@ pub fn parse_printable(text: &str) -> Result<Vec<u8>, KeyError> {
             b'\\' => {
                 let hex = text
                     .get(i + 2..i + 4)
-                    .filter(|_| bytes.get(i + 1) == Some(&b'x'))
-                    .ok_or_else(|| bad("bad escape"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad("bad escape"))?);
+                    .filter(|h| bytes.get(i + 1) == Some(&b'x') && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .ok_or_else(|| bad(i))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad(i))?);
                 i += 3;
             }
             b => out.push(b),
