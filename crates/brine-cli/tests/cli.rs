@@ -106,6 +106,13 @@ async fn buckets_keys_and_get() {
     assert_eq!(v, serde_json::json!({ "cf": "checkpoints", "key": "metrics", "value": 4 }));
     let v = json(brine().args(["db", "get"]).arg(&path).args(["meta", "store_kind"]));
     assert_eq!(v, "compute");
+    // Every meta key decodes: the store's id is text, the sequences numbers.
+    let v = json(brine().args(["db", "get"]).arg(&path).args(["meta", "store_id"]));
+    assert!(v.as_str().is_some_and(|id| !id.is_empty()), "{v}");
+    let keys = stdout(brine().args(["db", "keys"]).arg(&path).arg("meta"));
+    for key in keys.lines() {
+        brine().args(["db", "get"]).arg(&path).args(["meta", key]).assert().success();
+    }
 }
 
 #[tokio::test]
