@@ -6,13 +6,16 @@
 //! - `brine simulate`: the demo, a requester and a compute node under a workload with a
 //!   hard restart in the middle;
 //! - `brine purge` and `brine archive get`: purge old jobs to archive files (seed 004)
-//!   and read them back.
+//!   and read them back;
+//! - `brine migrate status|up PATH`: a store's format version and the steps that
+//!   upgrade it.
 //!
 //! Every command that prints data takes `--json`. Errors a user will hit get one line
 //! on stderr and exit status 1; usage errors print the usage and exit with 1 too;
 //! `db check` exits with 2 when it finds problems (`docs/BAD_INPUT.md`).
 
 mod db;
+mod migrate;
 mod purge;
 mod recover;
 mod simulate;
@@ -48,6 +51,8 @@ enum Command {
     Purge(purge::PurgeArgs),
     /// Read purged jobs back from the archives.
     Archive(purge::ArchiveArgs),
+    /// A store's format version, and the steps that upgrade a store written by an older brine.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// What a command asks `main` to exit with.
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Purge(args) => purge::run_purge(args).await,
             Command::Archive(args) => purge::run_archive(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
         }
     });
     match result {

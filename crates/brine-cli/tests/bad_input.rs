@@ -166,7 +166,11 @@ async fn stores_that_cannot_be_opened_are_named() {
     assert!(err.contains("is a requester store"), "{err}");
 
     // Newer and unknown schema versions.
-    for (version, expected) in [(99u64, "newer than this build supports"), (0, "unknown schema version 0")] {
+    for (version, expected) in [
+        (99u64, "newer than this build supports"),
+        (0, "unknown schema version 0"),
+        (1, "older than this build's 2: upgrade it with `brine migrate up "),
+    ] {
         let p = store(&dir.path().join(format!("v{version}"))).await;
         {
             let opts = brine_rocksdb::db_options();

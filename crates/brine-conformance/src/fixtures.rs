@@ -38,6 +38,11 @@ impl Env {
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
     }
+
+    /// The clock's time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
 }
 
 pub(crate) fn eid(s: &str) -> ExecutionId {

@@ -381,6 +381,109 @@ pub async fn list_by_namespace_state_and_labels(f: &dyn Factory) {
     assert_eq!(page_ids(&jobs.list_jobs(&q).await.unwrap()), ["j07", "j04", "j01"], "recently modified first");
 }
 
+/// A listing filtered by state or by a label value reads only the matching jobs'
+/// entries: a few matches among more jobs than one page examines
+/// (`rules::MAX_EXAMINED`) come back in one full page, with no token to read on. A scan
+/// of the time index would stop at the examination bound with a short page and a token.
+/// Purge candidates likewise read only finished jobs.
+pub async fn filtered_listings_read_only_matching_entries(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let jobs = env.jobs();
+    let crowd = brine_store::rules::MAX_EXAMINED + 10;
+    for i in 0..crowd + 3 {
+        let mut j = job(&format!("j{i:05}"));
+        // The three rare jobs: the first, one in the middle, the last.
+        let rare = i == 0 || i == crowd / 2 || i == crowd + 2;
+        j.labels.insert("tier".into(), if rare { "rare".into() } else { "bulk".into() });
+        jobs.create_job(j).await.unwrap();
+        if rare {
+            jobs.update_job_state(UpdateJobStateRequest::new(jid(&format!("j{i:05}")), JobState::Running, "go"))
+                .await
+                .unwrap();
+        }
+        env.advance(Duration::from_millis(1));
+    }
+    let expected = ["j00000".to_owned(), format!("j{:05}", crowd / 2), format!("j{:05}", crowd + 2)];
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+        if order == SortOrder::Descending {
+            want.reverse();
+        }
+        for sort in [JobSort::CreateTime, JobSort::ModifyTime] {
+            let by_state = JobQuery { states: vec![JobState::Running], sort, order, limit: 10, ..JobQuery::default() };
+            let page = jobs.list_jobs(&by_state).await.unwrap();
+            assert_eq!(page_ids(&page), want, "by state, {sort:?} {order:?}");
+            assert_eq!(page.next_token, None, "by state, {sort:?} {order:?}: read through the state index");
+            let selector: LabelSelector = "tier in (rare, none)".parse().unwrap();
+            let by_label = JobQuery { selector, sort, order, limit: 10, ..JobQuery::default() };
+            let page = jobs.list_jobs(&by_label).await.unwrap();
+            assert_eq!(page_ids(&page), want, "by label, {sort:?} {order:?}");
+            assert_eq!(page.next_token, None, "by label, {sort:?} {order:?}: read through the label index");
+        }
+    }
+    // Purge candidates: the finished jobs only, however many unfinished ones are older.
+    for i in [crowd / 2, crowd + 2] {
+        jobs.update_job_state(UpdateJobStateRequest::new(jid(&format!("j{i:05}")), JobState::Completed, "done"))
+            .await
+            .unwrap();
+    }
+    env.advance(Duration::from_secs(1));
+    let candidates = jobs.purgeable_jobs(env.now(), None, 2).await.unwrap();
+    let ids: Vec<&str> = candidates.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [expected[1].as_str(), expected[2].as_str()], "oldest change first");
+}
+
+/// Listings that merge several states or label values page in order, every match once.
+pub async fn merged_listings_page_in_order(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    seed_jobs(&env).await;
+    let jobs = env.jobs();
+    jobs.update_job_state(UpdateJobStateRequest::new(jid("j02"), JobState::Failed, "no")).await.unwrap();
+    let selectors = ["", "tier in (web, db)", "tier=web", "canary=yes,tier in (db,web)"];
+    for selector in selectors {
+        for states in [vec![], vec![JobState::Running, JobState::Pending], vec![JobState::Failed, JobState::Running]] {
+            for sort in [JobSort::CreateTime, JobSort::ModifyTime] {
+                for order in [SortOrder::Ascending, SortOrder::Descending] {
+                    let base = JobQuery {
+                        states: states.clone(),
+                        selector: selector.parse().unwrap(),
+                        sort,
+                        order,
+                        limit: 1000,
+                        ..JobQuery::default()
+                    };
+                    // The expected listing: every job, filtered here, in order.
+                    let all = jobs
+                        .list_jobs(&JobQuery { sort, order, limit: 1000, ..JobQuery::default() })
+                        .await
+                        .unwrap()
+                        .jobs;
+                    let want: Vec<String> = all
+                        .iter()
+                        .filter(|j| states.is_empty() || states.contains(&j.state()))
+                        .filter(|j| base.selector.matches(&j.labels))
+                        .map(|j| j.id.to_string())
+                        .collect();
+                    for limit in [1, 2, 5, 1000] {
+                        let mut seen = Vec::new();
+                        let mut token = None;
+                        loop {
+                            let q = JobQuery { limit, token: token.clone(), ..base.clone() };
+                            let page = jobs.list_jobs(&q).await.unwrap();
+                            seen.extend(page.jobs.iter().map(|j| j.id.to_string()));
+                            match page.next_token {
+                                Some(t) => token = Some(t),
+                                None => break,
+                            }
+                        }
+                        assert_eq!(seen, want, "{selector:?} {states:?} {sort:?} {order:?} limit {limit}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Pages in both orders and both sort keys cover every match once, in order.
 pub async fn list_pagination_both_orders(f: &dyn Factory) {
     let env = Env::new(f).await;

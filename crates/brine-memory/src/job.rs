@@ -30,6 +30,11 @@ pub(crate) struct JobTables {
     by_modify: TimeIndex,
     ns_create: OrdMap<String, TimeIndex>,
     ns_modify: OrdMap<String, TimeIndex>,
+    state_create: OrdMap<JobState, TimeIndex>,
+    state_modify: OrdMap<JobState, TimeIndex>,
+    /// Per (label key, value).
+    label_create: OrdMap<(String, String), TimeIndex>,
+    label_modify: OrdMap<(String, String), TimeIndex>,
     in_progress: OrdMap<JobType, OrdSet<JobId>>,
     /// Queued jobs of each queue, oldest first.
     queued: OrdMap<String, TimeIndex>,
@@ -120,7 +125,14 @@ impl JobTables {
             self.by_create.insert(created.clone());
             self.by_modify.insert(modified.clone());
             insert_nested(&mut self.ns_create, ns, created.clone());
-            insert_nested(&mut self.ns_modify, ns, modified);
+            insert_nested(&mut self.ns_modify, ns, modified.clone());
+            insert_nested(&mut self.state_create, &job.state(), created.clone());
+            insert_nested(&mut self.state_modify, &job.state(), modified.clone());
+            for (k, v) in &job.labels {
+                let label = (k.clone(), v.clone());
+                insert_nested(&mut self.label_create, &label, created.clone());
+                insert_nested(&mut self.label_modify, &label, modified.clone());
+            }
             if !job.state().is_terminal() {
                 insert_nested(&mut self.in_progress, &job.job_type, id.clone());
             }
@@ -136,6 +148,13 @@ impl JobTables {
             self.by_modify.remove(&modified);
             remove_nested(&mut self.ns_create, ns, &created);
             remove_nested(&mut self.ns_modify, ns, &modified);
+            remove_nested(&mut self.state_create, &job.state(), &created);
+            remove_nested(&mut self.state_modify, &job.state(), &modified);
+            for (k, v) in &job.labels {
+                let label = (k.clone(), v.clone());
+                remove_nested(&mut self.label_create, &label, &created);
+                remove_nested(&mut self.label_modify, &label, &modified);
+            }
             remove_nested(&mut self.in_progress, &job.job_type, &id);
             if let Some(q) = &job.queue {
                 remove_nested(&mut self.queued, q, &created);
@@ -494,14 +513,28 @@ impl JobStore for MemJobStore {
         let after = query.token.as_deref().map(rules::parse_job_token).transpose()?;
         let snap = self.db.read()?;
         let t = &snap.tables;
-        let index = match (&query.namespace, query.sort) {
-            (None, JobSort::CreateTime) => Some(&t.by_create),
-            (None, JobSort::ModifyTime) => Some(&t.by_modify),
-            (Some(ns), JobSort::CreateTime) => t.ns_create.get(ns),
-            (Some(ns), JobSort::ModifyTime) => t.ns_modify.get(ns),
+        let create = query.sort == JobSort::CreateTime;
+        let indexes: Vec<Option<&TimeIndex>> = match rules::job_drive(query) {
+            rules::JobDrive::Label { key, values } => {
+                let map = if create { &t.label_create } else { &t.label_modify };
+                values.into_iter().map(|v| map.get(&(key.to_owned(), v.to_owned()))).collect()
+            }
+            rules::JobDrive::States(states) => {
+                let map = if create { &t.state_create } else { &t.state_modify };
+                states.iter().map(|s| map.get(s)).collect()
+            }
+            rules::JobDrive::Time => vec![match (&query.namespace, create) {
+                (None, true) => Some(&t.by_create),
+                (None, false) => Some(&t.by_modify),
+                (Some(ns), true) => t.ns_create.get(ns),
+                (Some(ns), false) => t.ns_modify.get(ns),
+            }],
         };
+        let scans =
+            indexes.into_iter().map(|i| page_of(i, after.clone(), query.order).map(Ok::<_, StoreError>)).collect();
         let mut page = rules::JobPager::new(query);
-        for (time, id) in page_of(index, after, query.order) {
+        for entry in rules::merge_ordered(scans, query.order) {
+            let (time, id) = entry?;
             if !page.offer(time, &id, t.jobs.get(&id).map(|j| j.as_ref())) {
                 break;
             }
@@ -770,15 +803,21 @@ impl JobStore for MemJobStore {
         rules::check_limit(limit)?;
         let snap = self.db.read()?;
         let t = &snap.tables;
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(t.by_modify
-            .range((lower, Bound::Unbounded))
-            .take_while(|(time, _)| *time <= before)
-            .filter_map(|(_, id)| t.jobs.get(id))
-            .filter(|j| j.state().is_terminal())
-            .take(limit)
-            .map(|j| Job::clone(j))
-            .collect())
+        // The terminal states' modify-time indexes, merged: only finished jobs are read.
+        let scans = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| page_of(t.state_modify.get(&s), after.clone(), SortOrder::Ascending).map(Ok::<_, StoreError>))
+            .collect();
+        let mut out = Vec::new();
+        for entry in rules::merge_ordered(scans, SortOrder::Ascending) {
+            let (time, id) = entry?;
+            if time > before || out.len() == limit {
+                break;
+            }
+            out.extend(t.jobs.get(&id).map(|j| Job::clone(j)));
+        }
+        Ok(out)
     }
 
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {

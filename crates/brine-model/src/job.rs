@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{validate_name, JobId, StateCode, Timestamp, ValidationError, MAX_ID_LEN};
+use crate::{validate_name, InvalidReason, JobId, StateCode, Timestamp, ValidationError, MAX_ID_LEN};
 
 /// The kind of job, which decides what happens to its executions on restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
@@ -323,18 +323,33 @@ impl Job {
         self.state.state
     }
 
-    /// Checks the fields that become key parts: namespace, name, queue, label keys.
+    /// Checks the fields that become key parts: namespace, name, queue, labels (keys
+    /// follow the id rule; values may be empty or hold spaces, but no NUL, and are at
+    /// most 255 bytes, as they are part of the label index's keys).
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name("namespace", &self.namespace, MAX_ID_LEN)?;
         validate_name("name", &self.name, MAX_ID_LEN)?;
         if let Some(queue) = &self.queue {
             validate_queue(queue)?;
         }
-        for key in self.labels.keys() {
+        for (key, value) in &self.labels {
             validate_name("label key", key, MAX_ID_LEN)?;
+            validate_label_value(value)?;
         }
         Ok(())
     }
+}
+
+/// Checks a label value: at most [`MAX_ID_LEN`] bytes, no NUL (empty is allowed).
+pub fn validate_label_value(value: &str) -> Result<(), ValidationError> {
+    let reason = if value.len() > MAX_ID_LEN {
+        InvalidReason::TooLong { len: value.len(), max: MAX_ID_LEN }
+    } else if value.contains('\0') {
+        InvalidReason::ContainsNul
+    } else {
+        return Ok(());
+    };
+    Err(ValidationError::new("label value", value, reason))
 }
 
 /// Checks a queue name: the id rule, at most 32 bytes.
@@ -375,6 +390,15 @@ mod tests {
         job.namespace = "ns".into();
         job.name = String::new();
         assert_eq!(job.validate().unwrap_err().field, "name");
+        job.name = "name".into();
+        job.labels.insert("tier".into(), "a\0b".into());
+        assert_eq!(job.validate().unwrap_err().field, "label value");
+        job.labels.insert("tier".into(), "v".repeat(256));
+        assert_eq!(job.validate().unwrap_err().field, "label value");
+        job.labels.insert("tier".into(), "gold plated".into());
+        assert!(job.validate().is_ok(), "spaces and empty values are fine in label values");
+        job.labels.insert("empty".into(), String::new());
+        assert!(job.validate().is_ok());
     }
 
     #[test]

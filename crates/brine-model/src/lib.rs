@@ -27,7 +27,7 @@ pub use execution::{
     ComputeState, DesiredState, DesiredStateKind, Execution, ExecutionState, PublishedResult, Resources, RunOutput,
 };
 pub use id::{validate_name, EvaluationId, ExecutionId, InvalidReason, JobId, NodeId, ValidationError, MAX_ID_LEN};
-pub use job::{validate_queue, Job, JobState, JobStateInfo, JobType, QueueStatus, MAX_QUEUE_LEN};
+pub use job::{validate_label_value, validate_queue, Job, JobState, JobStateInfo, JobType, QueueStatus, MAX_QUEUE_LEN};
 pub use log::{LogEntry, LogObject, ObjectType, Operation};
 pub use time::Timestamp;
 

@@ -46,6 +46,10 @@ impl StoreKind {
                 Cf::IdxJobsInProgress,
                 Cf::IdxJobsQueued,
                 Cf::IdxJobsIdle,
+                Cf::IdxJobsByStateCreate,
+                Cf::IdxJobsByStateModify,
+                Cf::IdxJobsByLabelCreate,
+                Cf::IdxJobsByLabelModify,
                 Cf::IdxEvaluationsByJob,
                 Cf::IdxExecutionsByJobId,
                 Cf::IdxExecutionsByNode,
@@ -107,6 +111,16 @@ pub enum Cf {
     IdxJobsQueued,
     /// `last_accessed:u64 job_id` → empty, for queued and in-progress queue jobs.
     IdxJobsIdle,
+    /// `state:u8 create_time:u64 job_id` → empty (format version 2).
+    IdxJobsByStateCreate,
+    /// `state:u8 modify_time:u64 job_id` → empty (format version 2).
+    IdxJobsByStateModify,
+    /// `label_key 0x00 label_value 0x00 create_time:u64 job_id` → empty, one entry per
+    /// label (format version 2).
+    IdxJobsByLabelCreate,
+    /// `label_key 0x00 label_value 0x00 modify_time:u64 job_id` → empty, one entry per
+    /// label (format version 2).
+    IdxJobsByLabelModify,
     /// `job_id 0x00 evaluation_id` → empty.
     IdxEvaluationsByJob,
     /// `job_id` → `String`: the archive file a purged job went to (the retained table).
@@ -115,7 +129,7 @@ pub enum Cf {
 
 impl Cf {
     /// Every family of either store.
-    pub const ALL: [Cf; 22] = [
+    pub const ALL: [Cf; 26] = [
         Cf::Executions,
         Cf::ExecutionEvents,
         Cf::IdxExecutionsByJobId,
@@ -136,6 +150,10 @@ impl Cf {
         Cf::IdxJobsInProgress,
         Cf::IdxJobsQueued,
         Cf::IdxJobsIdle,
+        Cf::IdxJobsByStateCreate,
+        Cf::IdxJobsByStateModify,
+        Cf::IdxJobsByLabelCreate,
+        Cf::IdxJobsByLabelModify,
         Cf::IdxEvaluationsByJob,
         Cf::PurgedJobs,
     ];
@@ -163,6 +181,10 @@ impl Cf {
             Cf::IdxJobsInProgress => "idx_jobs_in_progress",
             Cf::IdxJobsQueued => "idx_jobs_queued",
             Cf::IdxJobsIdle => "idx_jobs_idle",
+            Cf::IdxJobsByStateCreate => "idx_jobs_by_state_create_time",
+            Cf::IdxJobsByStateModify => "idx_jobs_by_state_modify_time",
+            Cf::IdxJobsByLabelCreate => "idx_jobs_by_label_create_time",
+            Cf::IdxJobsByLabelModify => "idx_jobs_by_label_modify_time",
             Cf::IdxEvaluationsByJob => "idx_evaluations_by_job",
             Cf::PurgedJobs => "purged_jobs",
         }

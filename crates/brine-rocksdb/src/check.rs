@@ -226,6 +226,10 @@ impl Checker<'_> {
             Cf::IdxJobsQueued,
             Cf::IdxJobsIdle,
             Cf::IdxJobsByName,
+            Cf::IdxJobsByStateCreate,
+            Cf::IdxJobsByStateModify,
+            Cf::IdxJobsByLabelCreate,
+            Cf::IdxJobsByLabelModify,
         ] {
             self.each_key(cf, |c, k, v| {
                 let id = crate::job::indexed_job_id(cf, k, v);

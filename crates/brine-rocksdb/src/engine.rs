@@ -47,7 +47,7 @@ use crate::codec::{decode, encode};
 use crate::{Durability, OpenError, OpenOptions};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Meta keys.
 pub(crate) mod meta {
@@ -235,7 +235,24 @@ pub fn store_kind_at(path: &Path) -> std::result::Result<StoreKind, OpenError> {
     })
 }
 
-fn map_open_error(path: &Path, e: rocksdb::Error) -> OpenError {
+/// Refuses a store of another format version before anything is written to it: an
+/// older one names the command that upgrades it.
+fn check_version_before_writing(db: &DB, path: &Path) -> std::result::Result<(), OpenError> {
+    let Some(meta_cf) = db.cf_handle(Cf::Meta.name()) else { return Ok(()) };
+    let raw = db.get_cf(meta_cf, meta::SCHEMA_VERSION).map_err(|e| map_open_error(path, e))?;
+    let Some(raw) = raw else { return Ok(()) };
+    let version: u64 = decode(Cf::Meta, meta::SCHEMA_VERSION, &raw)
+        .map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
+    let path = path.to_path_buf();
+    match version {
+        v if v > SCHEMA_VERSION => Err(OpenError::NewerSchema { path, found: v, supported: SCHEMA_VERSION }),
+        v if crate::migrate::upgradable(v) => Err(OpenError::OlderSchema { path, found: v, supported: SCHEMA_VERSION }),
+        v if v != SCHEMA_VERSION => Err(OpenError::UnknownSchema { path, found: v, supported: SCHEMA_VERSION }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn map_open_error(path: &Path, e: rocksdb::Error) -> OpenError {
     let msg = e.to_string();
     let lower = msg.to_ascii_lowercase();
     if lower.contains("lock") && (lower.contains("resource temporarily unavailable") || lower.contains("lock hold")) {
@@ -294,14 +311,20 @@ impl Engine {
                     });
                 }
             }
-            for name in on_disk {
-                if name != "default" && !names.contains(&name) {
-                    names.push(name);
+            // Open the families it has; add missing ones only once its version is known
+            // to be this build's, so refusing an older store changes nothing in it.
+            names = on_disk.into_iter().filter(|n| n != "default").collect();
+        }
+        let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, db_options()));
+        let mut db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| map_open_error(path, e))?;
+        if exists {
+            check_version_before_writing(&db, path)?;
+            for cf in kind.families() {
+                if db.cf_handle(cf.name()).is_none() {
+                    db.create_cf(cf.name(), &db_options()).map_err(|e| map_open_error(path, e))?;
                 }
             }
         }
-        let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, db_options()));
-        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| map_open_error(path, e))?;
         let engine = Engine {
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),

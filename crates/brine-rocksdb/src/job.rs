@@ -15,7 +15,7 @@ use brine_store::{
     ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 
-use rocksdb::DB;
+use rocksdb::{DBRawIteratorWithThreadMode, DB};
 use serde::de::DeserializeOwned;
 
 use crate::cf::{Cf, StoreKind};
@@ -50,6 +50,19 @@ fn ns_time_key(ns: &str, time: Timestamp, id: &JobId) -> Vec<u8> {
     KeyBuilder::new().str(ns).u64(time.as_nanos()).last_str(id.as_str()).build()
 }
 
+fn state_prefix(state: JobState) -> Vec<u8> {
+    vec![state.code()]
+}
+
+fn label_prefix(key: &str, value: &str) -> Vec<u8> {
+    KeyBuilder::new().str(key).str(value).build()
+}
+
+/// `prefix time:u64 job_id`: the layout of every time-ordered job index.
+fn prefixed_time_key(prefix: &[u8], time: Timestamp, id: &JobId) -> Vec<u8> {
+    [prefix, &time_key(time, id)].concat()
+}
+
 pub(crate) fn node_key(node: &NodeId, id: &ExecutionId) -> Vec<u8> {
     node_key_parts(node.as_str(), id.as_bytes())
 }
@@ -79,6 +92,12 @@ pub(crate) fn indexed_job_id(cf: Cf, key: &[u8], value: &[u8]) -> Option<JobId> 
             r.str().ok().and_then(|_| r.u64().ok()).and_then(|_| r.last_str().ok())
         }
         Cf::IdxJobsInProgress => r.u8().ok().and_then(|_| r.last_str().ok()),
+        Cf::IdxJobsByStateCreate | Cf::IdxJobsByStateModify => {
+            r.u8().ok().and_then(|_| r.u64().ok()).and_then(|_| r.last_str().ok())
+        }
+        Cf::IdxJobsByLabelCreate | Cf::IdxJobsByLabelModify => {
+            r.str().ok().and_then(|_| r.str().ok()).and_then(|_| r.u64().ok()).and_then(|_| r.last_str().ok())
+        }
         _ => None,
     }?;
     JobId::new(id).ok()
@@ -94,7 +113,14 @@ pub(crate) fn index_entries(job: &Job) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
         (Cf::IdxJobsByModify, time_key(job.modify_time, id), Vec::new()),
         (Cf::IdxJobsByNamespaceCreate, ns_time_key(ns, job.create_time, id), Vec::new()),
         (Cf::IdxJobsByNamespaceModify, ns_time_key(ns, job.modify_time, id), Vec::new()),
+        (Cf::IdxJobsByStateCreate, prefixed_time_key(&state_prefix(job.state()), job.create_time, id), Vec::new()),
+        (Cf::IdxJobsByStateModify, prefixed_time_key(&state_prefix(job.state()), job.modify_time, id), Vec::new()),
     ];
+    for (key, value) in &job.labels {
+        let prefix = label_prefix(key, value);
+        out.push((Cf::IdxJobsByLabelCreate, prefixed_time_key(&prefix, job.create_time, id), Vec::new()));
+        out.push((Cf::IdxJobsByLabelModify, prefixed_time_key(&prefix, job.modify_time, id), Vec::new()));
+    }
     if !job.state().is_terminal() {
         out.push((
             Cf::IdxJobsInProgress,
@@ -295,24 +321,64 @@ fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp, purge: Option<&str>) ->
     log_job(txn, Operation::Delete, Some(before), None, events, now)
 }
 
-/// The job ids of an ordered time index, after `after`, in `order`, with the prefix of
-/// the index's key space (empty for the global indexes), read from `snapshot` so that
-/// the caller's record reads (through the same snapshot) agree with the index.
-#[allow(clippy::too_many_arguments)]
-fn ordered_ids(
+/// One scan of a time-ordered job index: the entries `prefix time:u64 job_id` under
+/// `prefix`, in `order`, after `after`, as of the snapshot its iterator reads.
+struct IndexScan<'d> {
+    it: DBRawIteratorWithThreadMode<'d, DB>,
+    cf: Cf,
+    prefix_len: usize,
+    order: SortOrder,
+    started: bool,
+    done: bool,
+}
+
+impl IndexScan<'_> {
+    fn entry(&self) -> Result<(Timestamp, JobId)> {
+        let k = self.it.key().unwrap_or_default();
+        let mut r = KeyReader::new(k.get(self.prefix_len..).unwrap_or_default());
+        let time = r.u64().map_err(|e| corrupt_key(self.cf, k, &e.reason))?;
+        let id = r.last_str().map_err(|e| corrupt_key(self.cf, k, &e.reason))?;
+        let id = JobId::new(id).map_err(|e| corrupt_key(self.cf, k, &e.to_string()))?;
+        Ok((Timestamp::from_nanos(time), id))
+    }
+}
+
+impl Iterator for IndexScan<'_> {
+    type Item = Result<(Timestamp, JobId)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if std::mem::replace(&mut self.started, true) {
+            match self.order {
+                SortOrder::Ascending => self.it.next(),
+                SortOrder::Descending => self.it.prev(),
+            }
+        }
+        if !self.it.valid() {
+            self.done = true;
+            return self.it.status().err().map(|e| Err(StoreError::backend("scan a job index", e)));
+        }
+        let entry = self.entry();
+        self.done = entry.is_err();
+        Some(entry)
+    }
+}
+
+/// Starts an [`IndexScan`] of `cf` under `prefix` through `snapshot`.
+fn index_scan<'d>(
     engine: &Engine,
-    db: &DB,
+    db: &'d DB,
     snapshot: &Snapshot<'_>,
     cf: Cf,
     prefix: &[u8],
-    after: Option<(Timestamp, JobId)>,
+    after: Option<&(Timestamp, JobId)>,
     order: SortOrder,
-    mut visit: impl FnMut(Timestamp, JobId) -> Result<bool>,
-) -> Result<()> {
+) -> Result<IndexScan<'d>> {
     let upper = if prefix.is_empty() { None } else { prefix_end(prefix) };
     let mut it = engine.iter_at(db, Some(snapshot), cf, prefix, upper)?;
-    let start =
-        after.map(|(t, id)| [prefix, &KeyBuilder::new().u64(t.as_nanos()).last_str(id.as_str()).build()].concat());
+    let start = after.map(|(t, id)| prefixed_time_key(prefix, *t, id));
     match (order, &start) {
         (SortOrder::Ascending, None) => it.seek_to_first(),
         (SortOrder::Ascending, Some(k)) => {
@@ -329,21 +395,33 @@ fn ordered_ids(
             }
         }
     }
-    while it.valid() {
-        let Some(k) = it.key() else { break };
-        let mut r = KeyReader::new(&k[prefix.len()..]);
-        let time = r.u64().map_err(|e| corrupt_key(cf, k, &e.reason))?;
-        let id = r.last_str().map_err(|e| corrupt_key(cf, k, &e.reason))?;
-        let id = JobId::new(id).map_err(|e| corrupt_key(cf, k, &e.to_string()))?;
-        if !visit(Timestamp::from_nanos(time), id)? {
-            return Ok(());
-        }
-        match order {
-            SortOrder::Ascending => it.next(),
-            SortOrder::Descending => it.prev(),
+    Ok(IndexScan { it, cf, prefix_len: prefix.len(), order, started: false, done: false })
+}
+
+/// Visits the `(time, id)` entries of the time-ordered job indexes `scans` (a family and
+/// a prefix each), merged into one `order`, starting after `after`, through one
+/// snapshot, until `visit` returns false.
+#[allow(clippy::too_many_arguments)]
+fn ordered_ids(
+    engine: &Engine,
+    db: &DB,
+    snapshot: &Snapshot<'_>,
+    scans: &[(Cf, Vec<u8>)],
+    after: Option<(Timestamp, JobId)>,
+    order: SortOrder,
+    mut visit: impl FnMut(Timestamp, JobId) -> Result<bool>,
+) -> Result<()> {
+    let scans = scans
+        .iter()
+        .map(|(cf, prefix)| index_scan(engine, db, snapshot, *cf, prefix, after.as_ref(), order))
+        .collect::<Result<Vec<_>>>()?;
+    for entry in rules::merge_ordered(scans, order) {
+        let (time, id) = entry?;
+        if !visit(time, id)? {
+            break;
         }
     }
-    it.status().map_err(|e| StoreError::backend("scan a job index", e))
+    Ok(())
 }
 
 /// The job store of a requester node, on RocksDB.
@@ -553,16 +631,27 @@ impl JobStore for RocksJobStore {
             rules::check_namespace(ns)?;
         }
         let after = query.token.as_deref().map(rules::parse_job_token).transpose()?;
-        let (cf, prefix) = match (&query.namespace, query.sort) {
-            (None, JobSort::CreateTime) => (Cf::IdxJobsByCreate, Vec::new()),
-            (None, JobSort::ModifyTime) => (Cf::IdxJobsByModify, Vec::new()),
-            (Some(ns), JobSort::CreateTime) => (Cf::IdxJobsByNamespaceCreate, KeyBuilder::new().str(ns).build()),
-            (Some(ns), JobSort::ModifyTime) => (Cf::IdxJobsByNamespaceModify, KeyBuilder::new().str(ns).build()),
+        let create = query.sort == JobSort::CreateTime;
+        let scans: Vec<(Cf, Vec<u8>)> = match rules::job_drive(query) {
+            rules::JobDrive::Label { key, values } => {
+                let cf = if create { Cf::IdxJobsByLabelCreate } else { Cf::IdxJobsByLabelModify };
+                values.into_iter().map(|v| (cf, label_prefix(key, v))).collect()
+            }
+            rules::JobDrive::States(states) => {
+                let cf = if create { Cf::IdxJobsByStateCreate } else { Cf::IdxJobsByStateModify };
+                states.into_iter().map(|s| (cf, state_prefix(s))).collect()
+            }
+            rules::JobDrive::Time => vec![match (&query.namespace, create) {
+                (None, true) => (Cf::IdxJobsByCreate, Vec::new()),
+                (None, false) => (Cf::IdxJobsByModify, Vec::new()),
+                (Some(ns), true) => (Cf::IdxJobsByNamespaceCreate, KeyBuilder::new().str(ns).build()),
+                (Some(ns), false) => (Cf::IdxJobsByNamespaceModify, KeyBuilder::new().str(ns).build()),
+            }],
         };
         let mut page = rules::JobPager::new(query);
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
-        ordered_ids(&self.engine, &db, &snapshot, cf, &prefix, after, query.order, |time, id| {
+        ordered_ids(&self.engine, &db, &snapshot, &scans, after, query.order, |time, id| {
             let job = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, id.as_bytes())?;
             Ok(page.offer(time, &id, job.as_ref()))
         })?;
@@ -811,26 +900,23 @@ impl JobStore for RocksJobStore {
         let mut out = Vec::new();
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
-        ordered_ids(
-            &self.engine,
-            &db,
-            &snapshot,
-            Cf::IdxJobsByModify,
-            &[],
-            after,
-            SortOrder::Ascending,
-            |time, id| {
-                if time > before {
-                    return Ok(false);
+        // The terminal states' modify-time indexes, merged: only finished jobs are read.
+        let scans: Vec<(Cf, Vec<u8>)> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| (Cf::IdxJobsByStateModify, state_prefix(s)))
+            .collect();
+        ordered_ids(&self.engine, &db, &snapshot, &scans, after, SortOrder::Ascending, |time, id| {
+            if time > before {
+                return Ok(false);
+            }
+            if let Some(job) = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id))? {
+                if job.state().is_terminal() && job.modify_time == time {
+                    out.push(job);
                 }
-                if let Some(job) = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id))? {
-                    if job.state().is_terminal() {
-                        out.push(job);
-                    }
-                }
-                Ok(out.len() < limit)
-            },
-        )?;
+            }
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
     }
 

@@ -28,6 +28,7 @@ mod execution;
 pub mod inspect;
 mod job;
 mod log;
+pub mod migrate;
 mod repair;
 
 use std::path::PathBuf;
@@ -108,6 +109,16 @@ pub enum OpenError {
         /// The store's version.
         found: u64,
         /// The newest version this build reads.
+        supported: u64,
+    },
+    /// The store was written by an older Brine: `brine migrate up` upgrades it.
+    #[error("store {} has schema version {found}, older than this build's {supported}: upgrade it with `brine migrate up {}` (see `brine migrate status`)", path.display(), path.display())]
+    OlderSchema {
+        /// The path.
+        path: PathBuf,
+        /// The store's version.
+        found: u64,
+        /// The version this build reads and writes.
         supported: u64,
     },
     /// The store has a schema version this build does not know.

@@ -85,16 +85,25 @@ fn with_schema_version(version: u64) -> (tempfile::TempDir, PathBuf, OpenError) 
 
 #[test]
 fn newer_and_unknown_schema_versions_are_refused_naming_both() {
+    let current = brine_rocksdb::SCHEMA_VERSION;
     let (_tmp, path, err) = with_schema_version(99);
-    assert!(matches!(err, OpenError::NewerSchema { found: 99, supported: 1, .. }), "{err:?}");
+    assert!(matches!(err, OpenError::NewerSchema { found: 99, supported, .. } if supported == current), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("99") && msg.contains("(1)"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("99") && msg.contains(&format!("({current})")),
+        "{msg}"
+    );
 
     let (_tmp, _path, err) = with_schema_version(0);
-    assert!(matches!(err, OpenError::UnknownSchema { found: 0, supported: 1, .. }), "{err:?}");
+    assert!(matches!(err, OpenError::UnknownSchema { found: 0, supported, .. } if supported == current), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("version 0") && msg.contains("reads only 1"), "{msg}");
-    assert!(!msg.contains("brine migrate"), "no promise of a command this build lacks: {msg}");
+    assert!(msg.contains("version 0") && msg.contains(&format!("reads only {current}")), "{msg}");
+    assert!(!msg.contains("brine migrate"), "no migration starts from 0: {msg}");
+
+    // The version before: a migration step upgrades it, and the error names the command.
+    let (_tmp, path, err) = with_schema_version(current - 1);
+    assert!(matches!(err, OpenError::OlderSchema { found, .. } if found == current - 1), "{err:?}");
+    assert!(err.to_string().contains(&format!("brine migrate up {}", path.display())), "{err}");
 }
 
 #[test]

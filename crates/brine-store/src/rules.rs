@@ -352,6 +352,105 @@ impl<'q> JobPager<'q> {
     }
 }
 
+/// The index a job listing reads (both backends choose the same way): a listing with
+/// a filter reads the entries of the matching jobs, not every job of the time index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobDrive<'q> {
+    /// The label index: one scan per value of `key`, merged, for the selector's first
+    /// `key=value` or `key in (…)` requirement.
+    Label {
+        /// The label key.
+        key: &'q str,
+        /// The values to read, each once.
+        values: Vec<&'q str>,
+    },
+    /// The state index: one scan per state asked for, merged.
+    States(Vec<JobState>),
+    /// The time index, of the namespace when one is given.
+    Time,
+}
+
+/// Which index serves `query`. The pager still applies every filter, so the choice
+/// only decides how many entries are read, never what is listed.
+pub fn job_drive(query: &crate::JobQuery) -> JobDrive<'_> {
+    use crate::selector::LabelRequirement;
+    for requirement in &query.selector.requirements {
+        let (key, mut values): (&str, Vec<&str>) = match requirement {
+            LabelRequirement::Equals(k, v) => (k, vec![v.as_str()]),
+            LabelRequirement::In(k, vs) => (k, vs.iter().map(String::as_str).collect()),
+            _ => continue,
+        };
+        values.sort_unstable();
+        values.dedup();
+        return JobDrive::Label { key, values };
+    }
+    if !query.states.is_empty() {
+        let mut states = query.states.clone();
+        states.sort_by_key(|s| s.code());
+        states.dedup();
+        return JobDrive::States(states);
+    }
+    JobDrive::Time
+}
+
+/// Merges scans that each yield `(time, id)` in `order` into one scan in `order`: how a
+/// listing reads several states or label values as one index.
+pub fn merge_ordered<I, E>(scans: Vec<I>, order: crate::SortOrder) -> MergeOrdered<I>
+where
+    I: Iterator<Item = std::result::Result<(Timestamp, brine_model::JobId), E>>,
+{
+    MergeOrdered { heads: scans.into_iter().map(|s| (s, None)).collect(), order, primed: false }
+}
+
+/// The iterator of [`merge_ordered`].
+#[derive(Debug)]
+pub struct MergeOrdered<I> {
+    heads: Vec<(I, Option<(Timestamp, brine_model::JobId)>)>,
+    order: crate::SortOrder,
+    primed: bool,
+}
+
+impl<I, E> Iterator for MergeOrdered<I>
+where
+    I: Iterator<Item = std::result::Result<(Timestamp, brine_model::JobId), E>>,
+{
+    type Item = std::result::Result<(Timestamp, brine_model::JobId), E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.primed {
+            self.primed = true;
+            for (scan, head) in &mut self.heads {
+                match scan.next() {
+                    Some(Ok(entry)) => *head = Some(entry),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
+            }
+        }
+        let descending = self.order == crate::SortOrder::Descending;
+        let mut best: Option<usize> = None;
+        for (i, (_, head)) in self.heads.iter().enumerate() {
+            let Some(entry) = head else { continue };
+            let better = match best.and_then(|b| self.heads[b].1.as_ref()) {
+                None => true,
+                Some(current) => (entry < current) != descending,
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        let (scan, head) = &mut self.heads[i];
+        let out = head.take();
+        match scan.next() {
+            Some(Ok(entry)) => *head = Some(entry),
+            Some(Err(e)) => return Some(Err(e)),
+            None => {}
+        }
+        out.map(Ok)
+    }
+}
+
 /// Checks a page size.
 pub fn check_limit(limit: usize) -> Result<()> {
     if limit == 0 {

@@ -1,0 +1,106 @@
+//! `brine migrate`: a store's format version and the numbered steps that upgrade it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use brine_rocksdb::migrate;
+use clap::{Args, Subcommand};
+
+use crate::ui;
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    #[command(subcommand)]
+    command: MigrateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateCommand {
+    /// Print the store's format version, this build's, and the steps `up` would apply.
+    Status {
+        /// The store directory.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the pending steps in order (if interrupted, run it again: a step only
+    /// counts once it has finished).
+    Up {
+        /// The store directory.
+        path: PathBuf,
+        /// Print the steps that would run; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
+    match args.command {
+        MigrateCommand::Status { path, json } => {
+            let status = tokio::task::spawn_blocking(move || migrate::status(&path))
+                .await
+                .context("the migration task failed")??;
+            if json {
+                ui::print_json(&status)?;
+                return Ok(Outcome::Ok);
+            }
+            println!(
+                "{} ({} store): format version {}, this build writes {}",
+                status.path.display(),
+                status.kind,
+                status.current,
+                status.target
+            );
+            if status.pending.is_empty() {
+                println!("up to date");
+            } else {
+                println!("pending steps (brine migrate up {}):", status.path.display());
+                for step in &status.pending {
+                    println!("  {}: {}", step.to, step.description);
+                }
+            }
+        }
+        MigrateCommand::Up { path, dry_run, json } => {
+            let bar = ui::progress(None, "records migrated", json);
+            let b = bar.clone();
+            let shown = path.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                migrate::up(&path, dry_run, |to, n| {
+                    b.set_message(format!("step {to}"));
+                    b.set_position(n);
+                })
+            })
+            .await
+            .context("the migration task failed")?;
+            bar.finish_and_clear();
+            let report = report?;
+            if json {
+                ui::print_json(&report)?;
+                return Ok(Outcome::Ok);
+            }
+            match (report.applied.is_empty(), dry_run) {
+                (true, _) => println!("{} is at format version {}: nothing to do", shown.display(), report.to),
+                (false, true) => {
+                    println!(
+                        "dry run (nothing written): {} would go from version {} to {}",
+                        shown.display(),
+                        report.from,
+                        report.to
+                    )
+                }
+                (false, false) => {
+                    println!("migrated {} from format version {} to {}", shown.display(), report.from, report.to)
+                }
+            }
+            for step in &report.applied {
+                println!("  step {}: {} records", step.to, step.records);
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
