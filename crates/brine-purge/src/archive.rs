@@ -221,9 +221,20 @@ pub fn read_archive(path: &Path) -> Result<impl Iterator<Item = Result<serde_jso
     read_archive_from(Box::new(file), compression, path)
 }
 
+/// The longest archive line a reader accepts: far above any job with everything it
+/// owns, and a bound on what a damaged or hostile file (a compressed stream that
+/// inflates to gigabytes without a newline) makes a reader hold. Fuzzing builds use a
+/// smaller bound so that each input stays cheap.
+#[cfg(not(fuzzing))]
+pub const MAX_LINE: usize = 64 << 20;
+/// The longest archive line a reader accepts (smaller under fuzzing).
+#[cfg(fuzzing)]
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Reads archive records from `input`, compressed as `compression`; `origin` names the
-/// input in errors. A line that is not JSON, a truncated or corrupt compressed stream
-/// and bytes that are not UTF-8 are errors naming the line, never a panic.
+/// input in errors. A line that is not JSON, a line longer than [`MAX_LINE`], a
+/// truncated or corrupt compressed stream and bytes that are not UTF-8 are errors naming
+/// the line (reading stops there), never a panic.
 pub fn read_archive_from(
     input: Box<dyn Read>,
     compression: Compression,
@@ -235,16 +246,46 @@ pub fn read_archive_from(
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compression::Zstd => Box::new(zstd::Decoder::new(input).map_err(io_err(path, "start zstd decompression"))?),
     };
-    let owned = path.to_path_buf();
-    Ok(BufReader::with_capacity(64 << 10, reader).lines().enumerate().map(move |(n, line)| {
-        let line =
-            line.map_err(|source| PurgeError::Io { what: "read an archive file", path: owned.clone(), source })?;
-        serde_json::from_str(&line).map_err(|e| PurgeError::BadArchive {
-            path: owned.clone(),
-            line: n + 1,
-            reason: e.to_string(),
-        })
-    }))
+    Ok(Records { reader: BufReader::with_capacity(64 << 10, reader), path: path.to_path_buf(), line: 0, done: false })
+}
+
+/// The records of an archive, one JSON line each, read up to [`MAX_LINE`] bytes a line.
+struct Records {
+    reader: BufReader<Box<dyn Read>>,
+    path: PathBuf,
+    line: usize,
+    done: bool,
+}
+
+impl Iterator for Records {
+    type Item = Result<serde_json::Value, PurgeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.line += 1;
+        let mut buf = Vec::new();
+        let read = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf);
+        let bad = |reason: String| PurgeError::BadArchive { path: self.path.clone(), line: self.line, reason };
+        let result = match read {
+            Err(source) => Err(PurgeError::Io { what: "read an archive file", path: self.path.clone(), source }),
+            Ok(0) => {
+                self.done = true;
+                return None;
+            }
+            Ok(_) if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE => {
+                Err(bad(format!("longer than {} MiB", MAX_LINE >> 20)))
+            }
+            Ok(_) => {
+                let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                serde_json::from_slice(text).map_err(|e| bad(e.to_string()))
+            }
+        };
+        self.done = result.is_err();
+        Some(result)
+    }
 }
 
 /// The id a record is archived under: the job's id.
@@ -451,5 +492,32 @@ impl Pending {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&path, "remove a pending marker")(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_past_the_bound_is_an_error_not_an_allocation() {
+        // A few kilobytes of zstd that inflate to one 96 MiB line with no newline: a
+        // damaged (or hostile) archive must not make a reader hold it all.
+        let bomb = zstd::encode_all(std::io::repeat(b'a').take(96 << 20), 19).unwrap();
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let mut records =
+            read_archive_from(Box::new(std::io::Cursor::new(bomb)), Compression::Zstd, Path::new("bomb.jsonl.zst"))
+                .unwrap();
+        let err = records.next().unwrap().unwrap_err().to_string();
+        assert!(err.starts_with("bomb.jsonl.zst line 1: longer than"), "{err}");
+        assert!(records.next().is_none(), "reading stops at the bad line");
+        // Below the bound, lines read as before, with or without a last newline.
+        let text = b"{\"job_id\":\"a\"}\n{\"job_id\":\"b\"}".to_vec();
+        let ids: Vec<String> =
+            read_archive_from(Box::new(std::io::Cursor::new(text)), Compression::None, Path::new("x"))
+                .unwrap()
+                .map(|r| record_id(&r.unwrap()).unwrap().to_owned())
+                .collect();
+        assert_eq!(ids, ["a", "b"]);
     }
 }
