@@ -484,6 +484,34 @@ pub async fn merged_listings_page_in_order(f: &dyn Factory) {
     }
 }
 
+/// A job changed in its labels or its state is listed under the new ones only.
+pub async fn listings_follow_label_and_state_changes(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let jobs = env.jobs();
+    let mut j = job("j1");
+    j.labels.insert("tier".into(), "web".into());
+    jobs.create_job(j).await.unwrap();
+    let listed = |selector: &str, states: Vec<JobState>| {
+        let q = JobQuery { selector: selector.parse().unwrap(), states, ..JobQuery::default() };
+        let jobs = jobs.clone();
+        async move { page_ids(&jobs.list_jobs(&q).await.unwrap()).into_iter().map(str::to_owned).collect::<Vec<_>>() }
+    };
+    assert_eq!(listed("tier=web", vec![]).await, ["j1"]);
+    env.advance(Duration::from_secs(1));
+    let mut changed = jobs.get_job(&jid("j1")).await.unwrap();
+    changed.labels.insert("tier".into(), "db".into());
+    jobs.update_job(changed).await.unwrap();
+    assert!(listed("tier=web", vec![]).await.is_empty(), "the old label value lists nothing");
+    assert_eq!(listed("tier in (db, web)", vec![]).await, ["j1"], "listed once, under the new value");
+    assert_eq!(listed("", vec![JobState::Pending]).await, ["j1"]);
+    env.advance(Duration::from_secs(1));
+    jobs.update_job_state(UpdateJobStateRequest::new(jid("j1"), JobState::Running, "go")).await.unwrap();
+    assert!(listed("", vec![JobState::Pending]).await.is_empty(), "the old state lists nothing");
+    assert_eq!(listed("tier=db", vec![JobState::Running]).await, ["j1"]);
+    let q = JobQuery { states: vec![JobState::Running], sort: JobSort::ModifyTime, ..JobQuery::default() };
+    assert_eq!(page_ids(&jobs.list_jobs(&q).await.unwrap()), ["j1"], "the modify-time entry moved too");
+}
+
 /// Pages in both orders and both sort keys cover every match once, in order.
 pub async fn list_pagination_both_orders(f: &dyn Factory) {
     let env = Env::new(f).await;

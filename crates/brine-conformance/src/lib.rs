@@ -57,6 +57,7 @@
 //! - listings through indexes ([`job::list_by_namespace_state_and_labels`],
 //!   [`job::list_pagination_both_orders`], [`job::listing_while_jobs_change_stays_in_order`],
 //!   [`job::filtered_listings_read_only_matching_entries`], [`job::merged_listings_page_in_order`],
+//!   [`job::listings_follow_label_and_state_changes`],
 //!   [`job::in_progress_by_type`]);
 //! - evaluations and requester executions ([`job::evaluations`],
 //!   [`job::requester_executions_by_job_and_node`], [`job::job_changes_are_logged`]);
@@ -214,6 +215,7 @@ macro_rules! conformance_tests {
             job::list_pagination_both_orders,
             job::filtered_listings_read_only_matching_entries,
             job::merged_listings_page_in_order,
+            job::listings_follow_label_and_state_changes,
             job::listing_while_jobs_change_stays_in_order,
             job::in_progress_by_type,
             job::evaluations,
