@@ -299,14 +299,6 @@ impl ExecutionStore for MemExecutionStore {
         Ok(Box::new(MemExecutionTx { tx: self.db.begin_tx().await?, steps: rules::TxSteps::default() }))
     }
 
-    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
-        self.event_log().checkpoint(name, seq).await
-    }
-
-    async fn get_checkpoint(&self, name: &str) -> Result<u64> {
-        self.event_log().get_checkpoint(name).await
-    }
-
     fn event_log(&self) -> Arc<dyn EventLog> {
         Arc::new(MemEventLog(Arc::clone(&self.db)))
     }

@@ -785,7 +785,7 @@ impl JobStore for MemJobStore {
                     .map(|(_, id)| id.clone())
                     .collect();
                 for id in &ids {
-                    let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
+                    let request = rules::expire_request(id, message);
                     update_job_state(s, &request, now)?;
                 }
                 Ok(ids)
@@ -800,24 +800,19 @@ impl JobStore for MemJobStore {
         after: Option<(Timestamp, JobId)>,
         limit: usize,
     ) -> Result<Vec<Job>> {
-        rules::check_limit(limit)?;
+        let mut candidates = rules::PurgeCandidates::new(before, limit)?;
         let snap = self.db.read()?;
         let t = &snap.tables;
-        // The terminal states' modify-time indexes, merged: only finished jobs are read.
-        let scans = JobState::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
+        let scans = rules::purgeable_states()
             .map(|s| page_of(t.state_modify.get(&s), after.clone(), SortOrder::Ascending).map(Ok::<_, StoreError>))
             .collect();
-        let mut out = Vec::new();
         for entry in rules::merge_ordered(scans, SortOrder::Ascending) {
             let (time, id) = entry?;
-            if time > before || out.len() == limit {
+            if !candidates.offer(time, || Ok::<_, StoreError>(t.jobs.get(&id).map(|j| Job::clone(j))))? {
                 break;
             }
-            out.extend(t.jobs.get(&id).map(|j| Job::clone(j)));
         }
-        Ok(out)
+        Ok(candidates.finish())
     }
 
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {

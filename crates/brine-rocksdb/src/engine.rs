@@ -243,12 +243,20 @@ fn check_version_before_writing(db: &DB, path: &Path) -> std::result::Result<(),
     let Some(raw) = raw else { return Ok(()) };
     let version: u64 = decode(Cf::Meta, meta::SCHEMA_VERSION, &raw)
         .map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
+    version_error(path, version).map_or(Ok(()), Err)
+}
+
+/// Why a store of format `version` cannot be opened by this build, if it cannot: newer,
+/// older (a migration upgrades it), or unknown.
+pub(crate) fn version_error(path: &Path, version: u64) -> Option<OpenError> {
     let path = path.to_path_buf();
     match version {
-        v if v > SCHEMA_VERSION => Err(OpenError::NewerSchema { path, found: v, supported: SCHEMA_VERSION }),
-        v if crate::migrate::upgradable(v) => Err(OpenError::OlderSchema { path, found: v, supported: SCHEMA_VERSION }),
-        v if v != SCHEMA_VERSION => Err(OpenError::UnknownSchema { path, found: v, supported: SCHEMA_VERSION }),
-        _ => Ok(()),
+        v if v == SCHEMA_VERSION => None,
+        v if v > SCHEMA_VERSION => Some(OpenError::NewerSchema { path, found: v, supported: SCHEMA_VERSION }),
+        v if crate::migrate::upgradable(v) => {
+            Some(OpenError::OlderSchema { path, found: v, supported: SCHEMA_VERSION })
+        }
+        v => Some(OpenError::UnknownSchema { path, found: v, supported: SCHEMA_VERSION }),
     }
 }
 
@@ -387,13 +395,10 @@ impl Engine {
                 wo.set_sync(true);
                 db.write_opt(batch, &wo).map_err(|e| OpenError::Engine { path: path.clone(), source: e })?;
             }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(OpenError::NewerSchema { path: path.clone(), found: v, supported: SCHEMA_VERSION });
-            }
-            Some(v) if v != SCHEMA_VERSION => {
-                return Err(OpenError::UnknownSchema { path: path.clone(), found: v, supported: SCHEMA_VERSION });
-            }
-            Some(_) => {
+            Some(v) => {
+                if let Some(refused) = version_error(path, v) {
+                    return Err(refused);
+                }
                 let kind: Option<String> = self.get_value(Cf::Meta, meta::STORE_KIND).map_err(store_err)?;
                 if kind.as_deref() != Some(self.kind.as_str()) {
                     return Err(OpenError::WrongKind {

@@ -292,14 +292,6 @@ impl ExecutionStore for RocksExecutionStore {
         Ok(Box::new(RocksExecutionTx { txn: self.engine.begin_tx().await?, steps: rules::TxSteps::default() }))
     }
 
-    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
-        self.event_log().checkpoint(name, seq).await
-    }
-
-    async fn get_checkpoint(&self, name: &str) -> Result<u64> {
-        self.event_log().get_checkpoint(name).await
-    }
-
     fn event_log(&self) -> Arc<dyn EventLog> {
         Arc::new(RocksEventLog(Arc::clone(&self.engine)))
     }

@@ -881,7 +881,7 @@ impl JobStore for RocksJobStore {
                     Ok(true)
                 })?;
                 for id in &ids {
-                    let request = UpdateJobStateRequest::new(id.clone(), JobState::Expired, message.clone());
+                    let request = rules::expire_request(id, message);
                     update_job_state(txn, &request, now)?;
                 }
                 Ok(ids)
@@ -896,28 +896,15 @@ impl JobStore for RocksJobStore {
         after: Option<(Timestamp, JobId)>,
         limit: usize,
     ) -> Result<Vec<Job>> {
-        rules::check_limit(limit)?;
-        let mut out = Vec::new();
+        let mut candidates = rules::PurgeCandidates::new(before, limit)?;
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
-        // The terminal states' modify-time indexes, merged: only finished jobs are read.
-        let scans: Vec<(Cf, Vec<u8>)> = JobState::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .map(|s| (Cf::IdxJobsByStateModify, state_prefix(s)))
-            .collect();
+        let scans: Vec<(Cf, Vec<u8>)> =
+            rules::purgeable_states().map(|s| (Cf::IdxJobsByStateModify, state_prefix(s))).collect();
         ordered_ids(&self.engine, &db, &snapshot, &scans, after, SortOrder::Ascending, |time, id| {
-            if time > before {
-                return Ok(false);
-            }
-            if let Some(job) = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id))? {
-                if job.state().is_terminal() && job.modify_time == time {
-                    out.push(job);
-                }
-            }
-            Ok(out.len() < limit)
+            candidates.offer(time, || self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id)))
         })?;
-        Ok(out)
+        Ok(candidates.finish())
     }
 
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {

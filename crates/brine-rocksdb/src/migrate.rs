@@ -155,14 +155,11 @@ fn open(path: &Path) -> Result<(DB, StoreKind, u64), OpenError> {
             })
         }
     };
-    let path = path.to_path_buf();
-    if version > SCHEMA_VERSION {
-        return Err(OpenError::NewerSchema { path, found: version, supported: SCHEMA_VERSION });
+    // An older version is what a migration is for; any other mismatch is refused.
+    match crate::engine::version_error(path, version) {
+        None | Some(OpenError::OlderSchema { .. }) => Ok((db, kind, version)),
+        Some(refused) => Err(refused),
     }
-    if version != SCHEMA_VERSION && !upgradable(version) {
-        return Err(OpenError::UnknownSchema { path, found: version, supported: SCHEMA_VERSION });
-    }
-    Ok((db, kind, version))
 }
 
 fn pending(from: u64) -> impl Iterator<Item = &'static Step> {

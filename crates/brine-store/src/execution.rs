@@ -68,10 +68,14 @@ pub trait ExecutionStore: Send + Sync {
     async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>>;
 
     /// Records watcher `name`'s checkpoint (see [`EventLog::checkpoint`]).
-    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()>;
+    async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
+        self.event_log().checkpoint(name, seq).await
+    }
 
     /// Watcher `name`'s checkpoint, 0 if none.
-    async fn get_checkpoint(&self, name: &str) -> Result<u64>;
+    async fn get_checkpoint(&self, name: &str) -> Result<u64> {
+        self.event_log().get_checkpoint(name).await
+    }
 
     /// The store's event log.
     fn event_log(&self) -> Arc<dyn EventLog>;

@@ -289,6 +289,11 @@ pub fn expire_cutoff(idle_for: std::time::Duration, now: Timestamp) -> (Timestam
     (now.saturating_sub(idle_for), format!("not accessed for {}s", idle_for.as_secs()))
 }
 
+/// What expiring job `id` changes: a move to `Expired` with the expire message.
+pub fn expire_request(id: &brine_model::JobId, message: &str) -> UpdateJobStateRequest {
+    UpdateJobStateRequest::new(id.clone(), JobState::Expired, message)
+}
+
 /// Builds one page of a job listing from the entries of the sort index, in order: what
 /// matches, where the page ends, and its token. Both backends feed it the index entries
 /// they read, so they page alike.
@@ -420,10 +425,8 @@ where
         if !self.primed {
             self.primed = true;
             for (scan, head) in &mut self.heads {
-                match scan.next() {
-                    Some(Ok(entry)) => *head = Some(entry),
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => {}
+                if let Err(e) = advance(scan, head) {
+                    return Some(Err(e));
                 }
             }
         }
@@ -442,12 +445,66 @@ where
         let i = best?;
         let (scan, head) = &mut self.heads[i];
         let out = head.take();
-        match scan.next() {
-            Some(Ok(entry)) => *head = Some(entry),
-            Some(Err(e)) => return Some(Err(e)),
-            None => {}
+        if let Err(e) = advance(scan, head) {
+            return Some(Err(e));
         }
         out.map(Ok)
+    }
+}
+
+/// Moves `scan`'s next entry into `head` (`None` once it ends); an error is returned.
+fn advance<I, E>(scan: &mut I, head: &mut Option<(Timestamp, brine_model::JobId)>) -> std::result::Result<(), E>
+where
+    I: Iterator<Item = std::result::Result<(Timestamp, brine_model::JobId), E>>,
+{
+    *head = scan.next().transpose()?;
+    Ok(())
+}
+
+/// The job states whose modify-time index ranges purge candidates are read from: the
+/// terminal ones, so a purge never reads an unfinished job.
+pub fn purgeable_states() -> impl Iterator<Item = JobState> {
+    JobState::ALL.into_iter().filter(|s| s.is_terminal())
+}
+
+/// Collects purge candidates (`JobStore::purgeable_jobs`) from the merged
+/// [`purgeable_states`] ranges of the modify-time index, oldest first: finished jobs
+/// last modified at or before `before`, at most `limit`.
+#[derive(Debug)]
+pub struct PurgeCandidates {
+    before: Timestamp,
+    limit: usize,
+    jobs: Vec<Job>,
+}
+
+impl PurgeCandidates {
+    /// An empty collection; refuses a `limit` of 0.
+    pub fn new(before: Timestamp, limit: usize) -> Result<Self> {
+        check_limit(limit)?;
+        Ok(PurgeCandidates { before, limit, jobs: Vec::new() })
+    }
+
+    /// Offers the next index entry: its modify time, and `read`, which reads the job it
+    /// points at (`None` when the record is gone) only if the entry is still wanted.
+    /// Returns whether to read on. An entry whose record has another modify time or is
+    /// not finished is passed over.
+    pub fn offer<E>(
+        &mut self,
+        time: Timestamp,
+        read: impl FnOnce() -> std::result::Result<Option<Job>, E>,
+    ) -> std::result::Result<bool, E> {
+        if time > self.before || self.jobs.len() == self.limit {
+            return Ok(false);
+        }
+        if let Some(job) = read()?.filter(|j| j.state().is_terminal() && j.modify_time == time) {
+            self.jobs.push(job);
+        }
+        Ok(self.jobs.len() < self.limit)
+    }
+
+    /// The candidates.
+    pub fn finish(self) -> Vec<Job> {
+        self.jobs
     }
 }
 
