@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use brine_rocksdb::{Cf, Inspector};
 use brine_store::keys::{parse_printable, printable};
-use brine_store::StoreError;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -231,7 +230,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             let value = match ins.get_json(family, &bytes) {
                 Ok(Some(v)) => v,
                 Ok(None) => bail!("key not found: {} {key}", family.name()),
-                Err(e @ StoreError::Corrupt { .. }) => bail!(e),
+                Err(e) if e.is_corrupt() => bail!(e),
                 Err(e) => return Err(e.into()),
             };
             if json {

@@ -30,7 +30,7 @@ use brine_store::model::{
     NodeId, ObjectType, Operation, PublishedResult, Resources, RunOutput, Timestamp,
 };
 use brine_store::{
-    async_trait, Condition, EventFilter, ExecutionStore, ExecutionUpdate, JobOutcome, JobQuery, JobStore, StoreError,
+    async_trait, Condition, EventFilter, ExecutionStore, ExecutionUpdate, JobOutcome, JobQuery, JobStore,
     UpdateExecutionRequest, UpdateJobStateRequest,
 };
 use brine_watch::{Handler, HandlerError, Watcher, WatcherOptions};
@@ -118,11 +118,6 @@ struct RequesterSync {
     applied: Arc<AtomicU64>,
 }
 
-/// Whether an error means the change was made already (delivery is at-least-once).
-fn already_done(e: &StoreError) -> bool {
-    matches!(e, StoreError::AlreadyTerminal { .. } | StoreError::InvalidState { .. })
-}
-
 #[async_trait]
 impl Handler for RequesterSync {
     async fn handle(&self, entries: &[LogEntry]) -> Result<(), HandlerError> {
@@ -149,7 +144,8 @@ impl Handler for RequesterSync {
                 Ok(()) => {
                     self.applied.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) if already_done(&e) => {}
+                // Delivery is at-least-once: a conflict means the change was made already.
+                Err(e) if e.is_conflict() => {}
                 Err(e) => return Err(Box::new(e)),
             }
         }
@@ -542,7 +538,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let purged = brine_purge::purge(&brine_purge::Source::Jobs(nodes.requester.clone()), &purge_options).await?;
     let read_back = match brine_purge::read_archived(&purge_options.archive_dir, "job-0000000")? {
         Some(record) => record.pointer("/job/id").and_then(|v| v.as_str()) == Some("job-0000000"),
-        None => !matches!(nodes.requester.get_job(&JobId::new("job-0000000")?).await, Err(StoreError::Archived { .. })),
+        None => !nodes.requester.get_job(&JobId::new("job-0000000")?).await.is_err_and(|e| e.is_archived()),
     };
     if !read_back {
         anyhow::bail!("job-0000000 was purged but does not read back from {}", purge_options.archive_dir.display());

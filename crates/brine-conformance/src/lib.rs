@@ -64,6 +64,7 @@
 //! - purge: candidates, bundles, atomic purge with retained ids
 //!   ([`job::purge_archives_terminal_jobs_and_retains_their_ids`]);
 //! - the queue of seed 002 ([`queue::enqueue_grab_finish`], [`queue::grab_is_fifo_per_queue`],
+//!   [`queue::a_regrab_records_the_new_grab_time`],
 //!   [`queue::concurrent_grabbers_never_share_a_job`], [`queue::expire_idle_jobs`],
 //!   [`queue::touch_is_logged_and_keeps_versions`],
 //!   [`queue::finish_requires_in_progress`]).
@@ -224,6 +225,7 @@ macro_rules! conformance_tests {
             job::purge_archives_terminal_jobs_and_retains_their_ids,
             queue::enqueue_grab_finish,
             queue::grab_is_fifo_per_queue,
+            queue::a_regrab_records_the_new_grab_time,
             queue::concurrent_grabbers_never_share_a_job,
             queue::expire_idle_jobs,
             queue::touch_is_logged_and_keeps_versions,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brine_store::model::{JobState, LogObject, Operation};
-use brine_store::{EventFilter, JobOutcome, Position, StoreError};
+use brine_store::{EventFilter, JobOutcome, Position, StoreError, UpdateJobStateRequest};
 use tokio::task::JoinSet;
 
 use crate::assert_err;
@@ -43,6 +43,28 @@ pub async fn enqueue_grab_finish(f: &dyn Factory) {
     let failed = jobs.finish(&jid("q2"), JobOutcome::Failed { message: "exit 1".into() }, vec![]).await.unwrap();
     assert_eq!((failed.state(), failed.state.message.as_str()), (JobState::Failed, "exit 1"));
     assert_eq!(jobs.get_job(&jid("q2")).await.unwrap(), failed);
+}
+
+/// A job grabbed again after a requeue gets the new grab time, whether `grab_next` or a
+/// state change moves it into `Running` (one rule for both ways in).
+pub async fn a_regrab_records_the_new_grab_time(f: &dyn Factory) {
+    let env = Env::new(f).await;
+    let jobs = env.jobs();
+    jobs.enqueue("default", job("q1")).await.unwrap();
+    env.advance(Duration::from_secs(1));
+    let first = jobs.grab_next("default").await.unwrap().expect("a job");
+    let requeue = || UpdateJobStateRequest::new(jid("q1"), JobState::Queued, "node lost");
+    env.advance(Duration::from_secs(1));
+    jobs.update_job_state(requeue()).await.unwrap();
+    env.advance(Duration::from_secs(1));
+    let second = jobs.grab_next("default").await.unwrap().expect("requeued");
+    assert_ne!(second.grabbed_time, first.grabbed_time);
+    assert_eq!(second.grabbed_time, Some(second.modify_time));
+    jobs.update_job_state(requeue()).await.unwrap();
+    env.advance(Duration::from_secs(1));
+    let by_hand =
+        jobs.update_job_state(UpdateJobStateRequest::new(jid("q1"), JobState::Running, "by hand")).await.unwrap();
+    assert_eq!(by_hand.grabbed_time, Some(by_hand.modify_time));
 }
 
 /// Each queue hands out its oldest queued job first.

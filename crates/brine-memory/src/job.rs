@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use brine_store::job_write::{self, JobStorage, OwnedRecords, Removed};
 use brine_store::model::{
-    Evaluation, EvaluationId, Event, Execution, ExecutionId, HistoryLevel, Job, JobHistory, JobId, JobState, JobType,
-    LogObject, NodeId, Operation, Timestamp,
+    Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobHistory, JobId, JobState, JobType, LogObject,
+    NodeId, Operation, Timestamp,
 };
+use brine_store::rules::JobIndex;
 use brine_store::{
     rules, Clock, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStamp,
     JobStore, ObjectKind, Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
@@ -53,10 +55,6 @@ pub(crate) struct JobTables {
 
 type State = Snapshot<JobTables>;
 
-fn expirable(job: &Job) -> bool {
-    job.queue.is_some() && matches!(job.state(), JobState::Queued | JobState::Running)
-}
-
 /// The records `table` holds for the keys `index` lists under `owner`, in key order.
 fn related<K: Ord + Clone, V: Clone>(
     index: &OrdMap<JobId, OrdSet<K>>,
@@ -69,6 +67,31 @@ fn related<K: Ord + Clone, V: Clone>(
         .flat_map(|keys| keys.iter())
         .filter_map(|k| table.get(k).map(|v| V::clone(v)))
         .collect()
+}
+
+/// Whether an index entry is added or removed.
+#[derive(Clone, Copy)]
+enum Change {
+    Add,
+    Remove,
+}
+
+fn change_flat<V: Ord + Clone>(set: &mut OrdSet<V>, v: V, change: Change) {
+    match change {
+        Change::Add => {
+            set.insert(v);
+        }
+        Change::Remove => {
+            set.remove(&v);
+        }
+    }
+}
+
+fn change_nested<K: Ord + Clone, V: Ord + Clone>(map: &mut OrdMap<K, OrdSet<V>>, k: K, v: V, change: Change) {
+    match change {
+        Change::Add => insert_nested(map, &k, v),
+        Change::Remove => remove_nested(map, &k, &v),
+    }
 }
 
 fn insert_nested<K: Ord + Clone, V: Ord + Clone>(map: &mut OrdMap<K, OrdSet<V>>, k: &K, v: V) {
@@ -114,236 +137,199 @@ impl JobTables {
         })
     }
 
-    /// Adds or removes every index entry of `job`.
-    fn index(&mut self, job: &Job, add: bool) {
-        let id = job.id.clone();
-        let ns = &job.namespace;
-        let created = (job.create_time, id.clone());
-        let modified = (job.modify_time, id.clone());
-        if add {
-            self.by_name.insert((ns.clone(), job.name.clone()), id.clone());
-            self.by_create.insert(created.clone());
-            self.by_modify.insert(modified.clone());
-            insert_nested(&mut self.ns_create, ns, created.clone());
-            insert_nested(&mut self.ns_modify, ns, modified.clone());
-            insert_nested(&mut self.state_create, &job.state(), created.clone());
-            insert_nested(&mut self.state_modify, &job.state(), modified.clone());
-            for (k, v) in &job.labels {
-                let label = (k.clone(), v.clone());
-                insert_nested(&mut self.label_create, &label, created.clone());
-                insert_nested(&mut self.label_modify, &label, modified.clone());
+    /// Adds or removes one index entry of job `id`: where each [`JobIndex`] lives here.
+    fn index_entry(&mut self, id: &JobId, entry: &JobIndex<'_>, change: Change) {
+        let id = id.clone();
+        match *entry {
+            JobIndex::Name { namespace, name } => {
+                let key = (namespace.to_owned(), name.to_owned());
+                match change {
+                    Change::Add => self.by_name.insert(key, id),
+                    Change::Remove => self.by_name.remove(&key),
+                };
             }
-            if !job.state().is_terminal() {
-                insert_nested(&mut self.in_progress, &job.job_type, id.clone());
+            JobIndex::Created(time) => change_flat(&mut self.by_create, (time, id), change),
+            JobIndex::Modified(time) => change_flat(&mut self.by_modify, (time, id), change),
+            JobIndex::NamespaceCreated { namespace, time } => {
+                change_nested(&mut self.ns_create, namespace.to_owned(), (time, id), change)
             }
-            if let (Some(q), JobState::Queued) = (&job.queue, job.state()) {
-                insert_nested(&mut self.queued, q, created);
+            JobIndex::NamespaceModified { namespace, time } => {
+                change_nested(&mut self.ns_modify, namespace.to_owned(), (time, id), change)
             }
-            if expirable(job) {
-                self.idle.insert((job.last_accessed_time, id));
+            JobIndex::StateCreated { state, time } => change_nested(&mut self.state_create, state, (time, id), change),
+            JobIndex::StateModified { state, time } => change_nested(&mut self.state_modify, state, (time, id), change),
+            JobIndex::LabelCreated { key, value, time } => {
+                change_nested(&mut self.label_create, (key.to_owned(), value.to_owned()), (time, id), change)
             }
-        } else {
-            self.by_name.remove(&(ns.clone(), job.name.clone()));
-            self.by_create.remove(&created);
-            self.by_modify.remove(&modified);
-            remove_nested(&mut self.ns_create, ns, &created);
-            remove_nested(&mut self.ns_modify, ns, &modified);
-            remove_nested(&mut self.state_create, &job.state(), &created);
-            remove_nested(&mut self.state_modify, &job.state(), &modified);
-            for (k, v) in &job.labels {
-                let label = (k.clone(), v.clone());
-                remove_nested(&mut self.label_create, &label, &created);
-                remove_nested(&mut self.label_modify, &label, &modified);
+            JobIndex::LabelModified { key, value, time } => {
+                change_nested(&mut self.label_modify, (key.to_owned(), value.to_owned()), (time, id), change)
             }
-            remove_nested(&mut self.in_progress, &job.job_type, &id);
-            if let Some(q) = &job.queue {
-                remove_nested(&mut self.queued, q, &created);
-            }
-            self.idle.remove(&(job.last_accessed_time, id));
+            JobIndex::InProgress(job_type) => change_nested(&mut self.in_progress, job_type, id, change),
+            JobIndex::Queued { queue, time } => change_nested(&mut self.queued, queue.to_owned(), (time, id), change),
+            JobIndex::Idle(time) => change_flat(&mut self.idle, (time, id), change),
         }
     }
 
-    fn history(
-        &mut self,
-        job: &Job,
-        level: HistoryLevel,
-        execution: Option<&ExecutionId>,
-        event: Event,
-        now: Timestamp,
-    ) {
-        self.history_seq += 1;
-        let entry = JobHistory {
-            seq: self.history_seq,
-            level,
-            job_id: job.id.clone(),
-            job_version: job.version,
-            execution_id: execution.cloned(),
-            event,
-            time: now,
-        };
-        self.history.entry(job.id.clone()).or_default().insert(entry.seq, Arc::new(entry));
+    /// The index a [`rules::JobScan`] reads here.
+    fn range(&self, scan: &rules::JobScan<'_>) -> Option<&TimeIndex> {
+        let create = |sort: &JobSort| *sort == JobSort::CreateTime;
+        match scan {
+            rules::JobScan::All(sort) => Some(if create(sort) { &self.by_create } else { &self.by_modify }),
+            rules::JobScan::Namespace(ns, sort) => {
+                if create(sort) { &self.ns_create } else { &self.ns_modify }.get(*ns)
+            }
+            rules::JobScan::State(state, sort) => {
+                if create(sort) { &self.state_create } else { &self.state_modify }.get(state)
+            }
+            rules::JobScan::Label { key, value, sort } => {
+                if create(sort) { &self.label_create } else { &self.label_modify }
+                    .get(&((*key).to_owned(), (*value).to_owned()))
+            }
+        }
     }
 
     fn sorted_execs(&self, ids: Option<&OrdSet<ExecutionId>>) -> Vec<Execution> {
-        let mut out: Vec<Execution> = ids
-            .into_iter()
-            .flat_map(|s| s.iter())
-            .filter_map(|id| self.execs.get(id).map(|e| Execution::clone(e)))
-            .collect();
-        out.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
-        out
+        let execs =
+            ids.into_iter().flat_map(|s| s.iter()).filter_map(|id| self.execs.get(id)).map(|e| Execution::clone(e));
+        rules::newest_first(execs.collect())
     }
 }
 
-fn log_job(
-    s: &mut State,
-    op: Operation,
-    previous: Option<&Job>,
-    current: Option<&Job>,
-    events: Vec<Event>,
-    now: Timestamp,
-) {
-    let object = LogObject::Job {
-        current: current.map(|j| Box::new(j.clone())),
-        previous: previous.map(|j| Box::new(j.clone())),
-        events,
-    };
-    s.log.append(op, object, now);
-}
-
-fn log_exec(
-    s: &mut State,
-    op: Operation,
-    previous: Option<&Execution>,
-    current: Option<&Execution>,
-    events: Vec<Event>,
-    now: Timestamp,
-) {
-    let object = LogObject::Execution {
-        current: current.map(|e| Box::new(e.clone())),
-        previous: previous.map(|e| Box::new(e.clone())),
-        events,
-    };
-    s.log.append(op, object, now);
-}
-
-fn log_eval(s: &mut State, op: Operation, previous: Option<&Evaluation>, current: Option<&Evaluation>, now: Timestamp) {
-    let object = LogObject::Evaluation {
-        current: current.map(|e| Box::new(e.clone())),
-        previous: previous.map(|e| Box::new(e.clone())),
-    };
-    s.log.append(op, object, now);
-}
-
-fn create_job(s: &mut State, job: Job, now: Timestamp) -> Result<Job> {
-    let job = rules::new_job(job, now)?;
-    let t = &mut s.tables;
-    if t.jobs.contains_key(&job.id) {
-        return Err(StoreError::already_exists(ObjectKind::Job, &job.id));
+/// The job store's writes (`brine_store::job_write`) on a snapshot being built.
+impl JobStorage for State {
+    fn job(&self, id: &JobId) -> Result<Option<Job>> {
+        Ok(self.tables.jobs.get(id).map(|j| Job::clone(j)))
     }
-    if t.by_name.contains_key(&(job.namespace.clone(), job.name.clone())) {
-        return Err(StoreError::already_exists(ObjectKind::JobName, format!("{}/{}", job.namespace, job.name)));
+
+    fn name_taken(&self, namespace: &str, name: &str) -> Result<bool> {
+        Ok(self.tables.by_name.contains_key(&(namespace.to_owned(), name.to_owned())))
     }
-    t.index(&job, true);
-    let arc = Arc::new(job.clone());
-    t.jobs.insert(job.id.clone(), Arc::clone(&arc));
-    t.versions.entry(job.id.clone()).or_default().insert(job.version, arc);
-    let event = Event::new("JobSubmission", format!("job submitted in state {}", job.state()), now);
-    t.history(&job, HistoryLevel::Job, None, event.clone(), now);
-    log_job(s, Operation::Create, None, Some(&job), vec![event], now);
-    Ok(job)
-}
 
-/// Replaces the stored job with `next`, moving its indexes, and logs the change.
-fn replace_job(s: &mut State, current: &Job, next: Job, events: Vec<Event>, now: Timestamp) -> Job {
-    let t = &mut s.tables;
-    t.index(current, false);
-    t.index(&next, true);
-    let arc = Arc::new(next.clone());
-    t.jobs.insert(next.id.clone(), Arc::clone(&arc));
-    t.versions.entry(next.id.clone()).or_default().insert(next.version, arc);
-    for event in &events {
-        t.history(&next, HistoryLevel::Job, None, event.clone(), now);
+    fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>> {
+        Ok(self.tables.evals.get(id).map(|e| Evaluation::clone(e)))
     }
-    log_job(s, Operation::Update, Some(current), Some(&next), events, now);
-    next
-}
 
-/// Moves a finished job's modify time after a write to what belongs to it
-/// (`rules::dependent_change`): the record and its modify-time indexes, logged as an
-/// update; no new version.
-fn dependent_change(s: &mut State, id: &JobId, now: Timestamp) -> Result<()> {
-    let current = Arc::clone(s.tables.job(id)?);
-    let Some(next) = rules::dependent_change(&current, now) else { return Ok(()) };
-    let t = &mut s.tables;
-    t.index(&current, false);
-    t.index(&next, true);
-    t.jobs.insert(next.id.clone(), Arc::new(next.clone()));
-    log_job(s, Operation::Update, Some(&current), Some(&next), Vec::new(), now);
-    Ok(())
-}
-
-fn update_job_state(s: &mut State, request: &UpdateJobStateRequest, now: Timestamp) -> Result<Job> {
-    let current = Arc::clone(s.tables.job(&request.job_id)?);
-    let next = rules::update_job_state(&current, request, now)?;
-    let mut events = vec![rules::job_state_event(current.state(), &next, now)];
-    events.extend(request.events.iter().cloned());
-    Ok(replace_job(s, &current, next, events, now))
-}
-
-/// Deletes a job with everything it owns; a purge to an archive logs only the job's
-/// entry (see the RocksDB backend).
-fn delete_job(s: &mut State, id: &JobId, now: Timestamp, purge: Option<&str>) -> Result<()> {
-    let current = Arc::clone(s.tables.job(id)?);
-    let t = &mut s.tables;
-    t.index(&current, false);
-    t.jobs.remove(id);
-    t.versions.remove(id);
-    t.history.remove(id);
-    let evals: Vec<EvaluationId> = t.evals_by_job.remove(id).map(|s| s.into_iter().collect()).unwrap_or_default();
-    let execs: Vec<ExecutionId> = t.execs_by_job.remove(id).map(|s| s.into_iter().collect()).unwrap_or_default();
-    let mut removed_evals = Vec::new();
-    for eid in evals {
-        removed_evals.extend(t.evals.remove(&eid));
+    fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>> {
+        Ok(self.tables.execs.get(id).map(|e| Execution::clone(e)))
     }
-    let mut removed_execs = Vec::new();
-    for xid in execs {
-        if let Some(e) = t.execs.remove(&xid) {
-            if let Some(node) = &e.node_id {
-                remove_nested(&mut t.execs_by_node, node, &xid);
+
+    fn first_queued(&self, queue: &str) -> Result<Option<JobId>> {
+        Ok(self.tables.queued.get(queue).and_then(|q| q.get_min()).map(|(_, id)| id.clone()))
+    }
+
+    fn idle_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<JobId>> {
+        let idle = self.tables.idle.iter().take_while(|(accessed, _)| *accessed < cutoff).take(limit);
+        Ok(idle.map(|(_, id)| id.clone()).collect())
+    }
+
+    fn put_job(&mut self, job: &Job) -> Result<()> {
+        self.tables.jobs.insert(job.id.clone(), Arc::new(job.clone()));
+        Ok(())
+    }
+
+    fn put_job_version(&mut self, job: &Job) -> Result<()> {
+        self.tables.versions.entry(job.id.clone()).or_default().insert(job.version, Arc::new(job.clone()));
+        Ok(())
+    }
+
+    fn add_job_index(&mut self, id: &JobId, entry: &JobIndex<'_>) -> Result<()> {
+        self.tables.index_entry(id, entry, Change::Add);
+        Ok(())
+    }
+
+    fn remove_job_index(&mut self, id: &JobId, entry: &JobIndex<'_>) -> Result<()> {
+        self.tables.index_entry(id, entry, Change::Remove);
+        Ok(())
+    }
+
+    fn remove_job(&mut self, id: &JobId, owned: OwnedRecords) -> Result<Removed> {
+        let t = &mut self.tables;
+        t.jobs.remove(id);
+        t.versions.remove(id);
+        t.history.remove(id);
+        let mut removed = Removed::default();
+        for eid in t.evals_by_job.remove(id).unwrap_or_default() {
+            removed.evaluations.extend(t.evals.remove(&eid).map(|e| Evaluation::clone(&e)));
+        }
+        for xid in t.execs_by_job.remove(id).unwrap_or_default() {
+            if let Some(e) = t.execs.remove(&xid) {
+                if let Some(node) = &e.node_id {
+                    remove_nested(&mut t.execs_by_node, node, &xid);
+                }
+                removed.executions.push(Execution::clone(&e));
             }
-            removed_execs.push(e);
         }
+        if owned == OwnedRecords::Skip {
+            removed = Removed::default();
+        }
+        Ok(removed)
     }
-    if purge.is_none() {
-        for e in removed_evals {
-            log_eval(s, Operation::Delete, Some(&e), None, now);
-        }
-        for e in removed_execs {
-            log_exec(s, Operation::Delete, Some(&e), None, vec![], now);
-        }
+
+    fn mark_purged(&mut self, id: &JobId, archive: &str) -> Result<()> {
+        self.tables.purged.insert(id.clone(), archive.to_owned());
+        Ok(())
     }
-    let events = purge.map(|archive| vec![rules::purge_event(archive, now)]).unwrap_or_default();
-    log_job(s, Operation::Delete, Some(&current), None, events, now);
-    Ok(())
+
+    fn next_history_seq(&mut self) -> Result<u64> {
+        self.tables.history_seq += 1;
+        Ok(self.tables.history_seq)
+    }
+
+    fn put_history(&mut self, entry: &JobHistory) -> Result<()> {
+        let history = self.tables.history.entry(entry.job_id.clone()).or_default();
+        history.insert(entry.seq, Arc::new(entry.clone()));
+        Ok(())
+    }
+
+    fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
+        let t = &mut self.tables;
+        insert_nested(&mut t.evals_by_job, &evaluation.job_id, evaluation.id.clone());
+        t.evals.insert(evaluation.id.clone(), Arc::new(evaluation.clone()));
+        Ok(())
+    }
+
+    fn delete_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
+        let t = &mut self.tables;
+        t.evals.remove(&evaluation.id);
+        remove_nested(&mut t.evals_by_job, &evaluation.job_id, &evaluation.id);
+        Ok(())
+    }
+
+    fn put_execution(&mut self, before: Option<&Execution>, next: &Execution) -> Result<()> {
+        let t = &mut self.tables;
+        if let Some(node) = before.and_then(|b| b.node_id.as_ref()) {
+            remove_nested(&mut t.execs_by_node, node, &next.id);
+        }
+        if let Some(node) = &next.node_id {
+            insert_nested(&mut t.execs_by_node, node, next.id.clone());
+        }
+        insert_nested(&mut t.execs_by_job, &next.job_id, next.id.clone());
+        t.execs.insert(next.id.clone(), Arc::new(next.clone()));
+        Ok(())
+    }
+
+    fn append_log(&mut self, operation: Operation, object: LogObject, now: Timestamp) -> Result<()> {
+        self.log.append(operation, object, now);
+        Ok(())
+    }
 }
 
+/// The entries of `index` past `after` in `order` (none when the index is absent).
 fn page_of(
     index: Option<&TimeIndex>,
     after: Option<(Timestamp, JobId)>,
     order: SortOrder,
-) -> Box<dyn Iterator<Item = (Timestamp, JobId)> + '_> {
+) -> Box<dyn Iterator<Item = Result<(Timestamp, JobId)>> + '_> {
     let Some(index) = index else {
         return Box::new(std::iter::empty());
     };
-    match (order, after) {
-        (SortOrder::Ascending, None) => Box::new(index.iter().cloned()),
-        (SortOrder::Ascending, Some(k)) => Box::new(index.range((Bound::Excluded(k), Bound::Unbounded)).cloned()),
-        (SortOrder::Descending, None) => Box::new(index.iter().rev().cloned()),
-        (SortOrder::Descending, Some(k)) => {
-            Box::new(index.range((Bound::Unbounded, Bound::Excluded(k))).rev().cloned())
-        }
-    }
+    let entries: Box<dyn Iterator<Item = &(Timestamp, JobId)>> = match (order, after) {
+        (SortOrder::Ascending, None) => Box::new(index.iter()),
+        (SortOrder::Ascending, Some(k)) => Box::new(index.range((Bound::Excluded(k), Bound::Unbounded))),
+        (SortOrder::Descending, None) => Box::new(index.iter().rev()),
+        (SortOrder::Descending, Some(k)) => Box::new(index.range((Bound::Unbounded, Bound::Excluded(k))).rev()),
+    };
+    Box::new(entries.cloned().map(Ok))
 }
 
 /// The job store of a requester node, in memory.
@@ -373,15 +359,14 @@ impl MemJobStore {
 #[async_trait]
 impl JobStore for MemJobStore {
     async fn create_job(&self, job: Job) -> Result<Job> {
-        self.db.write(|s, now| create_job(s, job, now)).await
+        self.db.write(|s, now| job_write::create_job(s, job, now)).await
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Job> {
         let snap = self.db.read()?;
-        match (snap.tables.jobs.get(id), snap.tables.purged.get(id)) {
-            (Some(job), _) => Ok(Job::clone(job)),
-            (None, Some(file)) => Err(StoreError::Archived { id: id.to_string(), file: file.clone() }),
-            (None, None) => Err(StoreError::not_found(ObjectKind::Job, id)),
+        match snap.tables.jobs.get(id) {
+            Some(job) => Ok(Job::clone(job)),
+            None => Err(rules::missing_job(id, snap.tables.purged.get(id).cloned())),
         }
     }
 
@@ -402,41 +387,18 @@ impl JobStore for MemJobStore {
         if let Some(job) = snap.tables.jobs.get(&start) {
             return Ok(Job::clone(job));
         }
-        let matches: Vec<&Arc<Job>> = snap
+        let matches = snap
             .tables
             .jobs
             .range(start..)
             .take_while(|(id, _)| id.as_str().starts_with(prefix))
-            .take(10)
-            .map(|(_, j)| j)
-            .collect();
-        match matches.as_slice() {
-            [] => Err(StoreError::not_found(ObjectKind::Job, prefix)),
-            [one] => Ok(Job::clone(one)),
-            many => Err(StoreError::MultipleJobsFound {
-                prefix: prefix.to_owned(),
-                ids: many.iter().map(|j| j.id.clone()).collect(),
-            }),
-        }
+            .take(rules::PREFIX_MATCHES)
+            .map(|(_, j)| Job::clone(j));
+        rules::job_by_prefix(prefix, matches.collect())
     }
 
     async fn update_job(&self, job: Job) -> Result<Job> {
-        self.db
-            .write(|s, now| {
-                let current = Arc::clone(s.tables.job(&job.id)?);
-                let next = rules::new_job_version(&current, job, now)?;
-                if next.name != current.name
-                    && s.tables.by_name.contains_key(&(next.namespace.clone(), next.name.clone()))
-                {
-                    return Err(StoreError::already_exists(
-                        ObjectKind::JobName,
-                        format!("{}/{}", next.namespace, next.name),
-                    ));
-                }
-                let event = Event::new("JobUpdate", format!("job spec updated to version {}", next.version), now);
-                Ok(replace_job(s, &current, next, vec![event], now))
-            })
-            .await
+        self.db.write(|s, now| job_write::update_job(s, job, now)).await
     }
 
     async fn get_job_versions(&self, id: &JobId) -> Result<Vec<Job>> {
@@ -457,82 +419,36 @@ impl JobStore for MemJobStore {
     }
 
     async fn update_job_state(&self, request: UpdateJobStateRequest) -> Result<Job> {
-        self.db.write(|s, now| update_job_state(s, &request, now)).await
+        self.db.write(|s, now| job_write::update_job_state(s, &request, now)).await
     }
 
     async fn delete_job(&self, id: &JobId) -> Result<()> {
-        self.db.write(|s, now| delete_job(s, id, now, None)).await
+        self.db.write(|s, now| job_write::delete_job(s, id, now)).await
     }
 
     async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()> {
-        self.db
-            .write(|s, now| {
-                let job = Arc::clone(s.tables.job(id)?);
-                for event in events {
-                    s.tables.history(&job, HistoryLevel::Job, None, event, now);
-                }
-                dependent_change(s, id, now)
-            })
-            .await
+        self.db.write(|s, now| job_write::add_job_events(s, id, events, now)).await
     }
 
     async fn get_job_history(&self, id: &JobId, query: &HistoryQuery) -> Result<HistoryPage> {
-        rules::check_limit(query.limit)?;
-        let after = query.token.as_deref().map(rules::parse_history_token).transpose()?.unwrap_or(0);
+        let mut page = rules::HistoryPager::new(query)?;
         let snap = self.db.read()?;
         let job = snap.tables.job(id)?;
-        let mut entries = Vec::new();
-        let mut last_examined = after;
-        let mut more = false;
         if let Some(history) = snap.tables.history.get(id) {
-            for (seq, entry) in history.range((Bound::Excluded(after), Bound::Unbounded)) {
-                if !query.matches(entry) {
-                    if entries.len() < query.limit {
-                        last_examined = *seq;
-                    }
-                    continue;
-                }
-                if entries.len() == query.limit {
-                    more = true;
+            for (_, entry) in history.range((Bound::Excluded(page.after()), Bound::Unbounded)) {
+                if !page.offer(JobHistory::clone(entry)) {
                     break;
                 }
-                last_examined = *seq;
-                entries.push(JobHistory::clone(entry));
             }
         }
-        let next_token =
-            if more || !job.state().is_terminal() { Some(rules::history_token(last_examined)) } else { None };
-        Ok(HistoryPage { entries, next_token })
+        Ok(page.finish(job.state()))
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
-        rules::check_limit(query.limit)?;
-        if let Some(ns) = &query.namespace {
-            rules::check_namespace(ns)?;
-        }
-        let after = query.token.as_deref().map(rules::parse_job_token).transpose()?;
+        let mut page = rules::JobPager::new(query)?;
         let snap = self.db.read()?;
         let t = &snap.tables;
-        let create = query.sort == JobSort::CreateTime;
-        let indexes: Vec<Option<&TimeIndex>> = match rules::job_drive(query) {
-            rules::JobDrive::Label { key, values } => {
-                let map = if create { &t.label_create } else { &t.label_modify };
-                values.into_iter().map(|v| map.get(&(key.to_owned(), v.to_owned()))).collect()
-            }
-            rules::JobDrive::States(states) => {
-                let map = if create { &t.state_create } else { &t.state_modify };
-                states.iter().map(|s| map.get(s)).collect()
-            }
-            rules::JobDrive::Time => vec![match (&query.namespace, create) {
-                (None, true) => Some(&t.by_create),
-                (None, false) => Some(&t.by_modify),
-                (Some(ns), true) => t.ns_create.get(ns),
-                (Some(ns), false) => t.ns_modify.get(ns),
-            }],
-        };
-        let scans =
-            indexes.into_iter().map(|i| page_of(i, after.clone(), query.order).map(Ok::<_, StoreError>)).collect();
-        let mut page = rules::JobPager::new(query);
+        let scans = page.scans().iter().map(|scan| page_of(t.range(scan), page.after(), query.order)).collect();
         for entry in rules::merge_ordered(scans, query.order) {
             let (time, id) = entry?;
             if !page.offer(time, &id, t.jobs.get(&id).map(|j| j.as_ref())) {
@@ -555,20 +471,7 @@ impl JobStore for MemJobStore {
     }
 
     async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
-        self.db
-            .write(|s, now| {
-                let eval = rules::new_evaluation(evaluation, now)?;
-                s.tables.job(&eval.job_id)?;
-                if s.tables.evals.contains_key(&eval.id) {
-                    return Err(StoreError::already_exists(ObjectKind::Evaluation, &eval.id));
-                }
-                insert_nested(&mut s.tables.evals_by_job, &eval.job_id, eval.id.clone());
-                s.tables.evals.insert(eval.id.clone(), Arc::new(eval.clone()));
-                log_eval(s, Operation::Create, None, Some(&eval), now);
-                dependent_change(s, &eval.job_id, now)?;
-                Ok(eval)
-            })
-            .await
+        self.db.write(|s, now| job_write::create_evaluation(s, evaluation, now)).await
     }
 
     async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation> {
@@ -581,45 +484,11 @@ impl JobStore for MemJobStore {
     }
 
     async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
-        evaluation.validate()?;
-        self.db
-            .write(|s, now| {
-                let current = s
-                    .tables
-                    .evals
-                    .get(&evaluation.id)
-                    .cloned()
-                    .ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, &evaluation.id))?;
-                let next = Evaluation {
-                    job_id: current.job_id.clone(),
-                    namespace: current.namespace.clone(),
-                    create_time: current.create_time,
-                    modify_time: now,
-                    ..evaluation
-                };
-                s.tables.evals.insert(next.id.clone(), Arc::new(next.clone()));
-                log_eval(s, Operation::Update, Some(&current), Some(&next), now);
-                if s.tables.jobs.contains_key(&next.job_id) {
-                    dependent_change(s, &next.job_id, now)?;
-                }
-                Ok(next)
-            })
-            .await
+        self.db.write(|s, now| job_write::update_evaluation(s, evaluation, now)).await
     }
 
     async fn delete_evaluation(&self, id: &EvaluationId) -> Result<()> {
-        self.db
-            .write(|s, now| {
-                let current =
-                    s.tables.evals.remove(id).ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, id))?;
-                remove_nested(&mut s.tables.evals_by_job, &current.job_id, id);
-                log_eval(s, Operation::Delete, Some(&current), None, now);
-                if s.tables.jobs.contains_key(&current.job_id) {
-                    dependent_change(s, &current.job_id, now)?;
-                }
-                Ok(())
-            })
-            .await
+        self.db.write(|s, now| job_write::delete_evaluation(s, id, now)).await
     }
 
     async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>> {
@@ -629,26 +498,7 @@ impl JobStore for MemJobStore {
     }
 
     async fn create_execution(&self, execution: Execution) -> Result<Execution> {
-        self.db
-            .write(|s, now| {
-                let exec = rules::new_execution(execution, now)?;
-                let job = Arc::clone(s.tables.job(&exec.job_id)?);
-                if s.tables.execs.contains_key(&exec.id) {
-                    return Err(StoreError::already_exists(ObjectKind::Execution, &exec.id));
-                }
-                let t = &mut s.tables;
-                insert_nested(&mut t.execs_by_job, &exec.job_id, exec.id.clone());
-                if let Some(node) = &exec.node_id {
-                    insert_nested(&mut t.execs_by_node, node, exec.id.clone());
-                }
-                t.execs.insert(exec.id.clone(), Arc::new(exec.clone()));
-                let event = Event::new("ExecutionCreated", format!("execution created in state {}", exec.state()), now);
-                t.history(&job, HistoryLevel::Execution, Some(&exec.id), event.clone(), now);
-                log_exec(s, Operation::Create, None, Some(&exec), vec![event], now);
-                dependent_change(s, &exec.job_id, now)?;
-                Ok(exec)
-            })
-            .await
+        self.db.write(|s, now| job_write::create_execution(s, execution, now)).await
     }
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
@@ -661,38 +511,7 @@ impl JobStore for MemJobStore {
     }
 
     async fn update_execution(&self, request: UpdateExecutionRequest) -> Result<Execution> {
-        self.db
-            .write(|s, now| {
-                let t = &mut s.tables;
-                let current = t
-                    .execs
-                    .get(&request.execution_id)
-                    .cloned()
-                    .ok_or_else(|| StoreError::not_found(ObjectKind::Execution, &request.execution_id))?;
-                let next = rules::update_execution(&current, &request, now)?;
-                let job = Arc::clone(t.job(&next.job_id)?);
-                if current.node_id != next.node_id {
-                    if let Some(node) = &current.node_id {
-                        remove_nested(&mut t.execs_by_node, node, &next.id);
-                    }
-                    if let Some(node) = &next.node_id {
-                        insert_nested(&mut t.execs_by_node, node, next.id.clone());
-                    }
-                }
-                t.execs.insert(next.id.clone(), Arc::new(next.clone()));
-                let mut events = Vec::new();
-                if current.state() != next.state() {
-                    events.push(rules::execution_state_event(current.state(), &next, now));
-                }
-                events.extend(request.events.iter().cloned());
-                for event in &events {
-                    t.history(&job, HistoryLevel::Execution, Some(&next.id), event.clone(), now);
-                }
-                log_exec(s, Operation::Update, Some(&current), Some(&next), events, now);
-                dependent_change(s, &next.job_id, now)?;
-                Ok(next)
-            })
-            .await
+        self.db.write(|s, now| job_write::update_execution(s, &request, now)).await
     }
 
     async fn get_executions_for_job(&self, job_id: &JobId) -> Result<Vec<Execution>> {
@@ -705,93 +524,26 @@ impl JobStore for MemJobStore {
         Ok(snap.tables.sorted_execs(snap.tables.execs_by_node.get(node_id)))
     }
 
-    async fn enqueue(&self, queue: &str, mut job: Job) -> Result<Job> {
-        rules::check_queue(queue)?;
-        job.queue = Some(queue.to_owned());
-        job.state.state = JobState::Queued;
-        self.db.write(|s, now| create_job(s, job, now)).await
+    async fn enqueue(&self, queue: &str, job: Job) -> Result<Job> {
+        self.db.write(|s, now| job_write::enqueue(s, queue, job, now)).await
     }
 
     async fn grab_next(&self, queue: &str) -> Result<Option<Job>> {
-        rules::check_queue(queue)?;
-        self.db
-            .write(|s, now| {
-                let Some((_, id)) = s.tables.queued.get(queue).and_then(|q| q.get_min().cloned()) else {
-                    return Ok(None);
-                };
-                let request = UpdateJobStateRequest::new(id, JobState::Running, "grabbed from queue")
-                    .expect_states([JobState::Queued]);
-                let current = Arc::clone(s.tables.job(&request.job_id)?);
-                let mut next = rules::update_job_state(&current, &request, now)?;
-                next.grabbed_time = Some(now);
-                next.last_accessed_time = now;
-                let events = vec![rules::job_state_event(current.state(), &next, now)];
-                Ok(Some(replace_job(s, &current, next, events, now)))
-            })
-            .await
+        self.db.write(|s, now| job_write::grab_next(s, queue, now)).await
     }
 
     async fn finish(&self, id: &JobId, outcome: JobOutcome, output_files: Vec<String>) -> Result<Job> {
-        let (state, message) = match outcome {
-            JobOutcome::Completed => (JobState::Completed, "job completed".to_owned()),
-            JobOutcome::Failed { message } => (JobState::Failed, message),
-        };
-        let request = UpdateJobStateRequest::new(id.clone(), state, message).expect_states([JobState::Running]);
-        self.db
-            .write(|s, now| {
-                let current = Arc::clone(s.tables.job(id)?);
-                let mut next = rules::update_job_state(&current, &request, now)?;
-                next.output_files = output_files;
-                next.last_accessed_time = now;
-                let events = vec![rules::job_state_event(current.state(), &next, now)];
-                Ok(replace_job(s, &current, next, events, now))
-            })
-            .await
+        self.db.write(|s, now| job_write::finish(s, id, outcome, output_files, now)).await
     }
 
     async fn touch_job(&self, id: &JobId) -> Result<Job> {
-        self.db
-            .write(|s, now| {
-                let current = Arc::clone(s.tables.job(id)?);
-                let next = rules::touch_job(&current, now);
-                let t = &mut s.tables;
-                if expirable(&current) {
-                    t.idle.remove(&(current.last_accessed_time, id.clone()));
-                    t.idle.insert((now, id.clone()));
-                }
-                t.jobs.insert(id.clone(), Arc::new(next.clone()));
-                let object = LogObject::Job {
-                    current: Some(Box::new(next.clone())),
-                    previous: Some(Box::new(Job::clone(&current))),
-                    events: Vec::new(),
-                };
-                s.log.append(Operation::Update, object, now);
-                Ok(next)
-            })
-            .await
+        self.db.write(|s, now| job_write::touch_job(s, id, now)).await
     }
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
         let (cutoff, message) = rules::expire_cutoff(idle_for, self.db.clock.now());
         let message = &message;
-        rules::expire_in_batches(|| {
-            self.db.write(move |s, now| {
-                let ids: Vec<JobId> = s
-                    .tables
-                    .idle
-                    .iter()
-                    .take_while(|(accessed, _)| *accessed < cutoff)
-                    .take(rules::EXPIRE_BATCH)
-                    .map(|(_, id)| id.clone())
-                    .collect();
-                for id in &ids {
-                    let request = rules::expire_request(id, message);
-                    update_job_state(s, &request, now)?;
-                }
-                Ok(ids)
-            })
-        })
-        .await
+        rules::expire_in_batches(|| self.db.write(move |s, now| job_write::expire_batch(s, cutoff, message, now))).await
     }
 
     async fn purgeable_jobs(
@@ -803,8 +555,9 @@ impl JobStore for MemJobStore {
         let mut candidates = rules::PurgeCandidates::new(before, limit)?;
         let snap = self.db.read()?;
         let t = &snap.tables;
-        let scans = rules::purgeable_states()
-            .map(|s| page_of(t.state_modify.get(&s), after.clone(), SortOrder::Ascending).map(Ok::<_, StoreError>))
+        let scans = rules::PurgeCandidates::scans()
+            .iter()
+            .map(|scan| page_of(t.range(scan), after.clone(), SortOrder::Ascending))
             .collect();
         for entry in rules::merge_ordered(scans, SortOrder::Ascending) {
             let (time, id) = entry?;
@@ -820,20 +573,7 @@ impl JobStore for MemJobStore {
     }
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
-        self.db
-            .write(|s, now| {
-                rules::purge_each(
-                    s,
-                    jobs,
-                    |s, id| Ok(s.tables.jobs.get(id).map(|j| Job::clone(j))),
-                    |s, id| {
-                        delete_job(s, id, now, Some(archive))?;
-                        s.tables.purged.insert(id.clone(), archive.to_owned());
-                        Ok(())
-                    },
-                )
-            })
-            .await
+        self.db.write(|s, now| job_write::purge_jobs(s, jobs, archive, now)).await
     }
 
     async fn sync(&self) -> Result<()> {

@@ -157,17 +157,6 @@ fn decide(e: &Execution, action: &Action, now: Timestamp) -> Decision {
     }
 }
 
-/// Whether an update or delete failed because another writer changed the execution.
-fn is_conflict(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::NotFound { .. }
-            | StoreError::InvalidState { .. }
-            | StoreError::InvalidRevision { .. }
-            | StoreError::AlreadyTerminal { .. }
-    )
-}
-
 /// Reads the nine counters.
 async fn counts(store: &dyn ExecutionStore) -> Result<StateCounts, StoreError> {
     let mut counts = StateCounts::default();
@@ -260,7 +249,7 @@ async fn apply_policy(
                             None => deleted += 1,
                         }
                     }
-                    Err(err) if is_conflict(&err) => conflicts += 1,
+                    Err(err) if err.is_conflict() || err.is_not_found() => conflicts += 1,
                     Err(err) => return Err(err.into()),
                 }
             }

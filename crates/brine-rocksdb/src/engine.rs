@@ -1018,6 +1018,26 @@ impl Txn {
         })
     }
 
+    /// Visits the keys under `prefix` in order, seeing pending writes, until `visit`
+    /// returns false. Reads from disk only as far as `visit` goes, unless this
+    /// transaction has written under the prefix (then it merges the whole prefix).
+    pub(crate) fn scan_keys(&self, cf: Cf, prefix: &[u8], mut visit: impl FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+        let pending = self
+            .overlay
+            .range((cf, prefix.to_vec())..)
+            .next()
+            .is_some_and(|((c, k), _)| *c == cf && k.starts_with(prefix));
+        if pending || self.cleared.iter().any(|(c, _)| *c == cf) {
+            for key in self.keys_with_prefix(cf, prefix)? {
+                if !visit(&key)? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        self.engine.scan_prefix(cf, prefix, |k, _| visit(k))
+    }
+
     /// Queues deletes of every key under `prefix`.
     pub(crate) fn delete_prefix(&mut self, cf: Cf, prefix: &[u8]) -> Result<usize> {
         let keys = self.keys_with_prefix(cf, prefix)?;

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use brine_store::job_write::{self, JobStorage, OwnedRecords, Removed};
 use brine_store::keys::{prefix_end, KeyBuilder, KeyReader};
 use brine_store::model::{
-    Evaluation, EvaluationId, Event, Execution, ExecutionId, HistoryLevel, Job, JobHistory, JobId, JobState, JobType,
-    LogObject, NodeId, Operation, Timestamp,
+    Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobHistory, JobId, JobState, JobType, LogObject,
+    NodeId, Operation, Timestamp,
 };
+use brine_store::rules::JobIndex;
 use brine_store::{
     rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStamp, JobStore,
     ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
@@ -78,10 +80,6 @@ pub(crate) fn eval_by_job_key(job: &JobId, id: &EvaluationId) -> Vec<u8> {
     KeyBuilder::new().str(job.as_str()).last_str(id.as_str()).build()
 }
 
-fn expirable(job: &Job) -> bool {
-    job.queue.is_some() && matches!(job.state(), JobState::Queued | JobState::Running)
-}
-
 /// The job id an index entry points at (for `check`).
 pub(crate) fn indexed_job_id(cf: Cf, key: &[u8], value: &[u8]) -> Option<JobId> {
     let mut r = KeyReader::new(key);
@@ -103,171 +101,48 @@ pub(crate) fn indexed_job_id(cf: Cf, key: &[u8], value: &[u8]) -> Option<JobId> 
     JobId::new(id).ok()
 }
 
-/// Every index entry of a job: family, key and value.
+/// The family, key and value of one index entry of job `id`: where each [`JobIndex`]
+/// lives in RocksDB.
+pub(crate) fn index_entry(id: &JobId, entry: &JobIndex<'_>) -> (Cf, Vec<u8>, Vec<u8>) {
+    let none = Vec::new;
+    match *entry {
+        JobIndex::Name { namespace, name } => (Cf::IdxJobsByName, name_key(namespace, name), id.as_bytes().to_vec()),
+        JobIndex::Created(time) => (Cf::IdxJobsByCreate, time_key(time, id), none()),
+        JobIndex::Modified(time) => (Cf::IdxJobsByModify, time_key(time, id), none()),
+        JobIndex::NamespaceCreated { namespace, time } => {
+            (Cf::IdxJobsByNamespaceCreate, ns_time_key(namespace, time, id), none())
+        }
+        JobIndex::NamespaceModified { namespace, time } => {
+            (Cf::IdxJobsByNamespaceModify, ns_time_key(namespace, time, id), none())
+        }
+        JobIndex::StateCreated { state, time } => {
+            (Cf::IdxJobsByStateCreate, prefixed_time_key(&state_prefix(state), time, id), none())
+        }
+        JobIndex::StateModified { state, time } => {
+            (Cf::IdxJobsByStateModify, prefixed_time_key(&state_prefix(state), time, id), none())
+        }
+        JobIndex::LabelCreated { key, value, time } => {
+            (Cf::IdxJobsByLabelCreate, prefixed_time_key(&label_prefix(key, value), time, id), none())
+        }
+        JobIndex::LabelModified { key, value, time } => {
+            (Cf::IdxJobsByLabelModify, prefixed_time_key(&label_prefix(key, value), time, id), none())
+        }
+        JobIndex::InProgress(job_type) => {
+            (Cf::IdxJobsInProgress, KeyBuilder::new().u8(job_type.code()).last_str(id.as_str()).build(), none())
+        }
+        JobIndex::Queued { queue, time } => (Cf::IdxJobsQueued, ns_time_key(queue, time, id), none()),
+        JobIndex::Idle(time) => (Cf::IdxJobsIdle, time_key(time, id), none()),
+    }
+}
+
+/// Every index entry of a job (`rules::job_indexes`): family, key and value.
 pub(crate) fn index_entries(job: &Job) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
-    let id = &job.id;
-    let ns = job.namespace.as_str();
-    let mut out = vec![
-        (Cf::IdxJobsByName, name_key(ns, &job.name), id.as_bytes().to_vec()),
-        (Cf::IdxJobsByCreate, time_key(job.create_time, id), Vec::new()),
-        (Cf::IdxJobsByModify, time_key(job.modify_time, id), Vec::new()),
-        (Cf::IdxJobsByNamespaceCreate, ns_time_key(ns, job.create_time, id), Vec::new()),
-        (Cf::IdxJobsByNamespaceModify, ns_time_key(ns, job.modify_time, id), Vec::new()),
-        (Cf::IdxJobsByStateCreate, prefixed_time_key(&state_prefix(job.state()), job.create_time, id), Vec::new()),
-        (Cf::IdxJobsByStateModify, prefixed_time_key(&state_prefix(job.state()), job.modify_time, id), Vec::new()),
-    ];
-    for (key, value) in &job.labels {
-        let prefix = label_prefix(key, value);
-        out.push((Cf::IdxJobsByLabelCreate, prefixed_time_key(&prefix, job.create_time, id), Vec::new()));
-        out.push((Cf::IdxJobsByLabelModify, prefixed_time_key(&prefix, job.modify_time, id), Vec::new()));
-    }
-    if !job.state().is_terminal() {
-        out.push((
-            Cf::IdxJobsInProgress,
-            KeyBuilder::new().u8(job.job_type.code()).last_str(id.as_str()).build(),
-            Vec::new(),
-        ));
-    }
-    if let (Some(q), JobState::Queued) = (&job.queue, job.state()) {
-        out.push((Cf::IdxJobsQueued, ns_time_key(q, job.create_time, id), Vec::new()));
-    }
-    if expirable(job) {
-        out.push((Cf::IdxJobsIdle, time_key(job.last_accessed_time, id), Vec::new()));
-    }
-    out
-}
-
-fn not_found(id: &JobId) -> StoreError {
-    StoreError::not_found(ObjectKind::Job, id)
-}
-
-fn current(txn: &Txn, id: &JobId) -> Result<Job> {
-    txn.get(Cf::Jobs, &job_key(id))?.ok_or_else(|| not_found(id))
-}
-
-fn history(
-    txn: &mut Txn,
-    job: &Job,
-    level: HistoryLevel,
-    execution: Option<&ExecutionId>,
-    event: Event,
-    now: Timestamp,
-) -> Result<()> {
-    let seq = txn.next_history_seq();
-    let entry = JobHistory {
-        seq,
-        level,
-        job_id: job.id.clone(),
-        job_version: job.version,
-        execution_id: execution.cloned(),
-        event,
-        time: now,
-    };
-    txn.put(Cf::JobHistory, history_key(&job.id, seq), &entry)
-}
-
-fn log_job(
-    txn: &mut Txn,
-    op: Operation,
-    previous: Option<Job>,
-    current: Option<Job>,
-    events: Vec<Event>,
-    now: Timestamp,
-) -> Result<()> {
-    let object = LogObject::Job { current: current.map(Box::new), previous: previous.map(Box::new), events };
-    txn.append_log(op, object, now).map(|_| ())
-}
-
-fn log_exec(
-    txn: &mut Txn,
-    op: Operation,
-    previous: Option<Execution>,
-    current: Option<Execution>,
-    events: Vec<Event>,
-    now: Timestamp,
-) -> Result<()> {
-    let object = LogObject::Execution { current: current.map(Box::new), previous: previous.map(Box::new), events };
-    txn.append_log(op, object, now).map(|_| ())
-}
-
-fn log_eval(
-    txn: &mut Txn,
-    op: Operation,
-    previous: Option<Evaluation>,
-    current: Option<Evaluation>,
-    now: Timestamp,
-) -> Result<()> {
-    let object = LogObject::Evaluation { current: current.map(Box::new), previous: previous.map(Box::new) };
-    txn.append_log(op, object, now).map(|_| ())
-}
-
-fn put_indexes(txn: &mut Txn, job: &Job) -> Result<()> {
-    for (cf, key, value) in index_entries(job) {
-        txn.put_raw(cf, key, value)?;
-    }
-    Ok(())
-}
-
-fn delete_indexes(txn: &mut Txn, job: &Job) -> Result<()> {
-    for (cf, key, _) in index_entries(job) {
-        txn.delete(cf, key)?;
-    }
-    Ok(())
-}
-
-fn create_job(txn: &mut Txn, job: Job, now: Timestamp) -> Result<Job> {
-    let job = rules::new_job(job, now)?;
-    if txn.exists(Cf::Jobs, &job_key(&job.id))? {
-        return Err(StoreError::already_exists(ObjectKind::Job, &job.id));
-    }
-    if txn.exists(Cf::IdxJobsByName, &name_key(&job.namespace, &job.name))? {
-        return Err(StoreError::already_exists(ObjectKind::JobName, format!("{}/{}", job.namespace, job.name)));
-    }
-    txn.put(Cf::Jobs, job_key(&job.id), &job)?;
-    txn.put(Cf::JobVersions, version_key(&job.id, job.version), &job)?;
-    put_indexes(txn, &job)?;
-    let event = Event::new("JobSubmission", format!("job submitted in state {}", job.state()), now);
-    history(txn, &job, HistoryLevel::Job, None, event.clone(), now)?;
-    log_job(txn, Operation::Create, None, Some(job.clone()), vec![event], now)?;
-    Ok(job)
-}
-
-/// Replaces the stored job with `next`, moving its indexes and logging the change.
-fn replace_job(txn: &mut Txn, before: Job, next: Job, events: Vec<Event>, now: Timestamp) -> Result<Job> {
-    delete_indexes(txn, &before)?;
-    put_indexes(txn, &next)?;
-    txn.put(Cf::Jobs, job_key(&next.id), &next)?;
-    txn.put(Cf::JobVersions, version_key(&next.id, next.version), &next)?;
-    for event in &events {
-        history(txn, &next, HistoryLevel::Job, None, event.clone(), now)?;
-    }
-    log_job(txn, Operation::Update, Some(before), Some(next.clone()), events, now)?;
-    Ok(next)
-}
-
-/// Moves a finished job's modify time after a write to what belongs to it
-/// (`rules::dependent_change`): the record and its modify-time index entries, logged
-/// as an update; no new version.
-fn dependent_change(txn: &mut Txn, id: &JobId, now: Timestamp) -> Result<()> {
-    let Some(before) = txn.get::<Job>(Cf::Jobs, &job_key(id))? else { return Ok(()) };
-    let Some(next) = rules::dependent_change(&before, now) else { return Ok(()) };
-    delete_indexes(txn, &before)?;
-    put_indexes(txn, &next)?;
-    txn.put(Cf::Jobs, job_key(id), &next)?;
-    log_job(txn, Operation::Update, Some(before), Some(next), Vec::new(), now)
-}
-
-fn update_job_state(txn: &mut Txn, request: &UpdateJobStateRequest, now: Timestamp) -> Result<Job> {
-    let before = current(txn, &request.job_id)?;
-    let next = rules::update_job_state(&before, request, now)?;
-    let mut events = vec![rules::job_state_event(before.state(), &next, now)];
-    events.extend(request.events.iter().cloned());
-    replace_job(txn, before, next, events, now)
+    rules::job_indexes(job).iter().map(|entry| index_entry(&job.id, entry)).collect()
 }
 
 /// The value of a requester's `idx_executions_by_job_id` entry: the execution's node
-/// id, or [`NO_NODE`] when it has none. (Entries written before this was kept are empty:
-/// readers then consult the record.)
+/// id, or [`NO_NODE`] when it has none. (Entries written before format version 2 are
+/// empty: readers then consult the record.)
 fn node_marker(node: Option<&NodeId>) -> Vec<u8> {
     node.map_or_else(|| NO_NODE.to_vec(), |n| n.as_bytes().to_vec())
 }
@@ -275,50 +150,167 @@ fn node_marker(node: Option<&NodeId>) -> Vec<u8> {
 /// The by-job index value of an execution placed on no node.
 const NO_NODE: &[u8] = &[0];
 
-/// Deletes a job with its versions, history, evaluations and executions. A plain delete
-/// logs each deleted object; a purge to `archive` logs one entry for the job, whose
-/// event names the archive holding the rest.
-fn delete_job(txn: &mut Txn, id: &JobId, now: Timestamp, purge: Option<&str>) -> Result<()> {
-    let before = current(txn, id)?;
-    delete_indexes(txn, &before)?;
-    txn.delete(Cf::Jobs, job_key(id))?;
-    let prefix = KeyBuilder::new().str(id.as_str()).build();
-    txn.clear_prefix(Cf::JobVersions, &prefix)?;
-    txn.clear_prefix(Cf::JobHistory, &prefix)?;
-    for key in txn.keys_with_prefix(Cf::IdxEvaluationsByJob, &prefix)? {
-        txn.delete(Cf::IdxEvaluationsByJob, key.clone())?;
-        let eval_id = &key[prefix.len()..];
-        if let Some(eval) = txn.get::<Evaluation>(Cf::Evaluations, eval_id)? {
-            txn.delete(Cf::Evaluations, eval_id.to_vec())?;
-            if purge.is_none() {
-                log_eval(txn, Operation::Delete, Some(eval), None, now)?;
+/// The time and job id of `key`, an entry `prefix time:u64 job_id` of the time-ordered
+/// index `cf` whose prefix is `prefix_len` bytes long.
+fn time_entry_id(cf: Cf, key: &[u8], prefix_len: usize) -> Result<(u64, JobId)> {
+    let mut r = KeyReader::new(key.get(prefix_len..).unwrap_or_default());
+    let time = r.u64().map_err(|e| corrupt_key(cf, key, &e.reason))?;
+    let id = r.last_str().map_err(|e| corrupt_key(cf, key, &e.reason))?;
+    Ok((time, JobId::new(id).map_err(|e| corrupt_key(cf, key, &e.to_string()))?))
+}
+
+/// The job store's writes (`brine_store::job_write`) on a write batch with its overlay.
+impl JobStorage for Txn {
+    fn job(&self, id: &JobId) -> Result<Option<Job>> {
+        self.get(Cf::Jobs, &job_key(id))
+    }
+
+    fn name_taken(&self, namespace: &str, name: &str) -> Result<bool> {
+        self.exists(Cf::IdxJobsByName, &name_key(namespace, name))
+    }
+
+    fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>> {
+        self.get(Cf::Evaluations, id.as_bytes())
+    }
+
+    fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>> {
+        self.get(Cf::Executions, &exec_key(id))
+    }
+
+    fn first_queued(&self, queue: &str) -> Result<Option<JobId>> {
+        let prefix = KeyBuilder::new().str(queue).build();
+        let Some(first) = self.first_key_with_prefix(Cf::IdxJobsQueued, &prefix)? else { return Ok(None) };
+        Ok(Some(time_entry_id(Cf::IdxJobsQueued, &first, prefix.len())?.1))
+    }
+
+    fn idle_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<JobId>> {
+        let mut ids = Vec::new();
+        self.scan_keys(Cf::IdxJobsIdle, &[], |k| {
+            let (accessed, id) = time_entry_id(Cf::IdxJobsIdle, k, 0)?;
+            if accessed >= cutoff.as_nanos() || ids.len() == limit {
+                return Ok(false);
             }
+            ids.push(id);
+            Ok(true)
+        })?;
+        Ok(ids)
+    }
+
+    fn put_job(&mut self, job: &Job) -> Result<()> {
+        self.put(Cf::Jobs, job_key(&job.id), job)
+    }
+
+    fn put_job_version(&mut self, job: &Job) -> Result<()> {
+        self.put(Cf::JobVersions, version_key(&job.id, job.version), job)
+    }
+
+    fn add_job_index(&mut self, id: &JobId, entry: &JobIndex<'_>) -> Result<()> {
+        let (cf, key, value) = index_entry(id, entry);
+        self.put_raw(cf, key, value)
+    }
+
+    fn remove_job_index(&mut self, id: &JobId, entry: &JobIndex<'_>) -> Result<()> {
+        let (cf, key, _) = index_entry(id, entry);
+        self.delete(cf, key)
+    }
+
+    fn remove_job(&mut self, id: &JobId, owned: OwnedRecords) -> Result<Removed> {
+        self.delete(Cf::Jobs, job_key(id))?;
+        let prefix = KeyBuilder::new().str(id.as_str()).build();
+        self.clear_prefix(Cf::JobVersions, &prefix)?;
+        self.clear_prefix(Cf::JobHistory, &prefix)?;
+        let mut removed = Removed::default();
+        for key in self.keys_with_prefix(Cf::IdxEvaluationsByJob, &prefix)? {
+            self.delete(Cf::IdxEvaluationsByJob, key.clone())?;
+            let eval_id = &key[prefix.len()..];
+            if owned == OwnedRecords::Return {
+                removed.evaluations.extend(self.get::<Evaluation>(Cf::Evaluations, eval_id)?);
+            }
+            self.delete(Cf::Evaluations, eval_id.to_vec())?;
+        }
+        for (key, marker) in self.entries_with_prefix(Cf::IdxExecutionsByJobId, &prefix)? {
+            self.delete(Cf::IdxExecutionsByJobId, key.clone())?;
+            let exec_id = &key[prefix.len()..];
+            // When nothing is returned and the index entry names the node (see
+            // `node_marker`), the record need not be read and decoded.
+            if owned == OwnedRecords::Skip && !marker.is_empty() {
+                if marker != NO_NODE {
+                    self.delete(Cf::IdxExecutionsByNode, node_key_parts(&String::from_utf8_lossy(&marker), exec_id))?;
+                }
+                self.delete(Cf::Executions, exec_id.to_vec())?;
+                continue;
+            }
+            if let Some(exec) = self.get::<Execution>(Cf::Executions, exec_id)? {
+                if let Some(node) = &exec.node_id {
+                    self.delete(Cf::IdxExecutionsByNode, node_key(node, &exec.id))?;
+                }
+                self.delete(Cf::Executions, exec_id.to_vec())?;
+                if owned == OwnedRecords::Return {
+                    removed.executions.push(exec);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn mark_purged(&mut self, id: &JobId, archive: &str) -> Result<()> {
+        self.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)
+    }
+
+    fn next_history_seq(&mut self) -> Result<u64> {
+        Ok(Txn::next_history_seq(self))
+    }
+
+    fn put_history(&mut self, entry: &JobHistory) -> Result<()> {
+        self.put(Cf::JobHistory, history_key(&entry.job_id, entry.seq), entry)
+    }
+
+    fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
+        self.put(Cf::Evaluations, evaluation.id.as_bytes().to_vec(), evaluation)?;
+        self.put_raw(Cf::IdxEvaluationsByJob, eval_by_job_key(&evaluation.job_id, &evaluation.id), Vec::new())
+    }
+
+    fn delete_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
+        self.delete(Cf::Evaluations, evaluation.id.as_bytes().to_vec())?;
+        self.delete(Cf::IdxEvaluationsByJob, eval_by_job_key(&evaluation.job_id, &evaluation.id))
+    }
+
+    fn put_execution(&mut self, before: Option<&Execution>, next: &Execution) -> Result<()> {
+        let old_node = before.map(|b| b.node_id.as_ref());
+        if old_node != Some(next.node_id.as_ref()) {
+            if let Some(node) = old_node.flatten() {
+                self.delete(Cf::IdxExecutionsByNode, node_key(node, &next.id))?;
+            }
+            if let Some(node) = &next.node_id {
+                self.put_raw(Cf::IdxExecutionsByNode, node_key(node, &next.id), Vec::new())?;
+            }
+            let marker = node_marker(next.node_id.as_ref());
+            self.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&next.job_id, &next.id), marker)?;
+        }
+        self.put(Cf::Executions, exec_key(&next.id), next)
+    }
+
+    fn append_log(&mut self, operation: Operation, object: LogObject, now: Timestamp) -> Result<()> {
+        Txn::append_log(self, operation, object, now).map(|_| ())
+    }
+}
+
+/// The family and key prefix of the entries a [`rules::JobScan`] reads.
+fn scan_range(scan: &rules::JobScan<'_>) -> (Cf, Vec<u8>) {
+    let create = |sort: &JobSort| *sort == JobSort::CreateTime;
+    match scan {
+        rules::JobScan::All(sort) => (if create(sort) { Cf::IdxJobsByCreate } else { Cf::IdxJobsByModify }, Vec::new()),
+        rules::JobScan::Namespace(ns, sort) => (
+            if create(sort) { Cf::IdxJobsByNamespaceCreate } else { Cf::IdxJobsByNamespaceModify },
+            KeyBuilder::new().str(ns).build(),
+        ),
+        rules::JobScan::State(state, sort) => {
+            (if create(sort) { Cf::IdxJobsByStateCreate } else { Cf::IdxJobsByStateModify }, state_prefix(*state))
+        }
+        rules::JobScan::Label { key, value, sort } => {
+            (if create(sort) { Cf::IdxJobsByLabelCreate } else { Cf::IdxJobsByLabelModify }, label_prefix(key, value))
         }
     }
-    for (key, marker) in txn.entries_with_prefix(Cf::IdxExecutionsByJobId, &prefix)? {
-        txn.delete(Cf::IdxExecutionsByJobId, key.clone())?;
-        let exec_id = &key[prefix.len()..];
-        // A purge logs nothing per execution, so when the index entry names the node
-        // (see `node_marker`) the record need not be read and decoded.
-        if purge.is_some() && !marker.is_empty() {
-            if marker != NO_NODE {
-                txn.delete(Cf::IdxExecutionsByNode, node_key_parts(&String::from_utf8_lossy(&marker), exec_id))?;
-            }
-            txn.delete(Cf::Executions, exec_id.to_vec())?;
-            continue;
-        }
-        if let Some(exec) = txn.get::<Execution>(Cf::Executions, exec_id)? {
-            if let Some(node) = &exec.node_id {
-                txn.delete(Cf::IdxExecutionsByNode, node_key(node, &exec.id))?;
-            }
-            txn.delete(Cf::Executions, exec_id.to_vec())?;
-            if purge.is_none() {
-                log_exec(txn, Operation::Delete, Some(exec), None, Vec::new(), now)?;
-            }
-        }
-    }
-    let events = purge.map(|archive| vec![rules::purge_event(archive, now)]).unwrap_or_default();
-    log_job(txn, Operation::Delete, Some(before), None, events, now)
 }
 
 /// One scan of a time-ordered job index: the entries `prefix time:u64 job_id` under
@@ -334,11 +326,7 @@ struct IndexScan<'d> {
 
 impl IndexScan<'_> {
     fn entry(&self) -> Result<(Timestamp, JobId)> {
-        let k = self.it.key().unwrap_or_default();
-        let mut r = KeyReader::new(k.get(self.prefix_len..).unwrap_or_default());
-        let time = r.u64().map_err(|e| corrupt_key(self.cf, k, &e.reason))?;
-        let id = r.last_str().map_err(|e| corrupt_key(self.cf, k, &e.reason))?;
-        let id = JobId::new(id).map_err(|e| corrupt_key(self.cf, k, &e.to_string()))?;
+        let (time, id) = time_entry_id(self.cf, self.it.key().unwrap_or_default(), self.prefix_len)?;
         Ok((Timestamp::from_nanos(time), id))
     }
 }
@@ -465,7 +453,7 @@ impl RocksJobStore {
     }
 
     fn job(&self, id: &JobId) -> Result<Job> {
-        self.engine.get_required(Cf::Jobs, &job_key(id), || not_found(id))
+        self.engine.get_required(Cf::Jobs, &job_key(id), || StoreError::not_found(ObjectKind::Job, id))
     }
 
     /// The values `owner` keeps under its prefix of `cf` (versions, history), decoded, in
@@ -498,16 +486,13 @@ impl RocksJobStore {
 #[async_trait]
 impl JobStore for RocksJobStore {
     async fn create_job(&self, job: Job) -> Result<Job> {
-        self.write(|txn, now| create_job(txn, job, now)).await
+        self.write(|txn, now| job_write::create_job(txn, job, now)).await
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Job> {
         match self.engine.get_value::<Job>(Cf::Jobs, &job_key(id))? {
             Some(job) => Ok(job),
-            None => match self.engine.get_value::<String>(Cf::PurgedJobs, id.as_bytes())? {
-                Some(file) => Err(StoreError::Archived { id: id.to_string(), file }),
-                None => Err(not_found(id)),
-            },
+            None => Err(rules::missing_job(id, self.engine.get_value::<String>(Cf::PurgedJobs, id.as_bytes())?)),
         }
     }
 
@@ -535,32 +520,13 @@ impl JobStore for RocksJobStore {
         let mut matches = Vec::new();
         self.engine.scan_prefix(Cf::Jobs, start.as_bytes(), |k, v| {
             matches.push(decode::<Job>(Cf::Jobs, k, v)?);
-            Ok(matches.len() < 10)
+            Ok(matches.len() < rules::PREFIX_MATCHES)
         })?;
-        match matches.len() {
-            0 => Err(StoreError::not_found(ObjectKind::Job, prefix)),
-            1 => Ok(matches.remove(0)),
-            _ => Err(StoreError::MultipleJobsFound {
-                prefix: prefix.to_owned(),
-                ids: matches.into_iter().map(|j| j.id).collect(),
-            }),
-        }
+        rules::job_by_prefix(prefix, matches)
     }
 
     async fn update_job(&self, job: Job) -> Result<Job> {
-        self.write(|txn, now| {
-            let before = current(txn, &job.id)?;
-            let next = rules::new_job_version(&before, job, now)?;
-            if next.name != before.name && txn.exists(Cf::IdxJobsByName, &name_key(&next.namespace, &next.name))? {
-                return Err(StoreError::already_exists(
-                    ObjectKind::JobName,
-                    format!("{}/{}", next.namespace, next.name),
-                ));
-            }
-            let event = Event::new("JobUpdate", format!("job spec updated to version {}", next.version), now);
-            replace_job(txn, before, next, vec![event], now)
-        })
-        .await
+        self.write(|txn, now| job_write::update_job(txn, job, now)).await
     }
 
     async fn get_job_versions(&self, id: &JobId) -> Result<Vec<Job>> {
@@ -576,82 +542,41 @@ impl JobStore for RocksJobStore {
     }
 
     async fn update_job_state(&self, request: UpdateJobStateRequest) -> Result<Job> {
-        self.write(|txn, now| update_job_state(txn, &request, now)).await
+        self.write(|txn, now| job_write::update_job_state(txn, &request, now)).await
     }
 
     async fn delete_job(&self, id: &JobId) -> Result<()> {
-        self.write(|txn, now| delete_job(txn, id, now, None)).await
+        self.write(|txn, now| job_write::delete_job(txn, id, now)).await
     }
 
     async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()> {
-        self.write(|txn, now| {
-            let job = current(txn, id)?;
-            for event in events {
-                history(txn, &job, HistoryLevel::Job, None, event, now)?;
-            }
-            dependent_change(txn, id, now)
-        })
-        .await
+        self.write(|txn, now| job_write::add_job_events(txn, id, events, now)).await
     }
 
     async fn get_job_history(&self, id: &JobId, query: &HistoryQuery) -> Result<HistoryPage> {
-        rules::check_limit(query.limit)?;
-        let after = query.token.as_deref().map(rules::parse_history_token).transpose()?.unwrap_or(0);
+        let mut page = rules::HistoryPager::new(query)?;
         let job = self.job(id)?;
         let prefix = KeyBuilder::new().str(id.as_str()).build();
         let db = self.engine.db()?;
         let mut it = self.engine.iter(&db, Cf::JobHistory, &prefix, prefix_end(&prefix))?;
-        it.seek(history_key(id, after.saturating_add(1)));
-        let (mut entries, mut last_examined, mut more) = (Vec::new(), after, false);
+        it.seek(history_key(id, page.after().saturating_add(1)));
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            let entry: JobHistory = decode(Cf::JobHistory, k, v)?;
-            if query.matches(&entry) {
-                if entries.len() == query.limit {
-                    more = true;
-                    break;
-                }
-                last_examined = entry.seq;
-                entries.push(entry);
-            } else if entries.len() < query.limit {
-                last_examined = entry.seq;
+            if !page.offer(decode(Cf::JobHistory, k, v)?) {
+                break;
             }
             it.next();
         }
         it.status().map_err(|e| StoreError::backend("read job history", e))?;
-        Ok(HistoryPage {
-            entries,
-            next_token: rules::history_next_token(more, job.state().is_terminal(), last_examined),
-        })
+        Ok(page.finish(job.state()))
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
-        rules::check_limit(query.limit)?;
-        if let Some(ns) = &query.namespace {
-            rules::check_namespace(ns)?;
-        }
-        let after = query.token.as_deref().map(rules::parse_job_token).transpose()?;
-        let create = query.sort == JobSort::CreateTime;
-        let scans: Vec<(Cf, Vec<u8>)> = match rules::job_drive(query) {
-            rules::JobDrive::Label { key, values } => {
-                let cf = if create { Cf::IdxJobsByLabelCreate } else { Cf::IdxJobsByLabelModify };
-                values.into_iter().map(|v| (cf, label_prefix(key, v))).collect()
-            }
-            rules::JobDrive::States(states) => {
-                let cf = if create { Cf::IdxJobsByStateCreate } else { Cf::IdxJobsByStateModify };
-                states.into_iter().map(|s| (cf, state_prefix(s))).collect()
-            }
-            rules::JobDrive::Time => vec![match (&query.namespace, create) {
-                (None, true) => (Cf::IdxJobsByCreate, Vec::new()),
-                (None, false) => (Cf::IdxJobsByModify, Vec::new()),
-                (Some(ns), true) => (Cf::IdxJobsByNamespaceCreate, KeyBuilder::new().str(ns).build()),
-                (Some(ns), false) => (Cf::IdxJobsByNamespaceModify, KeyBuilder::new().str(ns).build()),
-            }],
-        };
-        let mut page = rules::JobPager::new(query);
+        let mut page = rules::JobPager::new(query)?;
+        let scans: Vec<(Cf, Vec<u8>)> = page.scans().iter().map(scan_range).collect();
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
-        ordered_ids(&self.engine, &db, &snapshot, &scans, after, query.order, |time, id| {
+        ordered_ids(&self.engine, &db, &snapshot, &scans, page.after(), query.order, |time, id| {
             let job = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, id.as_bytes())?;
             Ok(page.offer(time, &id, job.as_ref()))
         })?;
@@ -674,19 +599,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
-        self.write(|txn, now| {
-            let eval = rules::new_evaluation(evaluation, now)?;
-            current(txn, &eval.job_id)?;
-            if txn.exists(Cf::Evaluations, eval.id.as_bytes())? {
-                return Err(StoreError::already_exists(ObjectKind::Evaluation, &eval.id));
-            }
-            txn.put(Cf::Evaluations, eval.id.as_bytes().to_vec(), &eval)?;
-            txn.put_raw(Cf::IdxEvaluationsByJob, eval_by_job_key(&eval.job_id, &eval.id), Vec::new())?;
-            log_eval(txn, Operation::Create, None, Some(eval.clone()), now)?;
-            dependent_change(txn, &eval.job_id, now)?;
-            Ok(eval)
-        })
-        .await
+        self.write(|txn, now| job_write::create_evaluation(txn, evaluation, now)).await
     }
 
     async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation> {
@@ -694,38 +607,11 @@ impl JobStore for RocksJobStore {
     }
 
     async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
-        evaluation.validate()?;
-        self.write(|txn, now| {
-            let before: Evaluation = txn
-                .get(Cf::Evaluations, evaluation.id.as_bytes())?
-                .ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, &evaluation.id))?;
-            let next = Evaluation {
-                job_id: before.job_id.clone(),
-                namespace: before.namespace.clone(),
-                create_time: before.create_time,
-                modify_time: now,
-                ..evaluation
-            };
-            txn.put(Cf::Evaluations, next.id.as_bytes().to_vec(), &next)?;
-            log_eval(txn, Operation::Update, Some(before), Some(next.clone()), now)?;
-            dependent_change(txn, &next.job_id, now)?;
-            Ok(next)
-        })
-        .await
+        self.write(|txn, now| job_write::update_evaluation(txn, evaluation, now)).await
     }
 
     async fn delete_evaluation(&self, id: &EvaluationId) -> Result<()> {
-        self.write(|txn, now| {
-            let before: Evaluation = txn
-                .get(Cf::Evaluations, id.as_bytes())?
-                .ok_or_else(|| StoreError::not_found(ObjectKind::Evaluation, id))?;
-            txn.delete(Cf::Evaluations, id.as_bytes().to_vec())?;
-            txn.delete(Cf::IdxEvaluationsByJob, eval_by_job_key(&before.job_id, id))?;
-            let job_id = before.job_id.clone();
-            log_eval(txn, Operation::Delete, Some(before), None, now)?;
-            dependent_change(txn, &job_id, now)
-        })
-        .await
+        self.write(|txn, now| job_write::delete_evaluation(txn, id, now)).await
     }
 
     async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>> {
@@ -734,28 +620,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn create_execution(&self, execution: Execution) -> Result<Execution> {
-        self.write(|txn, now| {
-            let exec = rules::new_execution(execution, now)?;
-            let job = current(txn, &exec.job_id)?;
-            if txn.exists(Cf::Executions, &exec_key(&exec.id))? {
-                return Err(StoreError::already_exists(ObjectKind::Execution, &exec.id));
-            }
-            txn.put(Cf::Executions, exec_key(&exec.id), &exec)?;
-            txn.put_raw(
-                Cf::IdxExecutionsByJobId,
-                by_job_key(&exec.job_id, &exec.id),
-                node_marker(exec.node_id.as_ref()),
-            )?;
-            if let Some(node) = &exec.node_id {
-                txn.put_raw(Cf::IdxExecutionsByNode, node_key(node, &exec.id), Vec::new())?;
-            }
-            let event = Event::new("ExecutionCreated", format!("execution created in state {}", exec.state()), now);
-            history(txn, &job, HistoryLevel::Execution, Some(&exec.id), event.clone(), now)?;
-            log_exec(txn, Operation::Create, None, Some(exec.clone()), vec![event], now)?;
-            dependent_change(txn, &exec.job_id, now)?;
-            Ok(exec)
-        })
-        .await
+        self.write(|txn, now| job_write::create_execution(txn, execution, now)).await
     }
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
@@ -763,36 +628,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn update_execution(&self, request: UpdateExecutionRequest) -> Result<Execution> {
-        self.write(|txn, now| {
-            let before: Execution = txn
-                .get(Cf::Executions, &exec_key(&request.execution_id))?
-                .ok_or_else(|| StoreError::not_found(ObjectKind::Execution, &request.execution_id))?;
-            let next = rules::update_execution(&before, &request, now)?;
-            let job = current(txn, &next.job_id)?;
-            if before.node_id != next.node_id {
-                if let Some(node) = &before.node_id {
-                    txn.delete(Cf::IdxExecutionsByNode, node_key(node, &next.id))?;
-                }
-                if let Some(node) = &next.node_id {
-                    txn.put_raw(Cf::IdxExecutionsByNode, node_key(node, &next.id), Vec::new())?;
-                }
-                let marker = node_marker(next.node_id.as_ref());
-                txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&next.job_id, &next.id), marker)?;
-            }
-            txn.put(Cf::Executions, exec_key(&next.id), &next)?;
-            let mut events = Vec::new();
-            if before.state() != next.state() {
-                events.push(rules::execution_state_event(before.state(), &next, now));
-            }
-            events.extend(request.events.iter().cloned());
-            for event in &events {
-                history(txn, &job, HistoryLevel::Execution, Some(&next.id), event.clone(), now)?;
-            }
-            log_exec(txn, Operation::Update, Some(before), Some(next.clone()), events, now)?;
-            dependent_change(txn, &next.job_id, now)?;
-            Ok(next)
-        })
-        .await
+        self.write(|txn, now| job_write::update_execution(txn, &request, now)).await
     }
 
     async fn get_executions_for_job(&self, job_id: &JobId) -> Result<Vec<Execution>> {
@@ -804,90 +640,27 @@ impl JobStore for RocksJobStore {
         Ok(newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByNode, &prefix)?))
     }
 
-    async fn enqueue(&self, queue: &str, mut job: Job) -> Result<Job> {
-        rules::check_queue(queue)?;
-        job.queue = Some(queue.to_owned());
-        job.state.state = JobState::Queued;
-        self.write(|txn, now| create_job(txn, job, now)).await
+    async fn enqueue(&self, queue: &str, job: Job) -> Result<Job> {
+        self.write(|txn, now| job_write::enqueue(txn, queue, job, now)).await
     }
 
     async fn grab_next(&self, queue: &str) -> Result<Option<Job>> {
-        rules::check_queue(queue)?;
-        self.write(|txn, now| {
-            let prefix = KeyBuilder::new().str(queue).build();
-            let Some(first) = txn.first_key_with_prefix(Cf::IdxJobsQueued, &prefix)? else { return Ok(None) };
-            let mut r = KeyReader::new(&first[prefix.len()..]);
-            r.u64().map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, &e.reason))?;
-            let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, &e.reason))?;
-            let id = JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsQueued, &first, &e.to_string()))?;
-            let request = UpdateJobStateRequest::new(id, JobState::Running, "grabbed from queue")
-                .expect_states([JobState::Queued]);
-            let before = current(txn, &request.job_id)?;
-            let mut next = rules::update_job_state(&before, &request, now)?;
-            next.grabbed_time = Some(now);
-            next.last_accessed_time = now;
-            let events = vec![rules::job_state_event(before.state(), &next, now)];
-            replace_job(txn, before, next, events, now).map(Some)
-        })
-        .await
+        self.write(|txn, now| job_write::grab_next(txn, queue, now)).await
     }
 
     async fn finish(&self, id: &JobId, outcome: JobOutcome, output_files: Vec<String>) -> Result<Job> {
-        let (state, message) = match outcome {
-            JobOutcome::Completed => (JobState::Completed, "job completed".to_owned()),
-            JobOutcome::Failed { message } => (JobState::Failed, message),
-        };
-        let request = UpdateJobStateRequest::new(id.clone(), state, message).expect_states([JobState::Running]);
-        self.write(|txn, now| {
-            let before = current(txn, id)?;
-            let mut next = rules::update_job_state(&before, &request, now)?;
-            next.output_files = output_files;
-            next.last_accessed_time = now;
-            let events = vec![rules::job_state_event(before.state(), &next, now)];
-            replace_job(txn, before, next, events, now)
-        })
-        .await
+        self.write(|txn, now| job_write::finish(txn, id, outcome, output_files, now)).await
     }
 
     async fn touch_job(&self, id: &JobId) -> Result<Job> {
-        self.write(|txn, now| {
-            let before = current(txn, id)?;
-            let next = rules::touch_job(&before, now);
-            if expirable(&before) {
-                txn.delete(Cf::IdxJobsIdle, time_key(before.last_accessed_time, id))?;
-                txn.put_raw(Cf::IdxJobsIdle, time_key(now, id), Vec::new())?;
-            }
-            txn.put(Cf::Jobs, job_key(id), &next)?;
-            log_job(txn, Operation::Update, Some(before), Some(next.clone()), Vec::new(), now)?;
-            Ok(next)
-        })
-        .await
+        self.write(|txn, now| job_write::touch_job(txn, id, now)).await
     }
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
         let (cutoff, message) = rules::expire_cutoff(idle_for, self.engine.now());
         let message = &message;
-        rules::expire_in_batches(|| {
-            self.write(move |txn, now| {
-                let mut ids = Vec::new();
-                self.engine.scan_prefix(Cf::IdxJobsIdle, &[], |k, _| {
-                    let mut r = KeyReader::new(k);
-                    let accessed = r.u64().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.reason))?;
-                    if accessed >= cutoff.as_nanos() || ids.len() == rules::EXPIRE_BATCH {
-                        return Ok(false);
-                    }
-                    let id = r.last_str().map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.reason))?;
-                    ids.push(JobId::new(id).map_err(|e| corrupt_key(Cf::IdxJobsIdle, k, &e.to_string()))?);
-                    Ok(true)
-                })?;
-                for id in &ids {
-                    let request = rules::expire_request(id, message);
-                    update_job_state(txn, &request, now)?;
-                }
-                Ok(ids)
-            })
-        })
-        .await
+        rules::expire_in_batches(|| self.write(move |txn, now| job_write::expire_batch(txn, cutoff, message, now)))
+            .await
     }
 
     async fn purgeable_jobs(
@@ -899,8 +672,7 @@ impl JobStore for RocksJobStore {
         let mut candidates = rules::PurgeCandidates::new(before, limit)?;
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
-        let scans: Vec<(Cf, Vec<u8>)> =
-            rules::purgeable_states().map(|s| (Cf::IdxJobsByStateModify, state_prefix(s))).collect();
+        let scans: Vec<(Cf, Vec<u8>)> = rules::PurgeCandidates::scans().iter().map(scan_range).collect();
         ordered_ids(&self.engine, &db, &snapshot, &scans, after, SortOrder::Ascending, |time, id| {
             candidates.offer(time, || self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id)))
         })?;
@@ -918,18 +690,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
-        self.write(|txn, now| {
-            rules::purge_each(
-                txn,
-                jobs,
-                |txn, id| txn.get(Cf::Jobs, &job_key(id)),
-                |txn, id| {
-                    delete_job(txn, id, now, Some(archive))?;
-                    txn.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)
-                },
-            )
-        })
-        .await
+        self.write(|txn, now| job_write::purge_jobs(txn, jobs, archive, now)).await
     }
 
     async fn sync(&self) -> Result<()> {

@@ -81,7 +81,7 @@ fn is_stale(cf: Cf, key: &[u8], record: impl FnOnce(&[u8]) -> Result<Option<Exec
     match record(&exec_key(&id)) {
         Ok(Some(e)) => Ok(!entry_matches(cf, key, &e)),
         Ok(None) => Ok(true),
-        Err(StoreError::Corrupt { .. }) => Ok(false),
+        Err(e) if e.is_corrupt() => Ok(false),
         Err(e) => Err(e),
     }
 }

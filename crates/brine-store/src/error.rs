@@ -260,8 +260,117 @@ impl StoreError {
         StoreError::Backend { context: context.into(), source: Box::new(source) }
     }
 
-    /// Whether this is a not-found error.
+    /// Whether the object does not exist (never did, or was deleted meanwhile).
+    /// A purged job is [`StoreError::is_archived`] instead.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Whether a write was refused because of the object's current state or revision:
+    /// a condition failed, or the object is terminal already. Nothing was changed;
+    /// another writer usually got there first, so re-reading shows why.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            StoreError::InvalidState { .. } | StoreError::InvalidRevision { .. } | StoreError::AlreadyTerminal { .. }
+        )
+    }
+
+    /// Whether a create was refused because the id (or a job's name) is taken.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, StoreError::AlreadyExists { .. })
+    }
+
+    /// Whether the caller's input was refused (a field, a page token, a checkpoint
+    /// name or position, an ambiguous prefix); nothing was written, and retrying the
+    /// same call fails the same way.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Invalid(_)
+                | StoreError::InvalidToken { .. }
+                | StoreError::BlankCheckpointName
+                | StoreError::CheckpointBeyondHead { .. }
+                | StoreError::MultipleJobsFound { .. }
+        )
+    }
+
+    /// Whether the job was purged to an archive file (read it there).
+    pub fn is_archived(&self) -> bool {
+        matches!(self, StoreError::Archived { .. })
+    }
+
+    /// Whether retention deleted the event-log entries asked for.
+    pub fn is_compacted(&self) -> bool {
+        matches!(self, StoreError::Compacted { .. })
+    }
+
+    /// Whether stored data does not decode: the store needs checking or repair.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+
+    /// Whether the store takes no more writes until it is reopened: closed, or
+    /// poisoned by a failed write.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Closed | StoreError::Poisoned { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, each in exactly the classes it belongs to.
+    #[test]
+    fn each_error_is_in_its_classes() {
+        type Class = fn(&StoreError) -> bool;
+        let classes: [(&str, Class); 8] = [
+            ("not_found", StoreError::is_not_found),
+            ("conflict", StoreError::is_conflict),
+            ("already_exists", StoreError::is_already_exists),
+            ("invalid_input", StoreError::is_invalid_input),
+            ("archived", StoreError::is_archived),
+            ("compacted", StoreError::is_compacted),
+            ("corrupt", StoreError::is_corrupt),
+            ("unavailable", StoreError::is_unavailable),
+        ];
+        let s = String::new;
+        let cases: Vec<(StoreError, &[&str])> = vec![
+            (StoreError::not_found(ObjectKind::Job, "j"), &["not_found"]),
+            (StoreError::already_exists(ObjectKind::Job, "j"), &["already_exists"]),
+            (
+                StoreError::InvalidState {
+                    kind: ObjectKind::Job,
+                    id: s(),
+                    actual: JobState::Running.into(),
+                    expected: StateExpectation::OneOf(vec![]),
+                },
+                &["conflict"],
+            ),
+            (StoreError::InvalidRevision { kind: ObjectKind::Job, id: s(), actual: 2, expected: 1 }, &["conflict"]),
+            (
+                StoreError::AlreadyTerminal { kind: ObjectKind::Job, id: s(), state: JobState::Failed.into() },
+                &["conflict"],
+            ),
+            (StoreError::BlankCheckpointName, &["invalid_input"]),
+            (StoreError::CheckpointBeyondHead { name: s(), seq: 2, head: 1 }, &["invalid_input"]),
+            (StoreError::Invalid(brine_model::JobId::new("").unwrap_err()), &["invalid_input"]),
+            (StoreError::MultipleJobsFound { prefix: s(), ids: vec![] }, &["invalid_input"]),
+            (StoreError::InvalidToken { token: s(), reason: s() }, &["invalid_input"]),
+            (StoreError::Compacted { requested: 1, oldest: 2 }, &["compacted"]),
+            (StoreError::Archived { id: s(), file: s() }, &["archived"]),
+            (StoreError::Corrupt { cf: s(), key: s(), reason: s() }, &["corrupt"]),
+            (StoreError::Closed, &["unavailable"]),
+            (StoreError::Poisoned { reason: s() }, &["unavailable"]),
+            (StoreError::TransactionHeld, &[]),
+            (StoreError::TransactionAborted { first_error: s() }, &[]),
+            (StoreError::Unsupported { what: s() }, &[]),
+            (StoreError::backend("x", std::io::Error::other("y")), &[]),
+        ];
+        for (error, expected) in &cases {
+            let got: Vec<&str> = classes.iter().filter(|(_, f)| f(error)).map(|(n, _)| *n).collect();
+            assert_eq!(&got, expected, "{error:?}");
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 mod error;
 mod execution;
 mod job;
+pub mod job_write;
 pub mod keys;
 mod log;
 mod maintenance;

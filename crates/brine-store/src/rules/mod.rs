@@ -12,6 +12,9 @@ use brine_model::{
 use crate::error::{AnyState, ObjectKind, StateExpectation};
 use crate::{Condition, Result, StoreError, UpdateExecutionRequest, UpdateJobStateRequest};
 
+mod job;
+pub use job::*;
+
 /// Checks `condition` against an object's state and revision.
 ///
 /// Order: expected states, unexpected states, revision. The first failing part is
@@ -186,7 +189,9 @@ pub fn update_job_state(current: &Job, request: &UpdateJobStateRequest, now: Tim
     if request.new_state.is_terminal() {
         next.finished_time = Some(now);
     }
-    if request.new_state == JobState::Running && next.grabbed_time.is_none() && next.queue.is_some() {
+    // A queue job moving into `Running` was grabbed now (again, after a requeue), by
+    // `grab_next` or by a state change alike.
+    if request.new_state == JobState::Running && current.state() != JobState::Running && next.queue.is_some() {
         next.grabbed_time = Some(now);
     }
     Ok(next)
@@ -304,6 +309,7 @@ pub fn expire_request(id: &brine_model::JobId, message: &str) -> UpdateJobStateR
 #[derive(Debug)]
 pub struct JobPager<'q> {
     query: &'q crate::JobQuery,
+    after: Option<(Timestamp, brine_model::JobId)>,
     jobs: Vec<Job>,
     examined: usize,
     last_seen: Option<(Timestamp, brine_model::JobId)>,
@@ -311,9 +317,25 @@ pub struct JobPager<'q> {
 }
 
 impl<'q> JobPager<'q> {
-    /// An empty page for `query`.
-    pub fn new(query: &'q crate::JobQuery) -> Self {
-        JobPager { query, jobs: Vec::new(), examined: 0, last_seen: None, next_token: None }
+    /// An empty page for `query`, once its limit, namespace and token are checked.
+    pub fn new(query: &'q crate::JobQuery) -> Result<Self> {
+        check_limit(query.limit)?;
+        if let Some(ns) = &query.namespace {
+            check_namespace(ns)?;
+        }
+        let after = query.token.as_deref().map(parse_job_token).transpose()?;
+        Ok(JobPager { query, after, jobs: Vec::new(), examined: 0, last_seen: None, next_token: None })
+    }
+
+    /// The index entry the page starts after (from the query's token): read the
+    /// entries past it in the query's order.
+    pub fn after(&self) -> Option<(Timestamp, brine_model::JobId)> {
+        self.after.clone()
+    }
+
+    /// The index ranges the page reads ([`job_scans`]).
+    pub fn scans(&self) -> Vec<JobScan<'q>> {
+        job_scans(self.query)
     }
 
     /// The sort time of `job` under the query's sort.
@@ -357,28 +379,40 @@ impl<'q> JobPager<'q> {
     }
 }
 
-/// The index a job listing reads (both backends choose the same way): a listing with
-/// a filter reads the entries of the matching jobs, not every job of the time index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobDrive<'q> {
-    /// The label index: one scan per value of `key`, merged, for the selector's first
-    /// `key=value` or `key in (…)` requirement.
+/// One range of a time-ordered job index: the entries of one [`JobIndex`] kind under
+/// one prefix, in time order. A listing reads one or more of them, merged
+/// ([`merge_ordered`]); a backend maps each to its storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobScan<'q> {
+    /// Every job ([`JobIndex::Created`] or [`JobIndex::Modified`]).
+    All(crate::JobSort),
+    /// The jobs of a namespace ([`JobIndex::NamespaceCreated`] or
+    /// [`JobIndex::NamespaceModified`]).
+    Namespace(&'q str, crate::JobSort),
+    /// The jobs in a state ([`JobIndex::StateCreated`] or [`JobIndex::StateModified`]).
+    State(JobState, crate::JobSort),
+    /// The jobs carrying a label ([`JobIndex::LabelCreated`] or
+    /// [`JobIndex::LabelModified`]).
     Label {
-        /// The label key.
+        /// The label's key.
         key: &'q str,
-        /// The values to read, each once.
-        values: Vec<&'q str>,
+        /// The label's value.
+        value: &'q str,
+        /// Which time orders the range.
+        sort: crate::JobSort,
     },
-    /// The state index: one scan per state asked for, merged.
-    States(Vec<JobState>),
-    /// The time index, of the namespace when one is given.
-    Time,
 }
 
-/// Which index serves `query`. The pager still applies every filter, so the choice
-/// only decides how many entries are read, never what is listed.
-pub fn job_drive(query: &crate::JobQuery) -> JobDrive<'_> {
+/// The index ranges a job listing reads (every backend reads the same ones): with a
+/// filter, the entries of the matching jobs, not every job of the time index. The
+/// selector's first `key=value` or `key in (…)` requirement reads the label index, one
+/// range per value; else a state filter reads the state index, one range per state;
+/// else the time index, of the namespace when one is given. The pager still applies
+/// every filter, so the choice only decides how many entries are read, never what is
+/// listed.
+pub fn job_scans(query: &crate::JobQuery) -> Vec<JobScan<'_>> {
     use crate::selector::LabelRequirement;
+    let sort = query.sort;
     for requirement in &query.selector.requirements {
         let (key, mut values): (&str, Vec<&str>) = match requirement {
             LabelRequirement::Equals(k, v) => (k, vec![v.as_str()]),
@@ -387,15 +421,18 @@ pub fn job_drive(query: &crate::JobQuery) -> JobDrive<'_> {
         };
         values.sort_unstable();
         values.dedup();
-        return JobDrive::Label { key, values };
+        return values.into_iter().map(|value| JobScan::Label { key, value, sort }).collect();
     }
     if !query.states.is_empty() {
         let mut states = query.states.clone();
         states.sort_by_key(|s| s.code());
         states.dedup();
-        return JobDrive::States(states);
+        return states.into_iter().map(|state| JobScan::State(state, sort)).collect();
     }
-    JobDrive::Time
+    vec![match &query.namespace {
+        None => JobScan::All(sort),
+        Some(ns) => JobScan::Namespace(ns, sort),
+    }]
 }
 
 /// Merges scans that each yield `(time, id)` in `order` into one scan in `order`: how a
@@ -461,15 +498,9 @@ where
     Ok(())
 }
 
-/// The job states whose modify-time index ranges purge candidates are read from: the
-/// terminal ones, so a purge never reads an unfinished job.
-pub fn purgeable_states() -> impl Iterator<Item = JobState> {
-    JobState::ALL.into_iter().filter(|s| s.is_terminal())
-}
-
 /// Collects purge candidates (`JobStore::purgeable_jobs`) from the merged
-/// [`purgeable_states`] ranges of the modify-time index, oldest first: finished jobs
-/// last modified at or before `before`, at most `limit`.
+/// [`PurgeCandidates::scans`], oldest first: finished jobs last modified at or before
+/// `before`, at most `limit`.
 #[derive(Debug)]
 pub struct PurgeCandidates {
     before: Timestamp,
@@ -482,6 +513,13 @@ impl PurgeCandidates {
     pub fn new(before: Timestamp, limit: usize) -> Result<Self> {
         check_limit(limit)?;
         Ok(PurgeCandidates { before, limit, jobs: Vec::new() })
+    }
+
+    /// The index ranges candidates are read from: the terminal states' ranges of the
+    /// state index by modify time, so a purge never reads an unfinished job.
+    pub fn scans() -> Vec<JobScan<'static>> {
+        let terminal = JobState::ALL.into_iter().filter(|s| s.is_terminal());
+        terminal.map(|state| JobScan::State(state, crate::JobSort::ModifyTime)).collect()
     }
 
     /// Offers the next index entry: its modify time, and `read`, which reads the job it
@@ -608,7 +646,7 @@ pub fn events_added(execution: &Execution, now: Timestamp) -> Option<Execution> 
 /// Runs `purge_one` for each job of `jobs` (inside one write) with the job as stored,
 /// skipping the ones that are gone already and the ones whose stamp moved since they
 /// were archived; returns how many were purged (see `JobStore::purge_jobs`).
-pub fn purge_each<S>(
+pub fn purge_each<S: ?Sized>(
     store: &mut S,
     jobs: &[(brine_model::JobId, crate::JobStamp)],
     current: impl Fn(&S, &brine_model::JobId) -> Result<Option<Job>>,
