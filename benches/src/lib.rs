@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use brine_rocksdb::codec::encode;
+use brine_rocksdb::layout::{self, meta};
 use brine_rocksdb::{db_options, Cf, StoreKind};
-use brine_store::keys::{prefix_end, KeyBuilder};
+use brine_store::keys::prefix_end;
 use brine_store::model::{
     ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, LogEntry, LogObject, Operation, Timestamp,
 };
@@ -29,10 +30,6 @@ pub struct RawStore {
     log_head: u64,
     counts: [u64; 9],
     sync: bool,
-}
-
-fn count_key(code: u8) -> Vec<u8> {
-    [b"count/".as_slice(), &[code]].concat()
 }
 
 impl RawStore {
@@ -62,8 +59,8 @@ impl RawStore {
             object,
             timestamp: Timestamp::now(),
         };
-        batch.put_cf(self.cf(Cf::Events), KeyBuilder::new().u64(self.log_head).build(), encode(&entry));
-        batch.put_cf(self.cf(Cf::Meta), b"log_head", encode(&self.log_head));
+        batch.put_cf(self.cf(Cf::Events), layout::log_entry(self.log_head), encode(&entry));
+        batch.put_cf(self.cf(Cf::Meta), meta::LOG_HEAD, encode(&self.log_head));
     }
 
     /// Creates an execution: record, two index entries, counter, log entry, log head.
@@ -74,15 +71,11 @@ impl RawStore {
         e.modify_time = now;
         let code = e.state().code();
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(Cf::Executions), e.id.as_bytes(), encode(&e));
-        batch.put_cf(
-            self.cf(Cf::IdxExecutionsByJobId),
-            KeyBuilder::new().str(e.job_id.as_str()).last_str(e.id.as_str()).build(),
-            [],
-        );
-        batch.put_cf(self.cf(Cf::IdxExecutionsByState), KeyBuilder::new().u8(code).last_str(e.id.as_str()).build(), []);
+        batch.put_cf(self.cf(Cf::Executions), layout::execution(&e.id), encode(&e));
+        batch.put_cf(self.cf(Cf::IdxExecutionsByJobId), layout::execution_by_job(&e.job_id, &e.id), []);
+        batch.put_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(e.state(), &e.id), []);
         self.counts[usize::from(code)] += 1;
-        batch.put_cf(self.cf(Cf::Meta), count_key(code), encode(&self.counts[usize::from(code)]));
+        batch.put_cf(self.cf(Cf::Meta), meta::count(code), encode(&self.counts[usize::from(code)]));
         self.log(
             &mut batch,
             Operation::Create,
@@ -100,13 +93,13 @@ impl RawStore {
         next.modify_time = Timestamp::now();
         let (old, new) = (before.state().code(), state.code());
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(Cf::Executions), id.as_bytes(), encode(&next));
-        batch.delete_cf(self.cf(Cf::IdxExecutionsByState), KeyBuilder::new().u8(old).last_str(id.as_str()).build());
-        batch.put_cf(self.cf(Cf::IdxExecutionsByState), KeyBuilder::new().u8(new).last_str(id.as_str()).build(), []);
+        batch.put_cf(self.cf(Cf::Executions), layout::execution(id), encode(&next));
+        batch.delete_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(before.state(), id));
+        batch.put_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(state, id), []);
         self.counts[usize::from(old)] -= 1;
         self.counts[usize::from(new)] += 1;
-        batch.put_cf(self.cf(Cf::Meta), count_key(old), encode(&self.counts[usize::from(old)]));
-        batch.put_cf(self.cf(Cf::Meta), count_key(new), encode(&self.counts[usize::from(new)]));
+        batch.put_cf(self.cf(Cf::Meta), meta::count(old), encode(&self.counts[usize::from(old)]));
+        batch.put_cf(self.cf(Cf::Meta), meta::count(new), encode(&self.counts[usize::from(new)]));
         let object =
             LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events: vec![] };
         self.log(&mut batch, Operation::Update, object);
@@ -115,24 +108,25 @@ impl RawStore {
 
     /// Reads and decodes one execution.
     pub fn get(&self, id: &ExecutionId) -> Execution {
-        let raw = self.db.get_pinned_cf(self.cf(Cf::Executions), id.as_bytes()).expect("raw read").expect("present");
-        brine_rocksdb::codec::decode(Cf::Executions, id.as_bytes(), &raw).expect("decodes")
+        let key = layout::execution(id);
+        let raw = self.db.get_pinned_cf(self.cf(Cf::Executions), &key).expect("raw read").expect("present");
+        brine_rocksdb::codec::decode(Cf::Executions, &key, &raw).expect("decodes")
     }
 
     /// Reads a job's executions through the job index.
     pub fn get_by_job(&self, job: &JobId) -> Vec<Execution> {
-        let prefix = KeyBuilder::new().str(job.as_str()).build();
+        let prefix = layout::owned_by(job);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_end(&prefix).expect("bounded"));
         let mut it = self.db.raw_iterator_cf_opt(self.cf(Cf::IdxExecutionsByJobId), ro);
         it.seek(&prefix);
         let mut out = Vec::new();
         while let Some(k) = it.key() {
-            let id = ExecutionId::new(std::str::from_utf8(&k[prefix.len()..]).expect("utf-8")).expect("id");
+            let id = std::str::from_utf8(layout::after_prefix(k, &prefix)).expect("utf-8");
+            let id = ExecutionId::new(id).expect("an execution id");
             out.push(self.get(&id));
             it.next();
         }
-        out.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
-        out
+        brine_store::rules::newest_first(out)
     }
 }

@@ -195,20 +195,54 @@ pub fn nothing_unfinished(root: &Path) -> Vec<String> {
 
 /// `docs/FORMAT.md` names every column family the RocksDB backend defines.
 pub fn format_doc_names_every_family(root: &Path) -> Vec<String> {
-    let Ok(cf) = std::fs::read_to_string(root.join("crates/brine-rocksdb/src/cf.rs")) else { return Vec::new() };
-    let doc = std::fs::read_to_string(root.join("docs/FORMAT.md")).unwrap_or_default();
-    let names: Vec<&str> = cf
+    let read = |p: &str| std::fs::read_to_string(root.join(p));
+    let (Ok(cf), Ok(layout)) = (read("crates/brine-rocksdb/src/cf.rs"), read("crates/brine-rocksdb/src/layout.rs"))
+    else {
+        return vec!["cannot read crates/brine-rocksdb/src/cf.rs and layout.rs".into()];
+    };
+    format_doc_problems(&cf, &layout, &read("docs/FORMAT.md").unwrap_or_default())
+}
+
+/// The `Cf::Variant => "text"` arms of a Rust source, in order.
+fn cf_arms(source: &str) -> Vec<(&str, &str)> {
+    source
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("Cf::").and_then(|rest| rest.split_once("=> \"")).map(|(_, n)| n))
-        .filter_map(|n| n.split_once('"').map(|(name, _)| name))
-        .collect();
-    let mut problems: Vec<String> = names
-        .iter()
-        .filter(|n| !doc.contains(&format!("`{n}`")))
-        .map(|n| format!("docs/FORMAT.md does not document column family `{n}`"))
-        .collect();
-    if names.is_empty() {
-        problems.push("no column family names found in crates/brine-rocksdb/src/cf.rs".into());
+        .filter_map(|l| l.trim().strip_prefix("Cf::")?.split_once(" => \""))
+        .filter_map(|(variant, rest)| Some((variant, rest.split_once('"')?.0)))
+        .collect()
+}
+
+/// What `docs/FORMAT.md` (`doc`) gets wrong against the family names of `cf.rs` and
+/// the key layouts and `meta` key names of `layout.rs`: each family needs a table row
+/// `| `name` | `layout` |` (`meta`'s layout cell is the text `see below`), and each
+/// fixed `meta` key its name in backticks.
+fn format_doc_problems(cf: &str, layout: &str, doc: &str) -> Vec<String> {
+    let names = cf_arms(cf);
+    let layouts = cf_arms(layout);
+    let mut problems = Vec::new();
+    if names.is_empty() || layouts.is_empty() {
+        problems.push("no column family names or key layouts found in cf.rs and layout.rs".into());
+    }
+    for (variant, name) in &names {
+        let Some((_, key)) = layouts.iter().find(|(v, _)| v == variant) else {
+            problems.push(format!("layout.rs gives no key layout for Cf::{variant}"));
+            continue;
+        };
+        let cell = if *key == "see below" { key.to_string() } else { format!("`{key}`") };
+        if !doc.contains(&format!("`{name}`")) {
+            problems.push(format!("docs/FORMAT.md does not document column family `{name}`"));
+        } else if !doc.lines().any(|l| l.starts_with(&format!("| `{name}` | {cell} |"))) {
+            problems.push(format!("docs/FORMAT.md does not give `{name}` the key layout {cell} of layout.rs"));
+        }
+    }
+    let meta_keys = layout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const ")?.split_once(": &[u8] = b\""))
+        .filter_map(|(_, rest)| rest.split_once('"').map(|(key, _)| key));
+    for key in meta_keys {
+        if !doc.contains(&format!("`{key}`")) {
+            problems.push(format!("docs/FORMAT.md does not document meta key `{key}`"));
+        }
     }
     problems
 }
@@ -261,6 +295,22 @@ mod tests {
     fn format_doc_covers_every_family() {
         let problems = format_doc_names_every_family(&root());
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_key_layout_the_doc_does_not_show_is_caught() {
+        let cf = "Cf::Jobs => \"jobs\",\nCf::Meta => \"meta\",";
+        let layout = "Cf::Jobs => \"last(job_id)\",\nCf::Meta => \"see below\",\npub const OPEN: &[u8] = b\"open\";";
+        let good = "| `jobs` | `last(job_id)` | `Job` |\n| `meta` | see below | see below |\n| `open` | u64 |";
+        assert_eq!(format_doc_problems(cf, layout, good), Vec::<String>::new());
+        let drifted = good.replace("last(job_id)", "str(job_id)").replace("`open`", "`opened`");
+        assert_eq!(
+            format_doc_problems(cf, layout, &drifted),
+            [
+                "docs/FORMAT.md does not give `jobs` the key layout `last(job_id)` of layout.rs",
+                "docs/FORMAT.md does not document meta key `open`",
+            ]
+        );
     }
 
     fn fake(deps: &[(&str, &[&str])]) -> Metadata {

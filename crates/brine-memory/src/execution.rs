@@ -52,10 +52,7 @@ impl ExecTables {
     }
 
     fn collect(&self, ids: impl Iterator<Item = ExecutionId>) -> Vec<Execution> {
-        let mut out: Vec<Execution> =
-            ids.filter_map(|id| self.executions.get(&id).map(|e| Execution::clone(e))).collect();
-        out.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
-        out
+        rules::newest_first(ids.filter_map(|id| self.executions.get(&id).map(|e| Execution::clone(e))).collect())
     }
 }
 

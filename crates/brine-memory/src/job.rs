@@ -465,9 +465,8 @@ impl JobStore for MemJobStore {
             Some(ty) => t.in_progress.get(&ty).into_iter().flat_map(|s| s.iter()).collect(),
             None => t.in_progress.values().flat_map(|s| s.iter()).collect(),
         };
-        let mut jobs: Vec<Job> = ids.into_iter().filter_map(|id| t.jobs.get(id).map(|j| Job::clone(j))).collect();
-        jobs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(jobs)
+        let jobs: Vec<Job> = ids.into_iter().filter_map(|id| t.jobs.get(id).map(|j| Job::clone(j))).collect();
+        Ok(rules::in_id_order(jobs))
     }
 
     async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {

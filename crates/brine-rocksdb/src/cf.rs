@@ -68,62 +68,66 @@ impl fmt::Display for StoreKind {
     }
 }
 
-/// A column family. `docs/FORMAT.md` documents the key and value of each.
+/// A column family. What each holds is below; the layout of its keys is
+/// `layout::key_layout`, and `docs/FORMAT.md` documents keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cf {
-    /// `execution_id` → `Execution`.
+    /// Execution records (both stores; the requester keeps its copy).
     Executions,
-    /// `execution_id 0x00 seq:u64` → `Event`.
+    /// An execution's history events (compute).
     ExecutionEvents,
-    /// `job_id 0x00 execution_id` → empty.
+    /// Executions by job. Values: empty on a compute store; on a requester store the
+    /// execution's node (`layout::node_marker`), empty in entries written before
+    /// format version 2.
     IdxExecutionsByJobId,
-    /// `state:u8 execution_id` → empty.
+    /// Executions by state (compute).
     IdxExecutionsByState,
-    /// `node_id 0x00 execution_id` → empty (requester).
+    /// Executions by node (requester).
     IdxExecutionsByNode,
-    /// `seq:u64` → `LogEntry`.
+    /// The event log.
     Events,
-    /// `name` → `u64`.
+    /// Watcher checkpoints.
     Checkpoints,
-    /// `name` → value (schema version, kind, node id, sequences, counters).
+    /// Schema version, store kind, node and store ids, sequences, counters
+    /// (`layout::meta`).
     Meta,
-    /// `job_id` → `Job`.
+    /// Job records.
     Jobs,
-    /// `job_id 0x00 version:u64` → `Job`.
+    /// Every version of each job.
     JobVersions,
-    /// `job_id 0x00 seq:u64` → `JobHistory`.
+    /// Each job's history.
     JobHistory,
-    /// `evaluation_id` → `Evaluation`.
+    /// Evaluation records.
     Evaluations,
-    /// `namespace 0x00 name` → `job_id`.
+    /// Jobs by namespace and name; the value is the job id.
     IdxJobsByName,
-    /// `create_time:u64 job_id` → empty.
+    /// Jobs by create time.
     IdxJobsByCreate,
-    /// `modify_time:u64 job_id` → empty.
+    /// Jobs by modify time.
     IdxJobsByModify,
-    /// `namespace 0x00 create_time:u64 job_id` → empty.
+    /// Jobs by namespace, then create time.
     IdxJobsByNamespaceCreate,
-    /// `namespace 0x00 modify_time:u64 job_id` → empty.
+    /// Jobs by namespace, then modify time.
     IdxJobsByNamespaceModify,
-    /// `job_type:u8 job_id` → empty, for non-terminal jobs.
+    /// Unfinished jobs by type.
     IdxJobsInProgress,
-    /// `queue 0x00 create_time:u64 job_id` → empty, for queued jobs.
+    /// Queued jobs by queue, then create time.
     IdxJobsQueued,
-    /// `last_accessed:u64 job_id` → empty, for queued and in-progress queue jobs.
+    /// Expirable queue jobs by last access.
     IdxJobsIdle,
-    /// `state:u8 create_time:u64 job_id` → empty (format version 2).
+    /// Jobs by state, then create time (format version 2).
     IdxJobsByStateCreate,
-    /// `state:u8 modify_time:u64 job_id` → empty (format version 2).
+    /// Jobs by state, then modify time (format version 2).
     IdxJobsByStateModify,
-    /// `label_key 0x00 label_value 0x00 create_time:u64 job_id` → empty, one entry per
-    /// label (format version 2).
+    /// Jobs by label key and value, then create time; one entry per label (format
+    /// version 2).
     IdxJobsByLabelCreate,
-    /// `label_key 0x00 label_value 0x00 modify_time:u64 job_id` → empty, one entry per
-    /// label (format version 2).
+    /// Jobs by label key and value, then modify time; one entry per label (format
+    /// version 2).
     IdxJobsByLabelModify,
-    /// `job_id 0x00 evaluation_id` → empty.
+    /// Evaluations by job.
     IdxEvaluationsByJob,
-    /// `job_id` → `String`: the archive file a purged job went to (the retained table).
+    /// Purged jobs: the archive file each went to (the retained table).
     PurgedJobs,
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use brine_store::keys::{printable, KeyReader};
+use brine_store::keys::printable;
 use brine_store::model::{Evaluation, Execution, ExecutionState, Job, JobHistory, LogEntry};
 use brine_store::{Result, StoreError};
 use rocksdb::DB;
@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
-use crate::engine::{count_key, meta, Engine, Snapshot};
-use crate::execution::{by_job_key, by_state_key, exec_key};
+use crate::engine::{Engine, Snapshot};
+use crate::layout::{self, meta};
 
 /// One inconsistency found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,22 +115,22 @@ impl Checker<'_> {
     fn executions(&mut self) -> Result<()> {
         let mut counts = [0u64; 9];
         self.each::<Execution>(Cf::Executions, |c, k, e| {
-            if k != exec_key(&e.id).as_slice() {
+            if k != layout::execution(&e.id).as_slice() {
                 c.problem(Cf::Executions, k, format!("key does not match the record's id {}", e.id));
             }
             counts[usize::from(e.state().code())] += 1;
-            if !c.exists(Cf::IdxExecutionsByJobId, &by_job_key(&e.job_id, &e.id))? {
+            if !c.exists(Cf::IdxExecutionsByJobId, &layout::execution_by_job(&e.job_id, &e.id))? {
                 c.problem(Cf::Executions, k, format!("missing from idx_executions_by_job_id under job {}", e.job_id));
             }
-            if !c.exists(Cf::IdxExecutionsByState, &by_state_key(e.state(), &e.id))? {
+            if !c.exists(Cf::IdxExecutionsByState, &layout::execution_by_state(e.state(), &e.id))? {
                 c.problem(Cf::Executions, k, format!("missing from idx_executions_by_state under {}", e.state()));
             }
             Ok(())
         })?;
         self.each_key(Cf::IdxExecutionsByJobId, |c, k, _| {
-            let mut r = KeyReader::new(k);
-            let parsed = r.str().and_then(|job| r.last_str().map(|id| (job.to_owned(), id.to_owned())));
-            let Ok((job, id)) = parsed else {
+            let decoded = layout::decode(Cf::IdxExecutionsByJobId, k).ok();
+            let parsed = decoded.as_ref().and_then(|d| Some((d.str("job_id")?, d.str("execution_id")?)));
+            let Some((job, id)) = parsed else {
                 c.problem(Cf::IdxExecutionsByJobId, k, "key is not job id / execution id");
                 return Ok(());
             };
@@ -145,19 +145,18 @@ impl Checker<'_> {
         })?;
         let mut indexed = [0u64; 9];
         self.each_key(Cf::IdxExecutionsByState, |c, k, _| {
-            let Some((&code, id)) = k.split_first() else {
-                c.problem(Cf::IdxExecutionsByState, k, "empty key");
+            let Ok(decoded) = layout::decode(Cf::IdxExecutionsByState, k) else {
+                c.problem(Cf::IdxExecutionsByState, k, "key is not state / execution id");
                 return Ok(());
             };
+            let (code, id) = (decoded.u8("state").unwrap_or_default(), decoded.str("execution_id").unwrap_or_default());
             let Some(state) = ExecutionState::from_code(code) else {
                 c.problem(Cf::IdxExecutionsByState, k, format!("unknown state code {code}"));
                 return Ok(());
             };
             indexed[usize::from(code)] += 1;
-            match c.get::<Execution>(Cf::Executions, id)? {
-                None => {
-                    c.problem(Cf::IdxExecutionsByState, k, format!("points at missing execution {}", printable(id)))
-                }
+            match c.get::<Execution>(Cf::Executions, id.as_bytes())? {
+                None => c.problem(Cf::IdxExecutionsByState, k, format!("points at missing execution {id}")),
                 Some(Ok(e)) if e.state() != state => c.problem(
                     Cf::IdxExecutionsByState,
                     k,
@@ -168,7 +167,7 @@ impl Checker<'_> {
             Ok(())
         })?;
         for state in ExecutionState::ALL {
-            let key = count_key(state.code());
+            let key = meta::count(state.code());
             let stored = match self.get::<u64>(Cf::Meta, &key)? {
                 None => 0,
                 Some(Ok(n)) => n,
@@ -190,8 +189,7 @@ impl Checker<'_> {
             }
         }
         self.each_key(Cf::ExecutionEvents, |c, k, v| {
-            let mut r = KeyReader::new(k);
-            let Ok(id) = r.str() else {
+            let Some(id) = layout::decode(Cf::ExecutionEvents, k).ok().and_then(|d| d.str("execution_id")) else {
                 c.problem(Cf::ExecutionEvents, k, "key is not execution id / sequence");
                 return Ok(());
             };
@@ -207,10 +205,10 @@ impl Checker<'_> {
 
     fn jobs(&mut self) -> Result<()> {
         self.each::<Job>(Cf::Jobs, |c, k, job| {
-            if k != job.id.as_bytes() {
+            if k != layout::job(&job.id).as_slice() {
                 c.problem(Cf::Jobs, k, format!("key does not match the record's id {}", job.id));
             }
-            for (cf, key, _) in crate::job::index_entries(&job) {
+            for (cf, key, _) in layout::job_indexes(&job) {
                 if !c.exists(cf, &key)? {
                     c.problem(Cf::Jobs, k, format!("missing from {cf} at {}", printable(&key)));
                 }
@@ -232,15 +230,15 @@ impl Checker<'_> {
             Cf::IdxJobsByLabelModify,
         ] {
             self.each_key(cf, |c, k, v| {
-                let id = crate::job::indexed_job_id(cf, k, v);
+                let id = layout::indexed_job(cf, k, v);
                 let Some(id) = id else {
                     c.problem(cf, k, "key does not end in a job id");
                     return Ok(());
                 };
-                match c.get::<Job>(Cf::Jobs, id.as_bytes())? {
+                match c.get::<Job>(Cf::Jobs, &layout::job(&id))? {
                     None => c.problem(cf, k, format!("points at missing job {id}")),
                     Some(Ok(job)) => {
-                        if !crate::job::index_entries(&job).iter().any(|(f, key, _)| *f == cf && key == k) {
+                        if !layout::job_indexes(&job).iter().any(|(f, key, _)| *f == cf && key == k) {
                             c.problem(cf, k, format!("does not match job {id} (stale entry)"));
                         }
                     }
@@ -251,7 +249,7 @@ impl Checker<'_> {
         }
         for cf in [Cf::JobVersions, Cf::JobHistory] {
             self.each_key(cf, |c, k, v| {
-                let job = KeyReader::new(k).str().map(str::to_owned);
+                let job = layout::decode(cf, k).ok().and_then(|d| d.str("job_id"));
                 let decoded = if cf == Cf::JobHistory {
                     decode::<JobHistory>(cf, k, v).map(|_| ())
                 } else {
@@ -261,11 +259,11 @@ impl Checker<'_> {
                     c.problem(cf, k, format!("value does not decode: {}", reason(&e)));
                 }
                 match job {
-                    Ok(job) if !c.exists(Cf::Jobs, job.as_bytes())? => {
+                    Some(job) if !c.exists(Cf::Jobs, job.as_bytes())? => {
                         c.problem(cf, k, format!("belongs to missing job {job}"))
                     }
-                    Ok(_) => {}
-                    Err(_) => c.problem(cf, k, "key is not job id / number"),
+                    Some(_) => {}
+                    None => c.problem(cf, k, "key is not job id / number"),
                 }
                 Ok(())
             })?;
@@ -284,11 +282,11 @@ impl Checker<'_> {
             Ok(())
         })?;
         self.each::<Execution>(Cf::Executions, |c, k, e| {
-            if !c.exists(Cf::IdxExecutionsByJobId, &by_job_key(&e.job_id, &e.id))? {
+            if !c.exists(Cf::IdxExecutionsByJobId, &layout::execution_by_job(&e.job_id, &e.id))? {
                 c.problem(Cf::Executions, k, format!("missing from idx_executions_by_job_id under job {}", e.job_id));
             }
             if let Some(node) = &e.node_id {
-                if !c.exists(Cf::IdxExecutionsByNode, &crate::job::node_key(node, &e.id))? {
+                if !c.exists(Cf::IdxExecutionsByNode, &layout::execution_by_node(node, &e.id))? {
                     c.problem(Cf::Executions, k, format!("missing from idx_executions_by_node under node {node}"));
                 }
             }
@@ -302,14 +300,14 @@ impl Checker<'_> {
             (Cf::IdxExecutionsByNode, Cf::Executions),
             (Cf::IdxEvaluationsByJob, Cf::Evaluations),
         ] {
+            let last = if index == Cf::IdxEvaluationsByJob { "evaluation_id" } else { "execution_id" };
             self.each_key(index, |c, k, _| {
-                let mut r = KeyReader::new(k);
-                match r.str().and_then(|_| r.last_str()) {
-                    Ok(id) if !c.exists(records, id.as_bytes())? => {
+                match layout::decode(index, k).ok().and_then(|d| d.str(last)) {
+                    Some(id) if !c.exists(records, id.as_bytes())? => {
                         c.problem(index, k, format!("points at missing {records} {id}"))
                     }
-                    Ok(_) => {}
-                    Err(_) => c.problem(index, k, "key is not owner id / record id"),
+                    Some(_) => {}
+                    None => c.problem(index, k, "key is not owner id / record id"),
                 }
                 Ok(())
             })?;

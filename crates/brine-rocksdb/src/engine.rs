@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use brine_store::keys::KeyBuilder;
 use brine_store::model::{LogEntry, LogObject, Operation, Timestamp};
 use brine_store::{Clock, Result, StoreError};
 use rocksdb::{
@@ -44,33 +43,11 @@ pub(crate) type Snapshot<'d> = rocksdb::SnapshotWithThreadMode<'d, DB>;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::{decode, encode};
+use crate::layout::{self, meta};
 use crate::{Durability, OpenError, OpenOptions};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 2;
-
-/// Meta keys.
-pub(crate) mod meta {
-    /// Schema version (`u64`).
-    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
-    /// `compute` or `requester` (string).
-    pub const STORE_KIND: &[u8] = b"store_kind";
-    /// Node id given at creation (string).
-    pub const NODE_ID: &[u8] = b"node_id";
-    /// Newest event-log sequence number (`u64`).
-    pub const LOG_HEAD: &[u8] = b"log_head";
-    /// Highest event-log sequence number deleted by retention (`u64`).
-    pub const LOG_TRIMMED: &[u8] = b"log_trimmed";
-    /// Last sequence number of per-record history keys (`u64`).
-    pub const HISTORY_SEQ: &[u8] = b"history_seq";
-    /// Prefix of the per-state counters: `count/` then the state code byte (`u64`).
-    pub const COUNT_PREFIX: &[u8] = b"count/";
-    /// `1` while a process has the store open, `0` after a clean close (`u64`).
-    pub const OPEN: &[u8] = b"open";
-    /// The store's id, made when it is created (or first opened by a build that keeps
-    /// one) and never changed (string).
-    pub const STORE_ID: &[u8] = b"store_id";
-}
 
 /// The store's sequences and counters: authoritative under the commit lock, published
 /// after each commit for lock-free reads.
@@ -473,7 +450,7 @@ impl Engine {
             counts: [0; 9],
         };
         for (code, slot) in seqs.counts.iter_mut().enumerate() {
-            *slot = u(&count_key(code as u8))?;
+            *slot = u(&meta::count(code as u8))?;
         }
         Ok(seqs)
     }
@@ -816,16 +793,6 @@ impl Engine {
     }
 }
 
-/// The key of the counter of state `code` in `meta`.
-pub(crate) fn count_key(code: u8) -> Vec<u8> {
-    [meta::COUNT_PREFIX, &[code]].concat()
-}
-
-/// The key of event-log entry `seq`.
-pub(crate) fn log_key(seq: u64) -> Vec<u8> {
-    KeyBuilder::new().u64(seq).build()
-}
-
 /// A write in progress: holds the commit lock, the pending batch and an overlay of the
 /// pending writes so that reads see them.
 pub(crate) struct Txn {
@@ -1053,7 +1020,7 @@ impl Txn {
         self.seqs.log_head += 1;
         let seq = self.seqs.log_head;
         let entry = LogEntry { seq, operation, object_type: object.object_type(), object, timestamp: now };
-        self.put(Cf::Events, log_key(seq), &entry)?;
+        self.put(Cf::Events, layout::log_entry(seq), &entry)?;
         Ok(seq)
     }
 
@@ -1080,7 +1047,7 @@ impl Txn {
         for code in 0..9u8 {
             let (old, new) = (before.counts[usize::from(code)], self.seqs.counts[usize::from(code)]);
             if old != new {
-                self.put(Cf::Meta, count_key(code), &new)?;
+                self.put(Cf::Meta, meta::count(code), &new)?;
             }
         }
         if self.batch.is_empty() {

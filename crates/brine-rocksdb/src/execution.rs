@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use brine_store::keys::KeyBuilder;
+use brine_store::keys::prefix_end;
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
 use brine_store::{
     rules, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError, UpdateExecutionRequest,
@@ -13,29 +13,10 @@ use brine_store::{
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
 use crate::engine::{Engine, Txn};
-use crate::log::{corrupt_key, RocksEventLog};
+use crate::layout;
+use crate::log::RocksEventLog;
 use crate::{OpenError, OpenOptions};
 use brine_store::config::StoreConfig;
-
-pub(crate) fn exec_key(id: &ExecutionId) -> Vec<u8> {
-    id.as_bytes().to_vec()
-}
-
-pub(crate) fn by_job_prefix(job: &JobId) -> Vec<u8> {
-    KeyBuilder::new().str(job.as_str()).build()
-}
-
-pub(crate) fn by_job_key(job: &JobId, id: &ExecutionId) -> Vec<u8> {
-    KeyBuilder::new().str(job.as_str()).last_str(id.as_str()).build()
-}
-
-pub(crate) fn by_state_key(state: ExecutionState, id: &ExecutionId) -> Vec<u8> {
-    KeyBuilder::new().u8(state.code()).last_str(id.as_str()).build()
-}
-
-pub(crate) fn events_prefix(id: &ExecutionId) -> Vec<u8> {
-    KeyBuilder::new().str(id.as_str()).build()
-}
 
 fn not_found(id: &ExecutionId) -> StoreError {
     StoreError::not_found(ObjectKind::Execution, id)
@@ -53,25 +34,25 @@ fn slot(state: ExecutionState) -> usize {
 
 /// Reads an execution inside a write.
 fn current(txn: &Txn, id: &ExecutionId) -> Result<Execution> {
-    txn.get(Cf::Executions, &exec_key(id))?.ok_or_else(|| not_found(id))
+    txn.get(Cf::Executions, &layout::execution(id))?.ok_or_else(|| not_found(id))
 }
 
 fn put_events(txn: &mut Txn, id: &ExecutionId, events: &[Event]) -> Result<()> {
     for event in events {
         let seq = txn.next_history_seq();
-        txn.put(Cf::ExecutionEvents, KeyBuilder::new().str(id.as_str()).u64(seq).build(), event)?;
+        txn.put(Cf::ExecutionEvents, layout::execution_event(id, seq), event)?;
     }
     Ok(())
 }
 
 fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
     let e = rules::new_execution(execution, now)?;
-    if txn.exists(Cf::Executions, &exec_key(&e.id))? {
+    if txn.exists(Cf::Executions, &layout::execution(&e.id))? {
         return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
     }
-    txn.put(Cf::Executions, exec_key(&e.id), &e)?;
-    txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&e.job_id, &e.id), Vec::new())?;
-    txn.put_raw(Cf::IdxExecutionsByState, by_state_key(e.state(), &e.id), Vec::new())?;
+    txn.put(Cf::Executions, layout::execution(&e.id), &e)?;
+    txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id), Vec::new())?;
+    txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id), Vec::new())?;
     txn.seqs.counts[slot(e.state())] += 1;
     put_events(txn, &e.id, &events)?;
     let object = LogObject::Execution { current: Some(Box::new(e.clone())), previous: None, events };
@@ -83,12 +64,12 @@ fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Res
     let before = current(txn, &request.execution_id)?;
     let next = rules::update_execution(&before, &request, now)?;
     if before.state() != next.state() {
-        txn.delete(Cf::IdxExecutionsByState, by_state_key(before.state(), &before.id))?;
-        txn.put_raw(Cf::IdxExecutionsByState, by_state_key(next.state(), &next.id), Vec::new())?;
+        txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(before.state(), &before.id))?;
+        txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(next.state(), &next.id), Vec::new())?;
         decrement(&mut txn.seqs.counts[slot(before.state())]);
         txn.seqs.counts[slot(next.state())] += 1;
     }
-    txn.put(Cf::Executions, exec_key(&next.id), &next)?;
+    txn.put(Cf::Executions, layout::execution(&next.id), &next)?;
     put_events(txn, &next.id, &request.events)?;
     let object = LogObject::Execution {
         current: Some(Box::new(next.clone())),
@@ -103,7 +84,7 @@ fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestam
     let before = current(txn, id)?;
     put_events(txn, id, &events)?;
     if let Some(next) = rules::events_added(&before, now) {
-        txn.put(Cf::Executions, exec_key(id), &next)?;
+        txn.put(Cf::Executions, layout::execution(id), &next)?;
         let object = LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events };
         txn.append_log(Operation::Update, object, now)?;
     }
@@ -112,11 +93,11 @@ fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestam
 
 fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
     let before = current(txn, id)?;
-    txn.delete(Cf::Executions, exec_key(id))?;
-    txn.delete(Cf::IdxExecutionsByJobId, by_job_key(&before.job_id, id))?;
-    txn.delete(Cf::IdxExecutionsByState, by_state_key(before.state(), id))?;
+    txn.delete(Cf::Executions, layout::execution(id))?;
+    txn.delete(Cf::IdxExecutionsByJobId, layout::execution_by_job(&before.job_id, id))?;
+    txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(before.state(), id))?;
     decrement(&mut txn.seqs.counts[slot(before.state())]);
-    txn.delete_prefix(Cf::ExecutionEvents, &events_prefix(id))?;
+    txn.delete_prefix(Cf::ExecutionEvents, &layout::execution_events(id))?;
     let object = LogObject::Execution { current: None, previous: Some(Box::new(before)), events: Vec::new() };
     txn.append_log(Operation::Delete, object, now)?;
     Ok(())
@@ -126,7 +107,7 @@ fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
 pub(crate) fn read_indexed(engine: &Engine, index: Cf, prefix: &[u8]) -> Result<Vec<Execution>> {
     let mut ids = Vec::new();
     engine.scan_prefix(index, prefix, |k, _| {
-        ids.push(k[prefix.len()..].to_vec());
+        ids.push(layout::after_prefix(k, prefix).to_vec());
         Ok(true)
     })?;
     fetch_records(engine, ids)
@@ -142,11 +123,6 @@ fn fetch_records(engine: &Engine, ids: Vec<Vec<u8>>) -> Result<Vec<Execution>> {
         }
     }
     Ok(out)
-}
-
-pub(crate) fn newest_first(mut execs: Vec<Execution>) -> Vec<Execution> {
-    execs.sort_by(|a, b| b.modify_time.cmp(&a.modify_time).then_with(|| a.id.cmp(&b.id)));
-    execs
 }
 
 /// The execution store of a compute node, on RocksDB.
@@ -205,11 +181,11 @@ impl ExecutionStore for RocksExecutionStore {
     }
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
-        self.engine.get_required(Cf::Executions, &exec_key(id), || not_found(id))
+        self.engine.get_required(Cf::Executions, &layout::execution(id), || not_found(id))
     }
 
     async fn get_executions(&self, job_id: &JobId) -> Result<Vec<Execution>> {
-        Ok(newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(job_id))?))
+        Ok(rules::newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &layout::owned_by(job_id))?))
     }
 
     async fn get_live_executions(&self) -> Result<Vec<Execution>> {
@@ -217,7 +193,7 @@ impl ExecutionStore for RocksExecutionStore {
         for state in ExecutionState::LIVE {
             all.extend(read_indexed(&self.engine, Cf::IdxExecutionsByState, &[state.code()])?);
         }
-        Ok(newest_first(all))
+        Ok(rules::newest_first(all))
     }
 
     async fn get_executions_in_state(
@@ -227,18 +203,18 @@ impl ExecutionStore for RocksExecutionStore {
         limit: usize,
     ) -> Result<Vec<Execution>> {
         rules::check_limit(limit)?;
-        let prefix = [state.code()];
+        let prefix = layout::in_state(state);
         let start = match after {
-            Some(a) => KeyBuilder::new().u8(state.code()).str(a.as_str()).build(),
-            None => prefix.to_vec(),
+            Some(a) => layout::in_state_after(state, a),
+            None => prefix.clone(),
         };
         let db = self.engine.db()?;
-        let mut it = self.engine.iter(&db, Cf::IdxExecutionsByState, &prefix, Some(vec![state.code() + 1]))?;
+        let mut it = self.engine.iter(&db, Cf::IdxExecutionsByState, &prefix, prefix_end(&prefix))?;
         it.seek(&start);
         let mut ids = Vec::new();
         while it.valid() && ids.len() < limit {
             let Some(k) = it.key() else { break };
-            ids.push(k[1..].to_vec());
+            ids.push(layout::after_prefix(k, &prefix).to_vec());
             it.next();
         }
         it.status().map_err(|e| StoreError::backend("scan the state index", e))?;
@@ -266,15 +242,13 @@ impl ExecutionStore for RocksExecutionStore {
     }
 
     async fn get_execution_events(&self, id: &ExecutionId) -> Result<Vec<Event>> {
-        if !self.engine.contains(Cf::Executions, &exec_key(id))? {
+        if !self.engine.contains(Cf::Executions, &layout::execution(id))? {
             return Err(not_found(id));
         }
-        let prefix = events_prefix(id);
+        let prefix = layout::execution_events(id);
         let mut out = Vec::new();
         self.engine.scan_prefix(Cf::ExecutionEvents, &prefix, |k, v| {
-            if k.len() != prefix.len() + 8 {
-                return Err(corrupt_key(Cf::ExecutionEvents, k, "not execution id + sequence number"));
-            }
+            layout::decode_or_corrupt(Cf::ExecutionEvents, k)?;
             out.push(decode(Cf::ExecutionEvents, k, v)?);
             Ok(true)
         })?;

@@ -20,7 +20,8 @@ use serde::Serialize;
 use crate::cf::{Cf, StoreKind};
 use crate::check::CheckReport;
 use crate::codec::decode;
-use crate::engine::{db_options, meta, Engine};
+use crate::engine::{db_options, Engine};
+use crate::layout::meta;
 use crate::{Durability, OpenError, OpenOptions};
 
 /// One family's numbers, for `brine db stats`.
@@ -244,9 +245,7 @@ fn decode_json(cf: Cf, key: &[u8], raw: &[u8]) -> Result<serde_json::Value> {
         Cf::Jobs | Cf::JobVersions => json::<Job>(cf, key, raw),
         Cf::JobHistory => json::<JobHistory>(cf, key, raw),
         Cf::Evaluations => json::<Evaluation>(cf, key, raw),
-        Cf::Meta if key == meta::STORE_KIND || key == meta::NODE_ID || key == meta::STORE_ID => {
-            json::<String>(cf, key, raw)
-        }
+        Cf::Meta if meta::holds_text(key) => json::<String>(cf, key, raw),
         Cf::PurgedJobs => json::<String>(cf, key, raw),
         Cf::Meta => json::<u64>(cf, key, raw),
         _ if raw.is_empty() => Ok(serde_json::Value::Null),

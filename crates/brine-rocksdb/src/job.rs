@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brine_store::job_write::{self, JobStorage, OwnedRecords, Removed};
-use brine_store::keys::{prefix_end, KeyBuilder, KeyReader};
+use brine_store::keys::prefix_end;
 use brine_store::model::{
-    Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobHistory, JobId, JobState, JobType, LogObject,
-    NodeId, Operation, Timestamp,
+    Evaluation, EvaluationId, Event, Execution, ExecutionId, Job, JobHistory, JobId, JobType, LogObject, NodeId,
+    Operation, Timestamp,
 };
 use brine_store::rules::JobIndex;
 use brine_store::{
-    rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStamp, JobStore,
+    rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobStamp, JobStore,
     ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 
@@ -23,171 +23,41 @@ use serde::de::DeserializeOwned;
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
 use crate::engine::{Engine, Snapshot, Txn};
-use crate::execution::{by_job_key, by_job_prefix, exec_key, newest_first, read_indexed};
-use crate::log::{corrupt_key, RocksEventLog};
+use crate::execution::read_indexed;
+use crate::layout::{self, Placement};
+use crate::log::RocksEventLog;
 use crate::{OpenError, OpenOptions};
 use brine_store::config::StoreConfig;
-
-fn job_key(id: &JobId) -> Vec<u8> {
-    id.as_bytes().to_vec()
-}
-
-fn name_key(namespace: &str, name: &str) -> Vec<u8> {
-    KeyBuilder::new().str(namespace).last_str(name).build()
-}
-
-fn version_key(id: &JobId, version: u64) -> Vec<u8> {
-    KeyBuilder::new().str(id.as_str()).u64(version).build()
-}
-
-fn history_key(id: &JobId, seq: u64) -> Vec<u8> {
-    KeyBuilder::new().str(id.as_str()).u64(seq).build()
-}
-
-fn time_key(time: Timestamp, id: &JobId) -> Vec<u8> {
-    KeyBuilder::new().u64(time.as_nanos()).last_str(id.as_str()).build()
-}
-
-fn ns_time_key(ns: &str, time: Timestamp, id: &JobId) -> Vec<u8> {
-    KeyBuilder::new().str(ns).u64(time.as_nanos()).last_str(id.as_str()).build()
-}
-
-fn state_prefix(state: JobState) -> Vec<u8> {
-    vec![state.code()]
-}
-
-fn label_prefix(key: &str, value: &str) -> Vec<u8> {
-    KeyBuilder::new().str(key).str(value).build()
-}
-
-/// `prefix time:u64 job_id`: the layout of every time-ordered job index.
-fn prefixed_time_key(prefix: &[u8], time: Timestamp, id: &JobId) -> Vec<u8> {
-    [prefix, &time_key(time, id)].concat()
-}
-
-pub(crate) fn node_key(node: &NodeId, id: &ExecutionId) -> Vec<u8> {
-    node_key_parts(node.as_str(), id.as_bytes())
-}
-
-/// [`node_key`] from the raw parts an index entry holds.
-fn node_key_parts(node: &str, id: &[u8]) -> Vec<u8> {
-    let mut key = KeyBuilder::new().str(node).build();
-    key.extend_from_slice(id);
-    key
-}
-
-pub(crate) fn eval_by_job_key(job: &JobId, id: &EvaluationId) -> Vec<u8> {
-    KeyBuilder::new().str(job.as_str()).last_str(id.as_str()).build()
-}
-
-/// The job id an index entry points at (for `check`).
-pub(crate) fn indexed_job_id(cf: Cf, key: &[u8], value: &[u8]) -> Option<JobId> {
-    let mut r = KeyReader::new(key);
-    let id = match cf {
-        Cf::IdxJobsByName => std::str::from_utf8(value).ok(),
-        Cf::IdxJobsByCreate | Cf::IdxJobsByModify | Cf::IdxJobsIdle => r.u64().ok().and_then(|_| r.last_str().ok()),
-        Cf::IdxJobsByNamespaceCreate | Cf::IdxJobsByNamespaceModify | Cf::IdxJobsQueued => {
-            r.str().ok().and_then(|_| r.u64().ok()).and_then(|_| r.last_str().ok())
-        }
-        Cf::IdxJobsInProgress => r.u8().ok().and_then(|_| r.last_str().ok()),
-        Cf::IdxJobsByStateCreate | Cf::IdxJobsByStateModify => {
-            r.u8().ok().and_then(|_| r.u64().ok()).and_then(|_| r.last_str().ok())
-        }
-        Cf::IdxJobsByLabelCreate | Cf::IdxJobsByLabelModify => {
-            r.str().ok().and_then(|_| r.str().ok()).and_then(|_| r.u64().ok()).and_then(|_| r.last_str().ok())
-        }
-        _ => None,
-    }?;
-    JobId::new(id).ok()
-}
-
-/// The family, key and value of one index entry of job `id`: where each [`JobIndex`]
-/// lives in RocksDB.
-pub(crate) fn index_entry(id: &JobId, entry: &JobIndex<'_>) -> (Cf, Vec<u8>, Vec<u8>) {
-    let none = Vec::new;
-    match *entry {
-        JobIndex::Name { namespace, name } => (Cf::IdxJobsByName, name_key(namespace, name), id.as_bytes().to_vec()),
-        JobIndex::Created(time) => (Cf::IdxJobsByCreate, time_key(time, id), none()),
-        JobIndex::Modified(time) => (Cf::IdxJobsByModify, time_key(time, id), none()),
-        JobIndex::NamespaceCreated { namespace, time } => {
-            (Cf::IdxJobsByNamespaceCreate, ns_time_key(namespace, time, id), none())
-        }
-        JobIndex::NamespaceModified { namespace, time } => {
-            (Cf::IdxJobsByNamespaceModify, ns_time_key(namespace, time, id), none())
-        }
-        JobIndex::StateCreated { state, time } => {
-            (Cf::IdxJobsByStateCreate, prefixed_time_key(&state_prefix(state), time, id), none())
-        }
-        JobIndex::StateModified { state, time } => {
-            (Cf::IdxJobsByStateModify, prefixed_time_key(&state_prefix(state), time, id), none())
-        }
-        JobIndex::LabelCreated { key, value, time } => {
-            (Cf::IdxJobsByLabelCreate, prefixed_time_key(&label_prefix(key, value), time, id), none())
-        }
-        JobIndex::LabelModified { key, value, time } => {
-            (Cf::IdxJobsByLabelModify, prefixed_time_key(&label_prefix(key, value), time, id), none())
-        }
-        JobIndex::InProgress(job_type) => {
-            (Cf::IdxJobsInProgress, KeyBuilder::new().u8(job_type.code()).last_str(id.as_str()).build(), none())
-        }
-        JobIndex::Queued { queue, time } => (Cf::IdxJobsQueued, ns_time_key(queue, time, id), none()),
-        JobIndex::Idle(time) => (Cf::IdxJobsIdle, time_key(time, id), none()),
-    }
-}
-
-/// Every index entry of a job (`rules::job_indexes`): family, key and value.
-pub(crate) fn index_entries(job: &Job) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
-    rules::job_indexes(job).iter().map(|entry| index_entry(&job.id, entry)).collect()
-}
-
-/// The value of a requester's `idx_executions_by_job_id` entry: the execution's node
-/// id, or [`NO_NODE`] when it has none. (Entries written before format version 2 are
-/// empty: readers then consult the record.)
-fn node_marker(node: Option<&NodeId>) -> Vec<u8> {
-    node.map_or_else(|| NO_NODE.to_vec(), |n| n.as_bytes().to_vec())
-}
-
-/// The by-job index value of an execution placed on no node.
-const NO_NODE: &[u8] = &[0];
-
-/// The time and job id of `key`, an entry `prefix time:u64 job_id` of the time-ordered
-/// index `cf` whose prefix is `prefix_len` bytes long.
-fn time_entry_id(cf: Cf, key: &[u8], prefix_len: usize) -> Result<(u64, JobId)> {
-    let mut r = KeyReader::new(key.get(prefix_len..).unwrap_or_default());
-    let time = r.u64().map_err(|e| corrupt_key(cf, key, &e.reason))?;
-    let id = r.last_str().map_err(|e| corrupt_key(cf, key, &e.reason))?;
-    Ok((time, JobId::new(id).map_err(|e| corrupt_key(cf, key, &e.to_string()))?))
-}
 
 /// The job store's writes (`brine_store::job_write`) on a write batch with its overlay.
 impl JobStorage for Txn {
     fn job(&self, id: &JobId) -> Result<Option<Job>> {
-        self.get(Cf::Jobs, &job_key(id))
+        self.get(Cf::Jobs, &layout::job(id))
     }
 
     fn name_taken(&self, namespace: &str, name: &str) -> Result<bool> {
-        self.exists(Cf::IdxJobsByName, &name_key(namespace, name))
+        self.exists(Cf::IdxJobsByName, &layout::job_name(namespace, name))
     }
 
     fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>> {
-        self.get(Cf::Evaluations, id.as_bytes())
+        self.get(Cf::Evaluations, &layout::evaluation(id))
     }
 
     fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>> {
-        self.get(Cf::Executions, &exec_key(id))
+        self.get(Cf::Executions, &layout::execution(id))
     }
 
     fn first_queued(&self, queue: &str) -> Result<Option<JobId>> {
-        let prefix = KeyBuilder::new().str(queue).build();
+        let prefix = layout::queue(queue);
         let Some(first) = self.first_key_with_prefix(Cf::IdxJobsQueued, &prefix)? else { return Ok(None) };
-        Ok(Some(time_entry_id(Cf::IdxJobsQueued, &first, prefix.len())?.1))
+        Ok(Some(layout::decode_time_entry(Cf::IdxJobsQueued, &first, prefix.len())?.1))
     }
 
     fn idle_before(&self, cutoff: Timestamp, limit: usize) -> Result<Vec<JobId>> {
         let mut ids = Vec::new();
         self.scan_keys(Cf::IdxJobsIdle, &[], |k| {
-            let (accessed, id) = time_entry_id(Cf::IdxJobsIdle, k, 0)?;
-            if accessed >= cutoff.as_nanos() || ids.len() == limit {
+            let (accessed, id) = layout::decode_time_entry(Cf::IdxJobsIdle, k, 0)?;
+            if accessed >= cutoff || ids.len() == limit {
                 return Ok(false);
             }
             ids.push(id);
@@ -197,54 +67,55 @@ impl JobStorage for Txn {
     }
 
     fn put_job(&mut self, job: &Job) -> Result<()> {
-        self.put(Cf::Jobs, job_key(&job.id), job)
+        self.put(Cf::Jobs, layout::job(&job.id), job)
     }
 
     fn put_job_version(&mut self, job: &Job) -> Result<()> {
-        self.put(Cf::JobVersions, version_key(&job.id, job.version), job)
+        self.put(Cf::JobVersions, layout::job_version(&job.id, job.version), job)
     }
 
     fn add_job_index(&mut self, id: &JobId, entry: &JobIndex<'_>) -> Result<()> {
-        let (cf, key, value) = index_entry(id, entry);
+        let (cf, key, value) = layout::job_index(id, entry);
         self.put_raw(cf, key, value)
     }
 
     fn remove_job_index(&mut self, id: &JobId, entry: &JobIndex<'_>) -> Result<()> {
-        let (cf, key, _) = index_entry(id, entry);
+        let (cf, key, _) = layout::job_index(id, entry);
         self.delete(cf, key)
     }
 
     fn remove_job(&mut self, id: &JobId, owned: OwnedRecords) -> Result<Removed> {
-        self.delete(Cf::Jobs, job_key(id))?;
-        let prefix = KeyBuilder::new().str(id.as_str()).build();
+        self.delete(Cf::Jobs, layout::job(id))?;
+        let prefix = layout::owned_by(id);
         self.clear_prefix(Cf::JobVersions, &prefix)?;
         self.clear_prefix(Cf::JobHistory, &prefix)?;
         let mut removed = Removed::default();
         for key in self.keys_with_prefix(Cf::IdxEvaluationsByJob, &prefix)? {
             self.delete(Cf::IdxEvaluationsByJob, key.clone())?;
-            let eval_id = &key[prefix.len()..];
+            let eval_key = layout::after_prefix(&key, &prefix);
             if owned == OwnedRecords::Return {
-                removed.evaluations.extend(self.get::<Evaluation>(Cf::Evaluations, eval_id)?);
+                removed.evaluations.extend(self.get::<Evaluation>(Cf::Evaluations, eval_key)?);
             }
-            self.delete(Cf::Evaluations, eval_id.to_vec())?;
+            self.delete(Cf::Evaluations, eval_key.to_vec())?;
         }
         for (key, marker) in self.entries_with_prefix(Cf::IdxExecutionsByJobId, &prefix)? {
             self.delete(Cf::IdxExecutionsByJobId, key.clone())?;
-            let exec_id = &key[prefix.len()..];
-            // When nothing is returned and the index entry names the node (see
-            // `node_marker`), the record need not be read and decoded.
-            if owned == OwnedRecords::Skip && !marker.is_empty() {
-                if marker != NO_NODE {
-                    self.delete(Cf::IdxExecutionsByNode, node_key_parts(&String::from_utf8_lossy(&marker), exec_id))?;
+            let exec_key = layout::after_prefix(&key, &prefix);
+            // When nothing is returned and the index entry names the node, the record
+            // need not be read and decoded.
+            let placement = layout::placement(&marker);
+            if owned == OwnedRecords::Skip && placement != Placement::Unknown {
+                if let Placement::Node(node) = placement {
+                    self.delete(Cf::IdxExecutionsByNode, layout::execution_by_node_raw(node, exec_key))?;
                 }
-                self.delete(Cf::Executions, exec_id.to_vec())?;
+                self.delete(Cf::Executions, exec_key.to_vec())?;
                 continue;
             }
-            if let Some(exec) = self.get::<Execution>(Cf::Executions, exec_id)? {
+            if let Some(exec) = self.get::<Execution>(Cf::Executions, exec_key)? {
                 if let Some(node) = &exec.node_id {
-                    self.delete(Cf::IdxExecutionsByNode, node_key(node, &exec.id))?;
+                    self.delete(Cf::IdxExecutionsByNode, layout::execution_by_node(node, &exec.id))?;
                 }
-                self.delete(Cf::Executions, exec_id.to_vec())?;
+                self.delete(Cf::Executions, exec_key.to_vec())?;
                 if owned == OwnedRecords::Return {
                     removed.executions.push(exec);
                 }
@@ -254,7 +125,7 @@ impl JobStorage for Txn {
     }
 
     fn mark_purged(&mut self, id: &JobId, archive: &str) -> Result<()> {
-        self.put(Cf::PurgedJobs, id.as_bytes().to_vec(), archive)
+        self.put(Cf::PurgedJobs, layout::job(id), archive)
     }
 
     fn next_history_seq(&mut self) -> Result<u64> {
@@ -262,54 +133,36 @@ impl JobStorage for Txn {
     }
 
     fn put_history(&mut self, entry: &JobHistory) -> Result<()> {
-        self.put(Cf::JobHistory, history_key(&entry.job_id, entry.seq), entry)
+        self.put(Cf::JobHistory, layout::job_history(&entry.job_id, entry.seq), entry)
     }
 
     fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
-        self.put(Cf::Evaluations, evaluation.id.as_bytes().to_vec(), evaluation)?;
-        self.put_raw(Cf::IdxEvaluationsByJob, eval_by_job_key(&evaluation.job_id, &evaluation.id), Vec::new())
+        self.put(Cf::Evaluations, layout::evaluation(&evaluation.id), evaluation)?;
+        self.put_raw(Cf::IdxEvaluationsByJob, layout::evaluation_by_job(&evaluation.job_id, &evaluation.id), Vec::new())
     }
 
     fn delete_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
-        self.delete(Cf::Evaluations, evaluation.id.as_bytes().to_vec())?;
-        self.delete(Cf::IdxEvaluationsByJob, eval_by_job_key(&evaluation.job_id, &evaluation.id))
+        self.delete(Cf::Evaluations, layout::evaluation(&evaluation.id))?;
+        self.delete(Cf::IdxEvaluationsByJob, layout::evaluation_by_job(&evaluation.job_id, &evaluation.id))
     }
 
     fn put_execution(&mut self, before: Option<&Execution>, next: &Execution) -> Result<()> {
         let old_node = before.map(|b| b.node_id.as_ref());
         if old_node != Some(next.node_id.as_ref()) {
             if let Some(node) = old_node.flatten() {
-                self.delete(Cf::IdxExecutionsByNode, node_key(node, &next.id))?;
+                self.delete(Cf::IdxExecutionsByNode, layout::execution_by_node(node, &next.id))?;
             }
             if let Some(node) = &next.node_id {
-                self.put_raw(Cf::IdxExecutionsByNode, node_key(node, &next.id), Vec::new())?;
+                self.put_raw(Cf::IdxExecutionsByNode, layout::execution_by_node(node, &next.id), Vec::new())?;
             }
-            let marker = node_marker(next.node_id.as_ref());
-            self.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&next.job_id, &next.id), marker)?;
+            let marker = layout::node_marker(next.node_id.as_ref());
+            self.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&next.job_id, &next.id), marker)?;
         }
-        self.put(Cf::Executions, exec_key(&next.id), next)
+        self.put(Cf::Executions, layout::execution(&next.id), next)
     }
 
     fn append_log(&mut self, operation: Operation, object: LogObject, now: Timestamp) -> Result<()> {
         Txn::append_log(self, operation, object, now).map(|_| ())
-    }
-}
-
-/// The family and key prefix of the entries a [`rules::JobScan`] reads.
-fn scan_range(scan: &rules::JobScan<'_>) -> (Cf, Vec<u8>) {
-    let create = |sort: &JobSort| *sort == JobSort::CreateTime;
-    match scan {
-        rules::JobScan::All(sort) => (if create(sort) { Cf::IdxJobsByCreate } else { Cf::IdxJobsByModify }, Vec::new()),
-        rules::JobScan::Namespace(ns, sort) => (
-            if create(sort) { Cf::IdxJobsByNamespaceCreate } else { Cf::IdxJobsByNamespaceModify },
-            KeyBuilder::new().str(ns).build(),
-        ),
-        rules::JobScan::State(state, sort) => {
-            (if create(sort) { Cf::IdxJobsByStateCreate } else { Cf::IdxJobsByStateModify }, state_prefix(*state))
-        }
-        rules::JobScan::Label { key, value, sort } => {
-            (if create(sort) { Cf::IdxJobsByLabelCreate } else { Cf::IdxJobsByLabelModify }, label_prefix(key, value))
-        }
     }
 }
 
@@ -326,8 +179,7 @@ struct IndexScan<'d> {
 
 impl IndexScan<'_> {
     fn entry(&self) -> Result<(Timestamp, JobId)> {
-        let (time, id) = time_entry_id(self.cf, self.it.key().unwrap_or_default(), self.prefix_len)?;
-        Ok((Timestamp::from_nanos(time), id))
+        layout::decode_time_entry(self.cf, self.it.key().unwrap_or_default(), self.prefix_len)
     }
 }
 
@@ -366,7 +218,7 @@ fn index_scan<'d>(
 ) -> Result<IndexScan<'d>> {
     let upper = if prefix.is_empty() { None } else { prefix_end(prefix) };
     let mut it = engine.iter_at(db, Some(snapshot), cf, prefix, upper)?;
-    let start = after.map(|(t, id)| prefixed_time_key(prefix, *t, id));
+    let start = after.map(|(t, id)| layout::time_entry(prefix, *t, id));
     match (order, &start) {
         (SortOrder::Ascending, None) => it.seek_to_first(),
         (SortOrder::Ascending, Some(k)) => {
@@ -453,14 +305,14 @@ impl RocksJobStore {
     }
 
     fn job(&self, id: &JobId) -> Result<Job> {
-        self.engine.get_required(Cf::Jobs, &job_key(id), || StoreError::not_found(ObjectKind::Job, id))
+        self.engine.get_required(Cf::Jobs, &layout::job(id), || StoreError::not_found(ObjectKind::Job, id))
     }
 
     /// The values `owner` keeps under its prefix of `cf` (versions, history), decoded, in
     /// key order.
     fn owned<T: DeserializeOwned>(&self, cf: Cf, owner: &JobId) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        self.engine.scan_prefix(cf, &KeyBuilder::new().str(owner.as_str()).build(), |k, v| {
+        self.engine.scan_prefix(cf, &layout::owned_by(owner), |k, v| {
             out.push(decode(cf, k, v)?);
             Ok(true)
         })?;
@@ -469,10 +321,10 @@ impl RocksJobStore {
 
     /// The evaluations of `job`, read through the by-job index, in id order.
     fn evaluations_of(&self, job: &JobId) -> Result<Vec<Evaluation>> {
-        let prefix = KeyBuilder::new().str(job.as_str()).build();
+        let prefix = layout::owned_by(job);
         let mut ids = Vec::new();
         self.engine.scan_prefix(Cf::IdxEvaluationsByJob, &prefix, |k, _| {
-            ids.push(k[prefix.len()..].to_vec());
+            ids.push(layout::after_prefix(k, &prefix).to_vec());
             Ok(true)
         })?;
         let mut out = Vec::with_capacity(ids.len());
@@ -490,7 +342,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Job> {
-        match self.engine.get_value::<Job>(Cf::Jobs, &job_key(id))? {
+        match self.engine.get_value::<Job>(Cf::Jobs, &layout::job(id))? {
             Some(job) => Ok(job),
             None => Err(rules::missing_job(id, self.engine.get_value::<String>(Cf::PurgedJobs, id.as_bytes())?)),
         }
@@ -499,7 +351,7 @@ impl JobStore for RocksJobStore {
     async fn get_job_by_name(&self, namespace: &str, name: &str) -> Result<Job> {
         rules::check_namespace(namespace)?;
         let missing = || StoreError::not_found(ObjectKind::JobName, format!("{namespace}/{name}"));
-        let key = name_key(namespace, name);
+        let key = layout::job_name(namespace, name);
         let db = self.engine.db()?;
         let raw = db
             .get_pinned_cf(self.engine.cf(&db, Cf::IdxJobsByName)?, &key)
@@ -508,7 +360,7 @@ impl JobStore for RocksJobStore {
         let id = std::str::from_utf8(&raw)
             .ok()
             .and_then(|s| JobId::new(s).ok())
-            .ok_or_else(|| corrupt_key(Cf::IdxJobsByName, &key, "value is not a job id"))?;
+            .ok_or_else(|| layout::corrupt_key(Cf::IdxJobsByName, &key, "value is not a job id"))?;
         self.job(&id)
     }
 
@@ -536,7 +388,7 @@ impl JobStore for RocksJobStore {
 
     async fn get_job_version(&self, id: &JobId, version: u64) -> Result<Job> {
         self.job(id)?;
-        self.engine.get_required(Cf::JobVersions, &version_key(id, version), || {
+        self.engine.get_required(Cf::JobVersions, &layout::job_version(id, version), || {
             StoreError::not_found(ObjectKind::JobVersion, format!("{id}@{version}"))
         })
     }
@@ -556,10 +408,10 @@ impl JobStore for RocksJobStore {
     async fn get_job_history(&self, id: &JobId, query: &HistoryQuery) -> Result<HistoryPage> {
         let mut page = rules::HistoryPager::new(query)?;
         let job = self.job(id)?;
-        let prefix = KeyBuilder::new().str(id.as_str()).build();
+        let prefix = layout::owned_by(id);
         let db = self.engine.db()?;
         let mut it = self.engine.iter(&db, Cf::JobHistory, &prefix, prefix_end(&prefix))?;
-        it.seek(history_key(id, page.after().saturating_add(1)));
+        it.seek(layout::job_history(id, page.after().saturating_add(1)));
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
             if !page.offer(decode(Cf::JobHistory, k, v)?) {
@@ -573,29 +425,28 @@ impl JobStore for RocksJobStore {
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage> {
         let mut page = rules::JobPager::new(query)?;
-        let scans: Vec<(Cf, Vec<u8>)> = page.scans().iter().map(scan_range).collect();
+        let scans: Vec<(Cf, Vec<u8>)> = page.scans().iter().map(layout::job_scan).collect();
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
         ordered_ids(&self.engine, &db, &snapshot, &scans, page.after(), query.order, |time, id| {
-            let job = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, id.as_bytes())?;
+            let job = self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &layout::job(&id))?;
             Ok(page.offer(time, &id, job.as_ref()))
         })?;
         Ok(page.finish())
     }
 
     async fn get_in_progress_jobs(&self, job_type: Option<JobType>) -> Result<Vec<Job>> {
-        let prefix = job_type.map(|t| vec![t.code()]).unwrap_or_default();
         let mut ids = Vec::new();
-        self.engine.scan_prefix(Cf::IdxJobsInProgress, &prefix, |k, _| {
-            ids.push(k.get(1..).ok_or_else(|| corrupt_key(Cf::IdxJobsInProgress, k, "too short"))?.to_vec());
+        self.engine.scan_prefix(Cf::IdxJobsInProgress, &layout::in_progress(job_type), |k, _| {
+            let decoded = layout::decode_or_corrupt(Cf::IdxJobsInProgress, k)?;
+            ids.push(decoded.str("job_id").unwrap_or_default().as_bytes().to_vec());
             Ok(true)
         })?;
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
             jobs.extend(self.engine.get_value::<Job>(Cf::Jobs, &id)?);
         }
-        jobs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(jobs)
+        Ok(rules::in_id_order(jobs))
     }
 
     async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
@@ -624,7 +475,8 @@ impl JobStore for RocksJobStore {
     }
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
-        self.engine.get_required(Cf::Executions, &exec_key(id), || StoreError::not_found(ObjectKind::Execution, id))
+        self.engine
+            .get_required(Cf::Executions, &layout::execution(id), || StoreError::not_found(ObjectKind::Execution, id))
     }
 
     async fn update_execution(&self, request: UpdateExecutionRequest) -> Result<Execution> {
@@ -632,12 +484,12 @@ impl JobStore for RocksJobStore {
     }
 
     async fn get_executions_for_job(&self, job_id: &JobId) -> Result<Vec<Execution>> {
-        Ok(newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(job_id))?))
+        Ok(rules::newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &layout::owned_by(job_id))?))
     }
 
     async fn get_executions_for_node(&self, node_id: &NodeId) -> Result<Vec<Execution>> {
-        let prefix = KeyBuilder::new().str(node_id.as_str()).build();
-        Ok(newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByNode, &prefix)?))
+        let prefix = layout::on_node(node_id);
+        Ok(rules::newest_first(read_indexed(&self.engine, Cf::IdxExecutionsByNode, &prefix)?))
     }
 
     async fn enqueue(&self, queue: &str, job: Job) -> Result<Job> {
@@ -672,9 +524,9 @@ impl JobStore for RocksJobStore {
         let mut candidates = rules::PurgeCandidates::new(before, limit)?;
         let db = self.engine.db()?;
         let snapshot = db.snapshot();
-        let scans: Vec<(Cf, Vec<u8>)> = rules::PurgeCandidates::scans().iter().map(scan_range).collect();
+        let scans: Vec<(Cf, Vec<u8>)> = rules::PurgeCandidates::scans().iter().map(layout::job_scan).collect();
         ordered_ids(&self.engine, &db, &snapshot, &scans, after, SortOrder::Ascending, |time, id| {
-            candidates.offer(time, || self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &job_key(&id)))
+            candidates.offer(time, || self.engine.get_value_at::<Job>(&db, &snapshot, Cf::Jobs, &layout::job(&id)))
         })?;
         Ok(candidates.finish())
     }
@@ -685,7 +537,7 @@ impl JobStore for RocksJobStore {
             versions: self.owned(Cf::JobVersions, id)?,
             history: self.owned(Cf::JobHistory, id)?,
             evaluations: self.evaluations_of(id)?,
-            executions: read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &by_job_prefix(id))?,
+            executions: read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &layout::owned_by(id))?,
         })
     }
 

@@ -27,6 +27,7 @@ mod engine;
 mod execution;
 pub mod inspect;
 mod job;
+pub mod layout;
 mod log;
 pub mod migrate;
 mod repair;

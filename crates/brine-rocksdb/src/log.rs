@@ -8,7 +8,8 @@ use brine_store::{rules, validate_checkpoint_name, EventBatch, EventFilter, Even
 
 use crate::cf::Cf;
 use crate::codec::decode;
-use crate::engine::{log_key, Engine};
+use crate::engine::Engine;
+use crate::layout::{self, corrupt_key, meta};
 
 /// The [`EventLog`] of a RocksDB store.
 pub(crate) struct RocksEventLog(pub(crate) Arc<Engine>);
@@ -26,8 +27,9 @@ impl EventLog for RocksEventLog {
             // The iterator reads one consistent view; a trim that committed after the
             // sequences above were read shows as entries missing from `first` on, which
             // is `Compacted`, never a silent gap.
-            let mut it = self.0.iter(&db, Cf::Events, &log_key(first), Some(log_key(seqs.log_head + 1)))?;
-            it.seek(log_key(first));
+            let mut it =
+                self.0.iter(&db, Cf::Events, &layout::log_entry(first), Some(layout::log_entry(seqs.log_head + 1)))?;
+            it.seek(layout::log_entry(first));
             let mut expected = first;
             // Bounded: a selective filter reads on from `next` in the following call.
             while it.valid() && entries.len() < limit && expected - first < rules::MAX_EXAMINED as u64 {
@@ -92,20 +94,19 @@ impl EventLog for RocksEventLog {
         if seq > head {
             return Err(StoreError::CheckpointBeyondHead { name: name.to_owned(), seq, head });
         }
-        txn.put(Cf::Checkpoints, name.as_bytes().to_vec(), &seq)?;
+        txn.put(Cf::Checkpoints, layout::checkpoint(name), &seq)?;
         txn.commit().await
     }
 
     async fn get_checkpoint(&self, name: &str) -> Result<u64> {
         validate_checkpoint_name(name)?;
-        Ok(self.0.get_value(Cf::Checkpoints, name.as_bytes())?.unwrap_or(0))
+        Ok(self.0.get_value(Cf::Checkpoints, &layout::checkpoint(name))?.unwrap_or(0))
     }
 
     async fn list_checkpoints(&self) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         self.0.scan_prefix(Cf::Checkpoints, &[], |k, v| {
-            let name =
-                String::from_utf8(k.to_vec()).map_err(|_| corrupt_key(Cf::Checkpoints, k, "name is not UTF-8"))?;
+            let name = layout::decode_or_corrupt(Cf::Checkpoints, k)?.str("name").unwrap_or_default().to_owned();
             out.push((name, decode(Cf::Checkpoints, k, v)?));
             Ok(true)
         })?;
@@ -115,7 +116,7 @@ impl EventLog for RocksEventLog {
     async fn delete_checkpoint(&self, name: &str) -> Result<()> {
         validate_checkpoint_name(name)?;
         let mut txn = self.0.begin().await?;
-        txn.delete(Cf::Checkpoints, name.as_bytes().to_vec())?;
+        txn.delete(Cf::Checkpoints, layout::checkpoint(name))?;
         txn.commit().await
     }
 
@@ -138,7 +139,7 @@ impl EventLog for RocksEventLog {
                 continue;
             }
             for seq in from + 1..=from + n {
-                txn.delete(Cf::Events, log_key(seq))?;
+                txn.delete(Cf::Events, layout::log_entry(seq))?;
             }
             // The deletes and the new trimmed point commit together.
             txn.seqs.log_trimmed = from + n;
@@ -168,8 +169,8 @@ impl RocksEventLog {
             return Ok(0);
         }
         let db = self.0.db()?;
-        let mut it = self.0.iter(&db, Cf::Events, &log_key(from + 1), Some(log_key(last + 1)))?;
-        it.seek(log_key(from + 1));
+        let mut it = self.0.iter(&db, Cf::Events, &layout::log_entry(from + 1), Some(layout::log_entry(last + 1)))?;
+        it.seek(layout::log_entry(from + 1));
         let mut n = 0;
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
@@ -190,15 +191,11 @@ impl RocksEventLog {
         // Read from the database, not the published sequences: a trim's deletes and its
         // new trimmed point are one batch, visible together, while publication waits
         // for the sync on a `Sync` store.
-        let trimmed = self.0.get_value::<u64>(Cf::Meta, crate::engine::meta::LOG_TRIMMED)?.unwrap_or(0);
+        let trimmed = self.0.get_value::<u64>(Cf::Meta, meta::LOG_TRIMMED)?.unwrap_or(0);
         Ok(if seq <= trimmed {
             StoreError::Compacted { requested: seq, oldest: trimmed + 1 }
         } else {
-            corrupt_key(Cf::Events, &log_key(seq), "entry missing below the head")
+            corrupt_key(Cf::Events, &layout::log_entry(seq), "entry missing below the head")
         })
     }
-}
-
-pub(crate) fn corrupt_key(cf: Cf, key: &[u8], reason: &str) -> StoreError {
-    StoreError::Corrupt { cf: cf.name().to_owned(), key: brine_store::keys::printable(key), reason: reason.to_owned() }
 }

@@ -7,7 +7,8 @@
 //! (a crash, a kill) leaves the store at its old version, and running [`up`] again
 //! redoes the step from the start: every step is idempotent (it derives what it writes
 //! from records no one else can change meanwhile, as no other build opens the store).
-//! Each applied step is recorded under `meta/migrated/<to>` with the time it finished.
+//! Each applied step is recorded in `meta` under `layout::meta::migrated(to)` with the
+//! time it finished.
 //!
 //! Steps:
 //! - **2**: index jobs by state and by label (`idx_jobs_by_state_*`,
@@ -16,7 +17,6 @@
 
 use std::path::{Path, PathBuf};
 
-use brine_store::keys::KeyBuilder;
 use brine_store::model::{Job, Timestamp};
 use brine_store::StoreError;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, WriteBatch, WriteOptions, DB};
@@ -24,7 +24,8 @@ use serde::Serialize;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::{decode, encode};
-use crate::engine::{db_options, meta, store_kind_at, SCHEMA_VERSION};
+use crate::engine::{db_options, store_kind_at, SCHEMA_VERSION};
+use crate::layout::meta;
 use crate::OpenError;
 
 /// Records written per batch by a step.
@@ -198,7 +199,7 @@ pub fn up(path: &Path, dry_run: bool, mut progress: impl FnMut(u64, u64)) -> Res
         let meta_cf = db.cf_handle(Cf::Meta.name()).ok_or_else(|| step_err(missing(Cf::Meta)))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(meta_cf, meta::SCHEMA_VERSION, encode(&step.to));
-        batch.put_cf(meta_cf, migrated_key(step.to), encode(&Timestamp::now().as_nanos()));
+        batch.put_cf(meta_cf, meta::migrated(step.to), encode(&Timestamp::now().as_nanos()));
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         db.write_opt(batch, &wo).map_err(|e| step_err(StoreError::backend("record the new version", e)))?;
@@ -211,11 +212,6 @@ pub fn up(path: &Path, dry_run: bool, mut progress: impl FnMut(u64, u64)) -> Res
         source: StoreError::backend("sync the WAL", e),
     })?;
     Ok(report)
-}
-
-/// `migrated/` then the version (`u64` big-endian): when that step finished.
-pub(crate) fn migrated_key(to: u64) -> Vec<u8> {
-    KeyBuilder::new().str("migrated").u64(to).build()
 }
 
 fn missing(cf: Cf) -> StoreError {
@@ -235,7 +231,7 @@ fn index_jobs_by_state_and_label(db: &DB, kind: StoreKind, progress: &mut dyn Fn
     for item in db.iterator_cf(jobs_cf, IteratorMode::Start) {
         let (key, value) = item.map_err(|e| StoreError::backend("read the jobs", e))?;
         let job: Job = decode(Cf::Jobs, &key, &value)?;
-        for (cf, k, v) in crate::job::index_entries(&job) {
+        for (cf, k, v) in crate::layout::job_indexes(&job) {
             if new.contains(&cf) {
                 batch.put_cf(db.cf_handle(cf.name()).ok_or_else(|| missing(cf))?, k, v);
             }

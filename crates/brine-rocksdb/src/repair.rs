@@ -12,14 +12,13 @@
 
 use std::sync::Arc;
 
-use brine_store::keys::KeyReader;
 use brine_store::model::{Execution, ExecutionId, ExecutionState};
 use brine_store::{RepairReport, Result, StoreError};
 
 use crate::cf::Cf;
 use crate::codec::decode;
 use crate::engine::{Engine, Txn};
-use crate::execution::{by_job_key, by_state_key, events_prefix, exec_key};
+use crate::layout;
 
 /// Keys read per chunk.
 const CHUNK: usize = 1024;
@@ -51,24 +50,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::backend("repair task", e))?
 }
 
-/// The execution id at the end of an index key, if the key parses.
-fn indexed_id(cf: Cf, key: &[u8]) -> Option<ExecutionId> {
-    let id = match cf {
-        Cf::IdxExecutionsByState => std::str::from_utf8(key.get(1..)?).ok()?.to_owned(),
-        _ => {
-            let mut r = KeyReader::new(key);
-            r.str().ok()?;
-            r.last_str().ok()?.to_owned()
-        }
-    };
-    ExecutionId::new(id).ok()
-}
-
 /// Whether index entry `key` of `cf` is the entry `record` should have.
 fn entry_matches(cf: Cf, key: &[u8], record: &Execution) -> bool {
     match cf {
-        Cf::IdxExecutionsByState => key == by_state_key(record.state(), &record.id).as_slice(),
-        _ => key == by_job_key(&record.job_id, &record.id).as_slice(),
+        Cf::IdxExecutionsByState => key == layout::execution_by_state(record.state(), &record.id).as_slice(),
+        _ => key == layout::execution_by_job(&record.job_id, &record.id).as_slice(),
     }
 }
 
@@ -77,8 +63,8 @@ fn entry_matches(cf: Cf, key: &[u8], record: &Execution) -> bool {
 /// while scanning, through the write when re-checking). An undecodable record is
 /// counted by the records pass; its index entries stay until an operator deals with it.
 fn is_stale(cf: Cf, key: &[u8], record: impl FnOnce(&[u8]) -> Result<Option<Execution>>) -> Result<bool> {
-    let Some(id) = indexed_id(cf, key) else { return Ok(true) };
-    match record(&exec_key(&id)) {
+    let Some(id) = layout::indexed_execution(cf, key) else { return Ok(true) };
+    match record(&layout::execution(&id)) {
         Ok(Some(e)) => Ok(!entry_matches(cf, key, &e)),
         Ok(None) => Ok(true),
         Err(e) if e.is_corrupt() => Ok(false),
@@ -109,8 +95,10 @@ fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
         match cf {
             Cf::Executions => match decode::<Execution>(cf, k, v) {
                 Ok(e) => {
-                    let by_job = engine.contains(Cf::IdxExecutionsByJobId, &by_job_key(&e.job_id, &e.id))?;
-                    let by_state = engine.contains(Cf::IdxExecutionsByState, &by_state_key(e.state(), &e.id))?;
+                    let by_job =
+                        engine.contains(Cf::IdxExecutionsByJobId, &layout::execution_by_job(&e.job_id, &e.id))?;
+                    let by_state =
+                        engine.contains(Cf::IdxExecutionsByState, &layout::execution_by_state(e.state(), &e.id))?;
                     if !by_state {
                         chunk.state_delta[usize::from(e.state().code())] += 1;
                     }
@@ -124,7 +112,8 @@ fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
             Cf::IdxExecutionsByJobId | Cf::IdxExecutionsByState => {
                 let stale = is_stale(cf, k, |key| engine.get_value::<Execution>(Cf::Executions, key))?;
                 if stale {
-                    if let (Cf::IdxExecutionsByState, Some(&code)) = (cf, k.first()) {
+                    let state = layout::decode(cf, k).ok().and_then(|d| d.u8("state"));
+                    if let (Cf::IdxExecutionsByState, Some(code)) = (cf, state) {
                         if let Some(slot) = chunk.state_delta.get_mut(usize::from(code)) {
                             *slot -= 1;
                         }
@@ -134,7 +123,8 @@ fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
                 }
             }
             Cf::ExecutionEvents => {
-                let id = KeyReader::new(k).str().map(str::to_owned).unwrap_or_default();
+                let decoded = layout::decode(cf, k).ok();
+                let id = decoded.and_then(|d| d.str("execution_id")).unwrap_or_default().to_owned();
                 let known = match &history_of {
                     Some((last, exists)) if *last == id => *exists,
                     _ => {
@@ -173,10 +163,10 @@ fn scan_chunk(engine: &Engine, cf: Cf, after: Option<&[u8]>) -> Result<Chunk> {
 fn apply(txn: &mut Txn, fix: &Fix, report: &mut RepairReport) -> Result<()> {
     match fix {
         Fix::AddIndex(id) => {
-            let Some(e) = txn.get::<Execution>(Cf::Executions, &exec_key(id))? else { return Ok(()) };
+            let Some(e) = txn.get::<Execution>(Cf::Executions, &layout::execution(id))? else { return Ok(()) };
             for (cf, key) in [
-                (Cf::IdxExecutionsByJobId, by_job_key(&e.job_id, &e.id)),
-                (Cf::IdxExecutionsByState, by_state_key(e.state(), &e.id)),
+                (Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id)),
+                (Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id)),
             ] {
                 if !txn.exists(cf, &key)? {
                     txn.put_raw(cf, key, Vec::new())?;
@@ -195,8 +185,9 @@ fn apply(txn: &mut Txn, fix: &Fix, report: &mut RepairReport) -> Result<()> {
             }
         }
         Fix::RemoveHistory(id) => {
-            if !txn.exists(Cf::Executions, &exec_key(id))? {
-                report.orphan_history_events += txn.delete_prefix(Cf::ExecutionEvents, &events_prefix(id))? as u64;
+            if !txn.exists(Cf::Executions, &layout::execution(id))? {
+                report.orphan_history_events +=
+                    txn.delete_prefix(Cf::ExecutionEvents, &layout::execution_events(id))? as u64;
             }
         }
     }
@@ -299,40 +290,39 @@ pub(crate) async fn compact(engine: &Arc<Engine>) -> Result<()> {
 /// Writes a fault straight into the families, bypassing every rule.
 #[cfg(feature = "fault-injection")]
 pub(crate) async fn inject(engine: &Arc<Engine>, fault: brine_store::Fault) -> Result<()> {
-    use brine_store::keys::KeyBuilder;
     use brine_store::Fault;
     let mut txn = engine.begin().await?;
     let record = |txn: &Txn, id: &ExecutionId| -> Result<Execution> {
-        txn.get(Cf::Executions, &exec_key(id))?
+        txn.get(Cf::Executions, &layout::execution(id))?
             .ok_or_else(|| StoreError::not_found(brine_store::ObjectKind::Execution, id))
     };
     match fault {
         Fault::DropStateIndexEntry(id) => {
             let e = record(&txn, &id)?;
-            txn.delete(Cf::IdxExecutionsByState, by_state_key(e.state(), &id))?;
+            txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &id))?;
         }
         Fault::DropJobIndexEntry(id) => {
             let e = record(&txn, &id)?;
-            txn.delete(Cf::IdxExecutionsByJobId, by_job_key(&e.job_id, &id))?;
+            txn.delete(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &id))?;
         }
         Fault::OrphanStateIndexEntry(state, id) => {
-            txn.put_raw(Cf::IdxExecutionsByState, by_state_key(state, &id), Vec::new())?;
+            txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(state, &id), Vec::new())?;
         }
         Fault::OrphanJobIndexEntry(job, id) => {
-            txn.put_raw(Cf::IdxExecutionsByJobId, by_job_key(&job, &id), Vec::new())?;
+            txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&job, &id), Vec::new())?;
         }
         Fault::OrphanHistory(id, events) => {
             for event in events {
                 let seq = txn.next_history_seq();
-                txn.put(Cf::ExecutionEvents, KeyBuilder::new().str(id.as_str()).u64(seq).build(), &event)?;
+                txn.put(Cf::ExecutionEvents, layout::execution_event(&id, seq), &event)?;
             }
         }
         Fault::SetCounter(state, n) => txn.seqs.counts[usize::from(state.code())] = n,
         Fault::CorruptExecution(id) => {
             record(&txn, &id)?;
-            txn.put_raw(Cf::Executions, exec_key(&id), vec![0xff, 0x00, 0x13])?;
+            txn.put_raw(Cf::Executions, layout::execution(&id), vec![0xff, 0x00, 0x13])?;
         }
-        Fault::DropLogEntry(seq) => txn.delete(Cf::Events, crate::engine::log_key(seq))?,
+        Fault::DropLogEntry(seq) => txn.delete(Cf::Events, layout::log_entry(seq))?,
         other => return Err(StoreError::Unsupported { what: format!("injecting {other:?}") }),
     }
     txn.commit().await

@@ -275,6 +275,12 @@ pub fn newest_first(mut executions: Vec<Execution>) -> Vec<Execution> {
     executions
 }
 
+/// Jobs in the order `get_in_progress_jobs` lists them: by id.
+pub fn in_id_order(mut jobs: Vec<Job>) -> Vec<Job> {
+    jobs.sort_by(|a, b| a.id.cmp(&b.id));
+    jobs
+}
+
 /// Builds one page of a job's history from its entries in sequence order, after the
 /// query's token: what matches, where the page ends and its token. Both backends feed
 /// it the entries they read, so they page alike.
