@@ -22,16 +22,6 @@ fn not_found(id: &ExecutionId) -> StoreError {
     StoreError::not_found(ObjectKind::Execution, id)
 }
 
-/// Lowers a counter; a counter already at 0 is wrong on disk, which `brine db check`
-/// reports and recovery repairs, so it stays at 0 rather than wrapping.
-fn decrement(counter: &mut u64) {
-    *counter = counter.saturating_sub(1);
-}
-
-fn slot(state: ExecutionState) -> usize {
-    usize::from(state.code())
-}
-
 /// Reads an execution inside a write.
 fn current(txn: &Txn, id: &ExecutionId) -> Result<Execution> {
     txn.get(Cf::Executions, &layout::execution(id))?.ok_or_else(|| not_found(id))
@@ -53,7 +43,7 @@ fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestam
     txn.put(Cf::Executions, layout::execution(&e.id), &e)?;
     txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id), Vec::new())?;
     txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id), Vec::new())?;
-    txn.seqs.counts[slot(e.state())] += 1;
+    txn.count_added(e.state());
     put_events(txn, &e.id, &events)?;
     let object = LogObject::Execution { current: Some(Box::new(e.clone())), previous: None, events };
     txn.append_log(Operation::Create, object, now)?;
@@ -66,8 +56,7 @@ fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Res
     if before.state() != next.state() {
         txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(before.state(), &before.id))?;
         txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(next.state(), &next.id), Vec::new())?;
-        decrement(&mut txn.seqs.counts[slot(before.state())]);
-        txn.seqs.counts[slot(next.state())] += 1;
+        txn.move_count(before.state(), next.state());
     }
     txn.put(Cf::Executions, layout::execution(&next.id), &next)?;
     put_events(txn, &next.id, &request.events)?;
@@ -96,7 +85,7 @@ fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
     txn.delete(Cf::Executions, layout::execution(id))?;
     txn.delete(Cf::IdxExecutionsByJobId, layout::execution_by_job(&before.job_id, id))?;
     txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(before.state(), id))?;
-    decrement(&mut txn.seqs.counts[slot(before.state())]);
+    txn.count_removed(before.state());
     txn.delete_prefix(Cf::ExecutionEvents, &layout::execution_events(id))?;
     let object = LogObject::Execution { current: None, previous: Some(Box::new(before)), events: Vec::new() };
     txn.append_log(Operation::Delete, object, now)?;
@@ -223,7 +212,7 @@ impl ExecutionStore for RocksExecutionStore {
     }
 
     async fn get_execution_count(&self, state: ExecutionState) -> Result<u64> {
-        Ok(self.engine.published()?.counts[slot(state)])
+        Ok(self.engine.published()?.count(state))
     }
 
     async fn update_execution_state(&self, request: UpdateExecutionRequest) -> Result<Execution> {

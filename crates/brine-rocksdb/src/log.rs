@@ -19,16 +19,20 @@ impl EventLog for RocksEventLog {
     async fn get_events(&self, from: Position, limit: usize, filter: &EventFilter) -> Result<EventBatch> {
         rules::check_limit(limit)?;
         let seqs = self.0.published()?;
-        let first = rules::first_seq(from, seqs.log_head, seqs.log_trimmed)?;
+        let first = rules::first_seq(from, seqs.log_head(), seqs.log_trimmed())?;
         let mut entries = Vec::new();
         let mut last = first - 1;
-        if first <= seqs.log_head {
+        if first <= seqs.log_head() {
             let db = self.0.db()?;
             // The iterator reads one consistent view; a trim that committed after the
             // sequences above were read shows as entries missing from `first` on, which
             // is `Compacted`, never a silent gap.
-            let mut it =
-                self.0.iter(&db, Cf::Events, &layout::log_entry(first), Some(layout::log_entry(seqs.log_head + 1)))?;
+            let mut it = self.0.iter(
+                &db,
+                Cf::Events,
+                &layout::log_entry(first),
+                Some(layout::log_entry(seqs.log_head() + 1)),
+            )?;
             it.seek(layout::log_entry(first));
             let mut expected = first;
             // Bounded: a selective filter reads on from `next` in the following call.
@@ -51,7 +55,7 @@ impl EventLog for RocksEventLog {
                 return Err(self.missing_from(first)?);
             }
         }
-        Ok(EventBatch { entries, next: Position::After(last), head: seqs.log_head })
+        Ok(EventBatch { entries, next: Position::After(last), head: seqs.log_head() })
     }
 
     async fn wait_for(&self, after: u64) -> Result<u64> {
@@ -69,13 +73,13 @@ impl EventLog for RocksEventLog {
     }
 
     async fn head(&self) -> Result<u64> {
-        Ok(self.0.published()?.log_head)
+        Ok(self.0.published()?.log_head())
     }
 
     async fn oldest(&self) -> Result<u64> {
         // The log is gap-free above what retention trimmed (`brine db check` verifies it),
         // so the oldest entry is the one after the trimmed point, or head + 1 when empty.
-        Ok(self.0.published()?.log_trimmed + 1)
+        Ok(self.0.published()?.log_trimmed() + 1)
     }
 
     async fn append(&self, kind: &str, data: &str) -> Result<u64> {
@@ -90,7 +94,7 @@ impl EventLog for RocksEventLog {
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
         validate_checkpoint_name(name)?;
         let mut txn = self.0.begin().await?;
-        let head = txn.seqs.log_head;
+        let head = txn.seqs().log_head();
         if seq > head {
             return Err(StoreError::CheckpointBeyondHead { name: name.to_owned(), seq, head });
         }
@@ -123,7 +127,7 @@ impl EventLog for RocksEventLog {
     async fn trim(&self, up_to: u64, before: Timestamp, max: usize) -> Result<u64> {
         rules::check_limit(max)?;
         let mut deleted = 0u64;
-        let mut from = self.0.published()?.log_trimmed;
+        let mut from = self.0.published()?.log_trimmed();
         while deleted < max as u64 {
             let chunk = (max as u64 - deleted).min(TRIM_CHUNK);
             // Decided outside the commit lock: entries below the head never change, so
@@ -133,16 +137,16 @@ impl EventLog for RocksEventLog {
                 break;
             }
             let mut txn = self.0.begin().await?;
-            if txn.seqs.log_trimmed != from {
+            if txn.seqs().log_trimmed() != from {
                 // Another trim moved the point meanwhile: decide again from there.
-                from = txn.seqs.log_trimmed;
+                from = txn.seqs().log_trimmed();
                 continue;
             }
             for seq in from + 1..=from + n {
                 txn.delete(Cf::Events, layout::log_entry(seq))?;
             }
             // The deletes and the new trimmed point commit together.
-            txn.seqs.log_trimmed = from + n;
+            txn.set_log_trimmed(from + n);
             txn.commit().await?;
             deleted += n;
             from += n;
@@ -163,7 +167,7 @@ impl RocksEventLog {
     /// How many entries after `from` (up to `chunk`, within the published head) retention
     /// may delete, reading them without the commit lock.
     fn trimmable(&self, from: u64, chunk: u64, up_to: u64, before: Timestamp) -> Result<u64> {
-        let head = self.0.published()?.log_head;
+        let head = self.0.published()?.log_head();
         let last = head.min(from + chunk);
         if last <= from {
             return Ok(0);

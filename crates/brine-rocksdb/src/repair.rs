@@ -260,10 +260,11 @@ async fn repair_counters(
     })
     .await?;
     report.keys_scanned += indexed.iter().sum::<u64>();
-    for (slot, n) in indexed.iter().enumerate() {
-        let n = n.saturating_add_signed(delta[slot]);
-        if txn.seqs.counts[slot] != n {
-            txn.seqs.counts[slot] = n;
+    for state in ExecutionState::ALL {
+        let slot = usize::from(state.code());
+        let n = indexed[slot].saturating_add_signed(delta[slot]);
+        if txn.seqs().count(state) != n {
+            txn.set_count(state, n);
             report.counters_fixed += 1;
         }
     }
@@ -317,7 +318,7 @@ pub(crate) async fn inject(engine: &Arc<Engine>, fault: brine_store::Fault) -> R
                 txn.put(Cf::ExecutionEvents, layout::execution_event(&id, seq), &event)?;
             }
         }
-        Fault::SetCounter(state, n) => txn.seqs.counts[usize::from(state.code())] = n,
+        Fault::SetCounter(state, n) => txn.set_count(state, n),
         Fault::CorruptExecution(id) => {
             record(&txn, &id)?;
             txn.put_raw(Cf::Executions, layout::execution(&id), vec![0xff, 0x00, 0x13])?;

@@ -1,0 +1,314 @@
+//! Opening a store: options, directories, the store kind and schema version checks
+//! made before anything is written, the first-open setup, and loading the sequences.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
+
+use brine_store::{Result, StoreError};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use tokio::sync::watch;
+
+use super::{engine_err, Engine, GroupSync, Published, Seqs};
+use crate::cf::{Cf, StoreKind};
+use crate::codec::{decode, encode};
+use crate::layout::meta;
+use crate::{OpenError, OpenOptions};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 2;
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// The block cache every store of this process shares (64 MiB).
+fn shared_block_cache() -> &'static rocksdb::Cache {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(64 << 20))
+}
+
+/// The RocksDB options every Brine store is opened with (also used by baselines and
+/// tools that open a store's families directly).
+pub fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_max_background_jobs(2);
+    opts.set_keep_log_file_num(4);
+    opts.set_bytes_per_sync(1 << 20);
+    // One memtable budget and one block cache for all families together, so memory
+    // stays bounded however many families a workload touches (by default each family
+    // would get a block cache of its own).
+    opts.set_db_write_buffer_size(64 << 20);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(shared_block_cache());
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+/// The kind of store these families make up: requester stores alone have `jobs`,
+/// compute stores alone have `execution_events`.
+fn kind_of_families(names: &[String]) -> Option<StoreKind> {
+    if names.iter().any(|n| n == Cf::Jobs.name()) {
+        Some(StoreKind::Requester)
+    } else if names.iter().any(|n| n == Cf::ExecutionEvents.name()) {
+        Some(StoreKind::Compute)
+    } else {
+        None
+    }
+}
+
+/// The kind of the existing store at `path`, from its families (without opening it).
+pub fn store_kind_at(path: &Path) -> std::result::Result<StoreKind, OpenError> {
+    if !path.exists() {
+        return Err(OpenError::NotFound { path: path.to_path_buf() });
+    }
+    if !path.join("CURRENT").exists() {
+        return Err(OpenError::NotABrineStore {
+            path: path.to_path_buf(),
+            reason: "it is not a RocksDB directory (no CURRENT file)".into(),
+        });
+    }
+    let names = DB::list_cf(&db_options(), path)
+        .map_err(|e| OpenError::NotABrineStore { path: path.to_path_buf(), reason: e.to_string() })?;
+    kind_of_families(&names).ok_or_else(|| OpenError::NotABrineStore {
+        path: path.to_path_buf(),
+        reason: "it has neither a jobs nor an execution_events family".into(),
+    })
+}
+
+/// Refuses a store of another format version before anything is written to it: an
+/// older one names the command that upgrades it.
+fn check_version_before_writing(db: &DB, path: &Path) -> std::result::Result<(), OpenError> {
+    let Some(meta_cf) = db.cf_handle(Cf::Meta.name()) else { return Ok(()) };
+    let raw = db.get_cf(meta_cf, meta::SCHEMA_VERSION).map_err(|e| map_open_error(path, e))?;
+    let Some(raw) = raw else { return Ok(()) };
+    let version: u64 = decode(Cf::Meta, meta::SCHEMA_VERSION, &raw)
+        .map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
+    version_error(path, version).map_or(Ok(()), Err)
+}
+
+/// Why a store of format `version` cannot be opened by this build, if it cannot: newer,
+/// older (a migration upgrades it), or unknown.
+pub(crate) fn version_error(path: &Path, version: u64) -> Option<OpenError> {
+    let path = path.to_path_buf();
+    match version {
+        v if v == SCHEMA_VERSION => None,
+        v if v > SCHEMA_VERSION => Some(OpenError::NewerSchema { path, found: v, supported: SCHEMA_VERSION }),
+        v if crate::migrate::upgradable(v) => {
+            Some(OpenError::OlderSchema { path, found: v, supported: SCHEMA_VERSION })
+        }
+        v => Some(OpenError::UnknownSchema { path, found: v, supported: SCHEMA_VERSION }),
+    }
+}
+
+pub(crate) fn map_open_error(path: &Path, e: rocksdb::Error) -> OpenError {
+    let msg = e.to_string();
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("lock") && (lower.contains("resource temporarily unavailable") || lower.contains("lock hold")) {
+        OpenError::InUse { path: path.to_path_buf() }
+    } else {
+        OpenError::Engine { path: path.to_path_buf(), source: e }
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the store of `kind` at `path`.
+    pub(crate) fn open(
+        path: &Path,
+        kind: StoreKind,
+        options: &OpenOptions,
+    ) -> std::result::Result<Arc<Engine>, OpenError> {
+        let exists = path.join("CURRENT").exists();
+        if !exists {
+            let not_a_store =
+                |reason: &str| OpenError::NotABrineStore { path: path.to_path_buf(), reason: reason.into() };
+            if path.exists() && !path.is_dir() {
+                return Err(not_a_store("it is not a directory"));
+            }
+            if !options.create_if_missing {
+                return Err(if path.exists() {
+                    not_a_store("it is not a RocksDB directory (no CURRENT file)")
+                } else {
+                    OpenError::NotFound { path: path.to_path_buf() }
+                });
+            }
+            if path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
+                return Err(not_a_store("the directory holds other files"));
+            }
+            create_private_dir(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+        }
+        let opts = db_options();
+        let mut names: Vec<String> = kind.families().iter().map(|cf| cf.name().to_owned()).collect();
+        if exists {
+            let on_disk = DB::list_cf(&opts, path).map_err(|e| map_open_error(path, e))?;
+            // Refuse the other kind before opening: opening creates missing families,
+            // which would turn a compute store into half a requester store.
+            match kind_of_families(&on_disk) {
+                Some(found) if found != kind => {
+                    return Err(OpenError::WrongKind {
+                        path: path.to_path_buf(),
+                        found: found.as_str().to_owned(),
+                        expected: kind.as_str(),
+                    });
+                }
+                Some(_) => {}
+                // Some other program's RocksDB database: never add Brine's families to it.
+                None => {
+                    return Err(OpenError::NotABrineStore {
+                        path: path.to_path_buf(),
+                        reason: "it is a RocksDB database without Brine's families".into(),
+                    });
+                }
+            }
+            // Open the families it has; add missing ones only once its version is known
+            // to be this build's, so refusing an older store changes nothing in it.
+            names = on_disk.into_iter().filter(|n| n != "default").collect();
+        }
+        let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, db_options()));
+        let mut db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| map_open_error(path, e))?;
+        if exists {
+            check_version_before_writing(&db, path)?;
+            for cf in kind.families() {
+                if db.cf_handle(cf.name()).is_none() {
+                    db.create_cf(cf.name(), &db_options()).map_err(|e| map_open_error(path, e))?;
+                }
+            }
+        }
+        let engine = Engine {
+            db: RwLock::new(Some(Arc::new(db))),
+            path: path.to_path_buf(),
+            kind,
+            writer: Arc::new(tokio::sync::Mutex::new(Seqs::default())),
+            published: RwLock::new(Published::default()),
+            written: Mutex::new(Published::default()),
+            committed: AtomicU64::new(0),
+            group: GroupSync::default(),
+            head: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+            close_done: Arc::new(watch::channel(None).0),
+            tx_holder: Mutex::new(None),
+            poisoned: Mutex::new(None),
+            durability: options.durability,
+            clock: Arc::clone(&options.clock),
+            unclean_shutdown: false,
+            store_id: String::new(),
+            repaired: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
+            #[cfg(test)]
+            sync_delay: Mutex::new(std::time::Duration::ZERO),
+        };
+        let mut engine = engine;
+        let seqs = engine.initialize(options, exists)?;
+        let (unclean, store_id) =
+            engine.mark_open().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
+        engine.unclean_shutdown = unclean;
+        engine.store_id = store_id;
+        engine.head.send_replace(seqs.log_head);
+        engine.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
+        engine.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
+        engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
+        Ok(Arc::new(engine))
+    }
+
+    /// Checks or writes the schema version and kind, and loads the sequences.
+    fn initialize(&self, options: &OpenOptions, existed: bool) -> std::result::Result<Seqs, OpenError> {
+        let path = &self.path;
+        let store_err = |e: StoreError| OpenError::Store { path: path.clone(), source: e };
+        let version: Option<u64> = self.get_value(Cf::Meta, meta::SCHEMA_VERSION).map_err(store_err)?;
+        match version {
+            None if existed && self.has_any_data().map_err(store_err)? => {
+                return Err(OpenError::NotABrineStore {
+                    path: path.clone(),
+                    reason: "it has no schema version".into(),
+                });
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                let db = self.db().map_err(store_err)?;
+                let meta_cf = self.cf(&db, Cf::Meta).map_err(store_err)?;
+                batch.put_cf(meta_cf, meta::SCHEMA_VERSION, encode(&SCHEMA_VERSION));
+                batch.put_cf(meta_cf, meta::STORE_KIND, encode(self.kind.as_str()));
+                if let Some(node) = &options.node_id {
+                    batch.put_cf(meta_cf, meta::NODE_ID, encode(node.as_str()));
+                }
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.write_opt(batch, &wo).map_err(|e| OpenError::Engine { path: path.clone(), source: e })?;
+            }
+            Some(v) => {
+                if let Some(refused) = version_error(path, v) {
+                    return Err(refused);
+                }
+                let kind: Option<String> = self.get_value(Cf::Meta, meta::STORE_KIND).map_err(store_err)?;
+                if kind.as_deref() != Some(self.kind.as_str()) {
+                    return Err(OpenError::WrongKind {
+                        path: path.clone(),
+                        found: kind.unwrap_or_else(|| "none".into()),
+                        expected: self.kind.as_str(),
+                    });
+                }
+            }
+        }
+        self.load_seqs().map_err(store_err)
+    }
+
+    /// Records (durably) that the store is open, giving the store an id if it has none
+    /// yet; returns whether the previous session left it marked open (it ended without
+    /// a clean close) and the store's id.
+    fn mark_open(&self) -> Result<(bool, String)> {
+        let previous: Option<u64> = self.get_value(Cf::Meta, meta::OPEN)?;
+        let existing: Option<String> = self.get_value(Cf::Meta, meta::STORE_ID)?;
+        let db = self.db()?;
+        let meta_cf = self.cf(&db, Cf::Meta)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta_cf, meta::OPEN, encode(&1u64));
+        let store_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = brine_store::new_store_id();
+                batch.put_cf(meta_cf, meta::STORE_ID, encode(id.as_str()));
+                id
+            }
+        };
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch, &wo).map_err(|e| engine_err("write the open marker", e))?;
+        Ok((previous == Some(1), store_id))
+    }
+
+    fn has_any_data(&self) -> Result<bool> {
+        let db = self.db()?;
+        for cf in self.kind.families() {
+            if let Some(handle) = db.cf_handle(cf.name()) {
+                let mut it = db.raw_iterator_cf(handle);
+                it.seek_to_first();
+                if it.valid() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn load_seqs(&self) -> Result<Seqs> {
+        let u = |key: &[u8]| -> Result<u64> { Ok(self.get_value::<u64>(Cf::Meta, key)?.unwrap_or(0)) };
+        let mut seqs = Seqs {
+            log_head: u(meta::LOG_HEAD)?,
+            log_trimmed: u(meta::LOG_TRIMMED)?,
+            history_seq: u(meta::HISTORY_SEQ)?,
+            counts: [0; 9],
+        };
+        for (code, slot) in seqs.counts.iter_mut().enumerate() {
+            *slot = u(&meta::count(code as u8))?;
+        }
+        Ok(seqs)
+    }
+}
