@@ -137,11 +137,8 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
         DbCommand::Check { json, .. } => {
             let report = blocking(ins, |i| Ok(i.check()?)).await?;
             if json {
-                let problems: Vec<_> = report
-                    .problems
-                    .iter()
-                    .map(|p| json!({ "cf": p.cf.name(), "key": p.key, "problem": p.what }))
-                    .collect();
+                let problems: Vec<_> =
+                    report.problems.iter().map(|p| json!({ "cf": p.place, "key": p.key, "problem": p.what })).collect();
                 ui::print_json(&json!({
                     "ok": report.is_ok(),
                     "keys_checked": report.keys_checked,

@@ -145,6 +145,7 @@ pub async fn update_bumps_revision_and_moves_state_index(f: &dyn Factory) {
     let again = store.update_execution_state(to_state("e1", BidAccepted)).await.unwrap();
     assert_eq!(again.revision, 3, "an update to the same state still bumps the revision");
     assert_eq!(store.get_execution(&eid("e1")).await.unwrap(), again);
+    env.assert_consistent().await;
 }
 
 async fn assert_unchanged(env: &Env, id: &str, revision: u64, state: ExecutionState, head: u64) {
@@ -339,6 +340,7 @@ pub async fn counters_follow_every_change(f: &dyn Factory) {
     assert_eq!(counts(&*store).await, vec![1, 0, 0, 0, 0, 0, 1, 0, 0]);
     let _ = store.update_execution_state(to_state("b", Running)).await.unwrap_err();
     assert_eq!(counts(&*store).await, vec![1, 0, 0, 0, 0, 0, 1, 0, 0], "a failed update moves no counter");
+    env.assert_consistent().await;
 }
 
 /// History events come back in write order; adding to a missing execution is `NotFound`.
@@ -374,6 +376,7 @@ pub async fn delete_removes_everything(f: &dyn Factory) {
     assert_eq!(store.get_execution_count(Running).await.unwrap(), 0);
     store.create_execution(execution("e1", "j9"), vec![]).await.unwrap();
     assert!(store.get_execution_events(&eid("e1")).await.unwrap().is_empty(), "old history does not come back");
+    env.assert_consistent().await;
 }
 
 /// Deleting an unknown execution is `NotFound`.
@@ -421,6 +424,7 @@ pub async fn every_change_logs_one_entry(f: &dyn Factory) {
     }
     assert!(matches!(&log[2].object, LogObject::Execution { current: None, previous: Some(_), .. }));
     assert!(log.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    env.assert_consistent().await;
 }
 
 /// On a store whose derived data is consistent (any sequence of ordinary changes),
@@ -449,4 +453,5 @@ pub async fn repair_finds_nothing_in_a_consistent_store(f: &dyn Factory) {
     assert_eq!(counts(store.as_ref()).await[usize::from(Publishing.code())], 1);
     assert_eq!(store.get_execution(&eid("x1")).await.unwrap().state(), Completed);
     assert_eq!(store.get_execution_events(&eid("x2")).await.unwrap().len(), 1);
+    env.assert_consistent().await;
 }

@@ -43,6 +43,15 @@ impl Env {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
+
+    /// Asserts that both stores' consistency checks find nothing.
+    pub async fn assert_consistent(&self) {
+        let exec = self.exec().check().await.expect("check the execution store");
+        assert!(exec.is_ok(), "execution store: {:?}", exec.problems);
+        let jobs = self.jobs().check().await.expect("check the job store");
+        assert!(jobs.is_ok(), "job store: {:?}", jobs.problems);
+        assert!(jobs.keys_checked > 0 || exec.keys_checked > 0, "the checks read something");
+    }
 }
 
 pub(crate) fn eid(s: &str) -> ExecutionId {

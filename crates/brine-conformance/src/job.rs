@@ -119,6 +119,7 @@ pub async fn update_makes_a_new_version(f: &dyn Factory) {
     assert_err!(jobs.update_job(late).await, StoreError::AlreadyTerminal { .. });
     assert_eq!(v3.version, 3);
     assert!(jobs.update_job(job("ghost")).await.unwrap_err().is_not_found());
+    env.assert_consistent().await;
 }
 
 /// Job state changes obey the same condition rules as executions and write history.
@@ -176,6 +177,7 @@ pub async fn delete_cascades(f: &dyn Factory) {
     let h = jobs.get_job_history(&jid("j1"), &HistoryQuery::default()).await.unwrap();
     assert_eq!(h.entries.len(), 1, "old history does not come back");
     assert!(jobs.delete_job(&jid("ghost")).await.unwrap_err().is_not_found());
+    env.assert_consistent().await;
 }
 
 /// Bad input is refused with an error naming the field, and nothing is written.
@@ -510,6 +512,7 @@ pub async fn listings_follow_label_and_state_changes(f: &dyn Factory) {
     assert_eq!(listed("tier=db", vec![JobState::Running]).await, ["j1"]);
     let q = JobQuery { states: vec![JobState::Running], sort: JobSort::ModifyTime, ..JobQuery::default() };
     assert_eq!(page_ids(&jobs.list_jobs(&q).await.unwrap()), ["j1"], "the modify-time entry moved too");
+    env.assert_consistent().await;
 }
 
 /// Pages in both orders and both sort keys cover every match once, in order.
@@ -652,6 +655,7 @@ pub async fn evaluations(f: &dyn Factory) {
     assert!(jobs.get_evaluation(&eval_id("ev1")).await.unwrap_err().is_not_found());
     assert!(jobs.delete_evaluation(&eval_id("ev1")).await.unwrap_err().is_not_found());
     assert_eq!(jobs.get_evaluations(&jid("j1")).await.unwrap().len(), 1);
+    env.assert_consistent().await;
 }
 
 /// Requester-side executions: indexed by job and node, updated conditionally, with
@@ -700,6 +704,7 @@ pub async fn requester_executions_by_job_and_node(f: &dyn Factory) {
         .unwrap();
     assert_eq!(h.entries.len(), 3, "two creates and one state change");
     assert_eq!(jobs.get_execution(&eid("x1")).await.unwrap(), x1);
+    env.assert_consistent().await;
 }
 
 /// Job, evaluation and execution changes on the requester each log one entry.
@@ -828,4 +833,5 @@ pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory)
     let again = [(jid("j1"), bundle.stamp())];
     assert_eq!(jobs.purge_jobs(&again, "job_archive_101.jsonl").await.unwrap(), 0, "already gone");
     assert_eq!(jobs.get_job(&jid("j2")).await.unwrap().state(), JobState::Pending);
+    env.assert_consistent().await;
 }

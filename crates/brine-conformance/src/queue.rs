@@ -43,6 +43,7 @@ pub async fn enqueue_grab_finish(f: &dyn Factory) {
     let failed = jobs.finish(&jid("q2"), JobOutcome::Failed { message: "exit 1".into() }, vec![]).await.unwrap();
     assert_eq!((failed.state(), failed.state.message.as_str()), (JobState::Failed, "exit 1"));
     assert_eq!(jobs.get_job(&jid("q2")).await.unwrap(), failed);
+    env.assert_consistent().await;
 }
 
 /// A job grabbed again after a requeue gets the new grab time, whether `grab_next` or a
@@ -65,6 +66,7 @@ pub async fn a_regrab_records_the_new_grab_time(f: &dyn Factory) {
     let by_hand =
         jobs.update_job_state(UpdateJobStateRequest::new(jid("q1"), JobState::Running, "by hand")).await.unwrap();
     assert_eq!(by_hand.grabbed_time, Some(by_hand.modify_time));
+    env.assert_consistent().await;
 }
 
 /// Each queue hands out its oldest queued job first.
@@ -142,6 +144,7 @@ pub async fn expire_idle_jobs(f: &dyn Factory) {
     assert_eq!(jobs.get_job(&jid("not-queue")).await.unwrap().state(), JobState::Pending);
     assert!(jobs.expire(Duration::from_secs(60)).await.unwrap().is_empty(), "expire is idempotent");
     assert!(jobs.grab_next("q").await.unwrap().is_none(), "an expired job is not grabbed");
+    env.assert_consistent().await;
 }
 
 /// A touch records the access time on the job and logs it like any change (one
@@ -170,6 +173,7 @@ pub async fn touch_is_logged_and_keeps_versions(f: &dyn Factory) {
     }
     let v1 = jobs.get_job_version(&jid("j1"), 1).await.unwrap();
     assert_eq!(v1, created, "version 1 is kept as it was written");
+    env.assert_consistent().await;
 }
 
 /// Finishing a job that is not in progress is `InvalidState`; an unknown job `NotFound`.

@@ -30,6 +30,39 @@ impl LogState {
         self.entries.insert(self.head, Arc::new(entry));
         self.head
     }
+
+    /// Checks the log as the RocksDB check does: exactly the entries
+    /// `trimmed + 1 ..= head`, each under its own sequence number, and every checkpoint
+    /// at or below the head.
+    pub(crate) fn check(&self, report: &mut brine_store::CheckReport) {
+        report.keys_checked += self.entries.len() as u64 + self.checkpoints.len() as u64;
+        let expected = self.head - self.trimmed.min(self.head);
+        if self.entries.len() as u64 != expected {
+            report.problem(
+                "events",
+                "",
+                format!("{} entries, expected {expected} ({}..={})", self.entries.len(), self.trimmed + 1, self.head),
+            );
+        }
+        for (seq, entry) in &self.entries {
+            if *seq <= self.trimmed || *seq > self.head || entry.seq != *seq {
+                report.problem(
+                    "events",
+                    seq.to_string(),
+                    format!("entry {} outside {}..={} or misplaced", entry.seq, self.trimmed + 1, self.head),
+                );
+            }
+        }
+        for (name, seq) in &self.checkpoints {
+            if *seq > self.head {
+                report.problem(
+                    "checkpoints",
+                    name.clone(),
+                    format!("checkpoint {seq} is beyond the head {}", self.head),
+                );
+            }
+        }
+    }
 }
 
 /// Everything a store holds: its own tables and its event log.

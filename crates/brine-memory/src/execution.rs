@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
 use brine_store::{
-    rules, Clock, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError, SystemClock,
-    UpdateExecutionRequest,
+    rules, CheckReport, Clock, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError,
+    SystemClock, UpdateExecutionRequest,
 };
 use imbl::{OrdMap, OrdSet, Vector};
 
@@ -117,6 +117,75 @@ fn delete(s: &mut State, id: &ExecutionId, now: Timestamp) -> Result<()> {
 
 /// Puts the indexes, counters and history right against the records (see
 /// [`brine_store::RepairReport`]).
+/// The consistency check of an execution store: the rules `repair` puts right, reported
+/// instead (each record in its job's and its state's index, each index entry on a
+/// matching record, counters equal to the state index and the records, history only of
+/// stored executions), and the event log.
+fn check(s: &State) -> CheckReport {
+    let t = &s.tables;
+    let mut report = CheckReport::default();
+    let mut counts = [0u64; 9];
+    for (id, e) in &t.executions {
+        report.keys_checked += 1;
+        counts[slot(e.state())] += 1;
+        if !t.by_job.get(&e.job_id).is_some_and(|set| set.contains(id)) {
+            report.problem("executions", id.as_str(), format!("missing from the job index under job {}", e.job_id));
+        }
+        if !t.by_state[slot(e.state())].contains(id) {
+            report.problem("executions", id.as_str(), format!("missing from the state index under {}", e.state()));
+        }
+    }
+    for (job, ids) in &t.by_job {
+        for id in ids {
+            report.keys_checked += 1;
+            match t.executions.get(id) {
+                None => report.problem("by_job", format!("{job}/{id}"), format!("points at missing execution {id}")),
+                Some(e) if e.job_id != *job => report.problem(
+                    "by_job",
+                    format!("{job}/{id}"),
+                    format!("execution {id} belongs to job {}", e.job_id),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    for state in ExecutionState::ALL {
+        for id in &t.by_state[slot(state)] {
+            report.keys_checked += 1;
+            match t.executions.get(id) {
+                None => {
+                    report.problem("by_state", format!("{state}/{id}"), format!("points at missing execution {id}"))
+                }
+                Some(e) if e.state() != state => report.problem(
+                    "by_state",
+                    format!("{state}/{id}"),
+                    format!("execution is in state {}, indexed under {state}", e.state()),
+                ),
+                Some(_) => {}
+            }
+        }
+        let (stored, indexed) = (t.counts[slot(state)], t.by_state[slot(state)].len() as u64);
+        if stored != indexed || stored != counts[slot(state)] {
+            report.problem(
+                "counts",
+                state.as_str(),
+                format!(
+                    "counter of {state} is {stored}, the state index has {indexed}, the records {}",
+                    counts[slot(state)]
+                ),
+            );
+        }
+    }
+    for id in t.events.keys() {
+        report.keys_checked += 1;
+        if !t.executions.contains_key(id) {
+            report.problem("events_by_execution", id.as_str(), format!("history of missing execution {id}"));
+        }
+    }
+    s.log.check(&mut report);
+    report
+}
+
 fn repair(t: &mut ExecTables) -> RepairReport {
     let mut report = RepairReport::default();
     let records: Vec<Arc<Execution>> = t.executions.values().cloned().collect();
@@ -307,6 +376,10 @@ impl ExecutionStore for MemExecutionStore {
             tx.commit()?;
         }
         Ok(report)
+    }
+
+    async fn check(&self) -> Result<CheckReport> {
+        Ok(check(&*self.db.read()?))
     }
 
     async fn compact(&self) -> Result<()> {

@@ -12,8 +12,9 @@ use brine_store::model::{
 };
 use brine_store::rules::JobIndex;
 use brine_store::{
-    rules, Clock, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort, JobStamp,
-    JobStore, ObjectKind, Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
+    rules, CheckReport, Clock, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobSort,
+    JobStamp, JobStore, ObjectKind, Result, SortOrder, StoreError, SystemClock, UpdateExecutionRequest,
+    UpdateJobStateRequest,
 };
 use imbl::{OrdMap, OrdSet};
 
@@ -170,6 +171,74 @@ impl JobTables {
         }
     }
 
+    /// Whether the maps hold one index entry of job `id`.
+    fn has_index(&self, id: &JobId, entry: &JobIndex<'_>) -> bool {
+        let timed = |set: Option<&TimeIndex>, time: Timestamp| set.is_some_and(|s| s.contains(&(time, id.clone())));
+        match *entry {
+            JobIndex::Name { namespace, name } => {
+                self.by_name.get(&(namespace.to_owned(), name.to_owned())) == Some(id)
+            }
+            JobIndex::Created(time) => timed(Some(&self.by_create), time),
+            JobIndex::Modified(time) => timed(Some(&self.by_modify), time),
+            JobIndex::NamespaceCreated { namespace, time } => timed(self.ns_create.get(namespace), time),
+            JobIndex::NamespaceModified { namespace, time } => timed(self.ns_modify.get(namespace), time),
+            JobIndex::StateCreated { state, time } => timed(self.state_create.get(&state), time),
+            JobIndex::StateModified { state, time } => timed(self.state_modify.get(&state), time),
+            JobIndex::LabelCreated { key, value, time } => {
+                timed(self.label_create.get(&(key.to_owned(), value.to_owned())), time)
+            }
+            JobIndex::LabelModified { key, value, time } => {
+                timed(self.label_modify.get(&(key.to_owned(), value.to_owned())), time)
+            }
+            JobIndex::InProgress(job_type) => self.in_progress.get(&job_type).is_some_and(|s| s.contains(id)),
+            JobIndex::Queued { queue, time } => timed(self.queued.get(queue), time),
+            JobIndex::Idle(time) => timed(Some(&self.idle), time),
+        }
+    }
+
+    /// Every index entry the maps hold: the job it names and which [`JobIndex`] it is.
+    fn index_entries(&self) -> Vec<(&JobId, JobIndex<'_>)> {
+        fn timed<'a>(
+            out: &mut Vec<(&'a JobId, JobIndex<'a>)>,
+            set: &'a TimeIndex,
+            entry: impl Fn(Timestamp) -> JobIndex<'a>,
+        ) {
+            out.extend(set.iter().map(|(time, id)| (id, entry(*time))));
+        }
+        let mut out = Vec::new();
+        for ((namespace, name), id) in &self.by_name {
+            out.push((id, JobIndex::Name { namespace, name }));
+        }
+        timed(&mut out, &self.by_create, JobIndex::Created);
+        timed(&mut out, &self.by_modify, JobIndex::Modified);
+        for (namespace, set) in &self.ns_create {
+            timed(&mut out, set, |time| JobIndex::NamespaceCreated { namespace, time });
+        }
+        for (namespace, set) in &self.ns_modify {
+            timed(&mut out, set, |time| JobIndex::NamespaceModified { namespace, time });
+        }
+        for (state, set) in &self.state_create {
+            timed(&mut out, set, |time| JobIndex::StateCreated { state: *state, time });
+        }
+        for (state, set) in &self.state_modify {
+            timed(&mut out, set, |time| JobIndex::StateModified { state: *state, time });
+        }
+        for ((key, value), set) in &self.label_create {
+            timed(&mut out, set, |time| JobIndex::LabelCreated { key, value, time });
+        }
+        for ((key, value), set) in &self.label_modify {
+            timed(&mut out, set, |time| JobIndex::LabelModified { key, value, time });
+        }
+        for (job_type, ids) in &self.in_progress {
+            out.extend(ids.iter().map(|id| (id, JobIndex::InProgress(*job_type))));
+        }
+        for (queue, set) in &self.queued {
+            timed(&mut out, set, |time| JobIndex::Queued { queue, time });
+        }
+        timed(&mut out, &self.idle, JobIndex::Idle);
+        out
+    }
+
     /// The index a [`rules::JobScan`] reads here.
     fn range(&self, scan: &rules::JobScan<'_>) -> Option<&TimeIndex> {
         let create = |sort: &JobSort| *sort == JobSort::CreateTime;
@@ -193,6 +262,108 @@ impl JobTables {
             ids.into_iter().flat_map(|s| s.iter()).filter_map(|id| self.execs.get(id)).map(|e| Execution::clone(e));
         rules::newest_first(execs.collect())
     }
+}
+
+/// The consistency check of a job store, by the rules the RocksDB check follows: each
+/// job has exactly the index entries `rules::job_indexes` names, every index entry is
+/// one of its job's, and what belongs to a job (versions, history, evaluations,
+/// executions and their indexes) belongs to a stored job; then the event log.
+fn check(s: &State) -> CheckReport {
+    let t = &s.tables;
+    let mut report = CheckReport::default();
+    for (id, job) in &t.jobs {
+        report.keys_checked += 1;
+        if job.id != *id {
+            report.problem("jobs", id.as_str(), format!("key does not match the record's id {}", job.id));
+        }
+        for entry in rules::job_indexes(job) {
+            if !t.has_index(id, &entry) {
+                report.problem("jobs", id.as_str(), format!("missing index entry {entry:?}"));
+            }
+        }
+    }
+    for (id, entry) in t.index_entries() {
+        report.keys_checked += 1;
+        match t.jobs.get(id) {
+            None => report.problem("job indexes", format!("{entry:?}"), format!("points at missing job {id}")),
+            Some(job) if !rules::job_indexes(job).contains(&entry) => {
+                report.problem("job indexes", format!("{entry:?}"), format!("does not match job {id} (stale entry)"))
+            }
+            Some(_) => {}
+        }
+    }
+    let owned = [("job_versions", t.versions.keys().collect::<Vec<_>>()), ("job_history", t.history.keys().collect())];
+    for (place, ids) in owned {
+        for id in ids {
+            report.keys_checked += 1;
+            if !t.jobs.contains_key(id) {
+                report.problem(place, id.as_str(), format!("belongs to missing job {id}"));
+            }
+        }
+    }
+    for (id, eval) in &t.evals {
+        report.keys_checked += 1;
+        if !t.jobs.contains_key(&eval.job_id) {
+            report.problem("evaluations", id.as_str(), format!("belongs to missing job {}", eval.job_id));
+        }
+        if !t.evals_by_job.get(&eval.job_id).is_some_and(|set| set.contains(id)) {
+            report.problem("evaluations", id.as_str(), "missing from the by-job index");
+        }
+    }
+    for (job, ids) in &t.evals_by_job {
+        for id in ids {
+            if t.evals.get(id).is_none_or(|e| e.job_id != *job) {
+                report.problem(
+                    "evaluations by job",
+                    format!("{job}/{id}"),
+                    format!("points at missing evaluation {id}"),
+                );
+            }
+        }
+    }
+    for (id, exec) in &t.execs {
+        report.keys_checked += 1;
+        if !t.jobs.contains_key(&exec.job_id) {
+            report.problem("executions", id.as_str(), format!("belongs to missing job {}", exec.job_id));
+        }
+        if !t.execs_by_job.get(&exec.job_id).is_some_and(|set| set.contains(id)) {
+            report.problem(
+                "executions",
+                id.as_str(),
+                format!("missing from the by-job index under job {}", exec.job_id),
+            );
+        }
+        if let Some(node) = &exec.node_id {
+            if !t.execs_by_node.get(node).is_some_and(|set| set.contains(id)) {
+                report.problem("executions", id.as_str(), format!("missing from the by-node index under node {node}"));
+            }
+        }
+    }
+    for (job, ids) in &t.execs_by_job {
+        for id in ids {
+            if t.execs.get(id).is_none_or(|e| e.job_id != *job) {
+                report.problem("executions by job", format!("{job}/{id}"), format!("points at missing execution {id}"));
+            }
+        }
+    }
+    for (node, ids) in &t.execs_by_node {
+        for id in ids {
+            if t.execs.get(id).is_none_or(|e| e.node_id.as_ref() != Some(node)) {
+                report.problem(
+                    "executions by node",
+                    format!("{node}/{id}"),
+                    format!("points at missing execution {id}"),
+                );
+            }
+        }
+    }
+    for (id, file) in &t.purged {
+        if file.is_empty() {
+            report.problem("purged jobs", id.as_str(), "names no archive file");
+        }
+    }
+    s.log.check(&mut report);
+    report
 }
 
 /// The job store's writes (`brine_store::job_write`) on a snapshot being built.
@@ -587,8 +758,43 @@ impl JobStore for MemJobStore {
         Arc::new(MemEventLog(Arc::clone(&self.db)))
     }
 
+    async fn check(&self) -> Result<CheckReport> {
+        Ok(check(&*self.db.read()?))
+    }
+
     async fn close(&self) -> Result<()> {
         self.db.close();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check finds an index entry a job should have and lacks, and one it should
+    /// not have (the two ways the indexes and `rules::job_indexes` can disagree).
+    #[tokio::test]
+    async fn the_check_finds_missing_and_stale_index_entries() {
+        let store = MemJobStore::new();
+        let job = store.enqueue("q", Job::new(JobId::new("j1").unwrap(), "n")).await.unwrap();
+        assert!(store.check().await.unwrap().is_ok());
+        store
+            .db
+            .write(|s, _| {
+                let t = &mut s.tables;
+                t.state_modify.clear();
+                t.idle.insert((Timestamp::from_nanos(1), job.id.clone()));
+                t.execs_by_node.insert(NodeId::new("n1").unwrap(), OrdSet::unit(ExecutionId::new("ghost").unwrap()));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let report = store.check().await.unwrap();
+        let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|p| p.contains("missing index entry StateModified")), "{text:?}");
+        assert!(text.iter().any(|p| p.contains("Idle(") && p.contains("stale entry")), "{text:?}");
+        assert!(text.iter().any(|p| p.contains("executions by node") && p.contains("ghost")), "{text:?}");
+        assert_eq!(report.problems.len(), 3, "{text:?}");
     }
 }

@@ -508,6 +508,9 @@ impl ExecutionStore for Counting {
     async fn repair(&self, dry_run: bool) -> brine_store::Result<brine_store::RepairReport> {
         self.inner.repair(dry_run).await
     }
+    async fn check(&self) -> brine_store::Result<brine_store::CheckReport> {
+        self.inner.check().await
+    }
     async fn compact(&self) -> brine_store::Result<()> {
         self.inner.compact().await
     }

@@ -6,8 +6,6 @@
 //! is its newest key; and that checkpoints are at or below the head. Memory stays bounded:
 //! families are iterated once and cross-checks are point reads.
 
-use std::fmt;
-
 use brine_store::keys::printable;
 use brine_store::model::{Evaluation, Execution, ExecutionState, Job, JobHistory, LogEntry};
 use brine_store::{Result, StoreError};
@@ -19,41 +17,12 @@ use crate::codec::decode;
 use crate::engine::{Engine, Snapshot};
 use crate::layout::{self, meta};
 
-/// One inconsistency found by [`check`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The family where it was found.
-    pub cf: Cf,
-    /// The key, printable (empty for family-wide problems).
-    pub key: String,
-    /// What is wrong.
-    pub what: String,
-}
+pub use brine_store::{CheckReport, Problem};
 
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.cf, self.what)
-        } else {
-            write!(f, "{} {}: {}", self.cf, self.key, self.what)
-        }
-    }
-}
-
-/// What a check found, with how much it read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckReport {
-    /// Every problem, in the order found.
-    pub problems: Vec<Problem>,
-    /// Number of keys read.
-    pub keys_checked: u64,
-}
-
-impl CheckReport {
-    /// Whether nothing is wrong.
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
-    }
+/// [`check`] on a blocking thread: what the stores' `check` runs.
+pub(crate) async fn check_on_blocking_thread(engine: &std::sync::Arc<Engine>) -> Result<CheckReport> {
+    let engine = std::sync::Arc::clone(engine);
+    tokio::task::spawn_blocking(move || check(&engine)).await.map_err(|e| StoreError::backend("check", e))?
 }
 
 struct Checker<'e> {
@@ -67,7 +36,7 @@ struct Checker<'e> {
 
 impl Checker<'_> {
     fn problem(&mut self, cf: Cf, key: &[u8], what: impl Into<String>) {
-        self.report.problems.push(Problem { cf, key: printable(key), what: what.into() });
+        self.report.problem(cf.name(), printable(key), what);
     }
 
     fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use brine_store::keys::prefix_end;
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
 use brine_store::{
-    rules, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError, UpdateExecutionRequest,
+    rules, CheckReport, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError,
+    UpdateExecutionRequest,
 };
 
 use crate::cf::{Cf, StoreKind};
@@ -149,14 +150,6 @@ impl RocksExecutionStore {
     pub async fn inject(&self, fault: brine_store::Fault) -> Result<()> {
         crate::repair::inject(&self.engine, fault).await
     }
-
-    /// Checks the store's consistency (see [`crate::check`]) on a blocking thread.
-    pub async fn check(&self) -> Result<crate::check::CheckReport> {
-        let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || crate::check::check(&engine))
-            .await
-            .map_err(|e| StoreError::backend("check", e))?
-    }
 }
 
 #[async_trait]
@@ -261,6 +254,10 @@ impl ExecutionStore for RocksExecutionStore {
 
     async fn repair(&self, dry_run: bool) -> Result<RepairReport> {
         crate::repair::repair(&self.engine, dry_run).await
+    }
+
+    async fn check(&self) -> Result<CheckReport> {
+        crate::check::check_on_blocking_thread(&self.engine).await
     }
 
     async fn compact(&self) -> Result<()> {

@@ -13,8 +13,8 @@ use brine_store::model::{
 };
 use brine_store::rules::JobIndex;
 use brine_store::{
-    rules, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobStamp, JobStore,
-    ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
+    rules, CheckReport, EventLog, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery, JobStamp,
+    JobStore, ObjectKind, Result, SortOrder, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
 };
 
 use rocksdb::{DBRawIteratorWithThreadMode, DB};
@@ -288,14 +288,6 @@ impl RocksJobStore {
         &self.engine.path
     }
 
-    /// Checks the store's consistency (see [`crate::check`]) on a blocking thread.
-    pub async fn check(&self) -> Result<crate::check::CheckReport> {
-        let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || crate::check::check(&engine))
-            .await
-            .map_err(|e| StoreError::backend("check", e))?
-    }
-
     async fn write<R>(&self, f: impl FnOnce(&mut Txn, Timestamp) -> Result<R>) -> Result<R> {
         let mut txn = self.engine.begin().await?;
         let now = txn.now();
@@ -555,6 +547,10 @@ impl JobStore for RocksJobStore {
 
     fn event_log(&self) -> Arc<dyn EventLog> {
         Arc::new(RocksEventLog(Arc::clone(&self.engine)))
+    }
+
+    async fn check(&self) -> Result<CheckReport> {
+        crate::check::check_on_blocking_thread(&self.engine).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use brine_model::{Event, Execution, ExecutionId, ExecutionState, JobId};
 
-use crate::{EventLog, RepairReport, Result, UpdateExecutionRequest};
+use crate::{CheckReport, EventLog, RepairReport, Result, UpdateExecutionRequest};
 
 /// Executions of a compute node, their history events, indexes by job and state,
 /// per-state counters, and the event log.
@@ -86,6 +86,12 @@ pub trait ExecutionStore: Send + Sync {
     /// with the store; each batch of fixes commits atomically, and writers may run
     /// between batches.
     async fn repair(&self, dry_run: bool) -> Result<RepairReport>;
+
+    /// Checks the store's consistency, changing nothing: every index entry, counter,
+    /// history event and event-log position against the records, by the rules the
+    /// writes follow. Reads one consistent state (a live store may be checked); a disk
+    /// backend reads on a blocking thread.
+    async fn check(&self) -> Result<CheckReport>;
 
     /// Compacts the execution data (RocksDB `compact_range` over the execution
     /// families), reclaiming the space of deleted records. Backends with nothing to

@@ -10,7 +10,7 @@ use brine_model::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    EventLog, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, Result, UpdateExecutionRequest,
+    CheckReport, EventLog, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, Result, UpdateExecutionRequest,
     UpdateJobStateRequest,
 };
 
@@ -154,6 +154,12 @@ pub trait JobStore: Send + Sync {
 
     /// The store's event log.
     fn event_log(&self) -> Arc<dyn EventLog>;
+
+    /// Checks the store's consistency, changing nothing: each job's index entries
+    /// against `rules::job_indexes`, every index entry against its job, what belongs to
+    /// a job against the job, and the event log. Reads one consistent state (a live
+    /// store may be checked); a disk backend reads on a blocking thread.
+    async fn check(&self) -> Result<CheckReport>;
 
     /// Closes the store; idempotent. Later operations return `Closed`.
     async fn close(&self) -> Result<()>;

@@ -33,7 +33,7 @@ pub use error::{AnyState, ObjectKind, Result, StateExpectation, StoreError};
 pub use execution::{ExecutionStore, ExecutionTx};
 pub use job::{JobBundle, JobStamp, JobStore};
 pub use log::{validate_checkpoint_name, EventBatch, EventFilter, EventLog, Position};
-pub use maintenance::{new_store_id, Fault, RepairReport};
+pub use maintenance::{new_store_id, CheckReport, Fault, Problem, RepairReport};
 pub use request::{
     Condition, ExecutionUpdate, HistoryPage, HistoryQuery, JobOutcome, JobPage, JobQuery, JobSort, SortOrder,
     UpdateExecutionRequest, UpdateJobStateRequest,

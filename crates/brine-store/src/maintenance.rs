@@ -17,6 +17,49 @@ use std::fmt;
 use brine_model::{Event, ExecutionId, ExecutionState, JobId};
 use serde::{Deserialize, Serialize};
 
+/// One inconsistency a consistency check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Where: the column family, table or map.
+    pub place: String,
+    /// The key, printable (empty for problems of a whole place).
+    pub key: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.place, self.what)
+        } else {
+            write!(f, "{} {}: {}", self.place, self.key, self.what)
+        }
+    }
+}
+
+/// What a consistency check found ([`crate::ExecutionStore::check`],
+/// [`crate::JobStore::check`]), with how much it read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Every problem, in the order found.
+    pub problems: Vec<Problem>,
+    /// Number of keys (records and index entries) read.
+    pub keys_checked: u64,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Records a problem at `place`, `key`.
+    pub fn problem(&mut self, place: impl Into<String>, key: impl Into<String>, what: impl Into<String>) {
+        self.problems.push(Problem { place: place.into(), key: key.into(), what: what.into() });
+    }
+}
+
 /// What a repair found (and, unless it was a dry run, fixed).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairReport {

@@ -60,12 +60,10 @@ impl Store {
         }
     }
 
-    /// For RocksDB, problems `brine db check` would print (empty for memory).
+    /// The problems the store's consistency check finds.
     pub async fn check_problems(&self) -> Vec<String> {
-        match self {
-            Store::Memory(_) => Vec::new(),
-            Store::Rocks(s, _) => s.check().await.expect("check").problems.iter().map(|p| p.to_string()).collect(),
-        }
+        let report = self.dyn_store().check().await.expect("check");
+        report.problems.iter().map(|p| p.to_string()).collect()
     }
 }
 
