@@ -15,6 +15,9 @@ const ENGINES: &[&str] =
     &["rocksdb", "librocksdb-sys", "tokio-postgres", "postgres", "postgres-protocol", "sqlx", "diesel"];
 /// Crates allowed to name a concrete backend as a normal dependency.
 const BACKEND_USERS: &[&str] = &["brine-cli", "brine-bench", "xtask"];
+/// The facade library: it opens whichever backend the configuration names, so it may
+/// name the backends (each behind a cargo feature but the in-memory one).
+const FACADE: &str = "brine";
 /// Crates that must work with any backend: they may reach `brine-store` but no backend.
 const BACKEND_AGNOSTIC: &[&str] =
     &["brine-model", "brine-store", "brine-recovery", "brine-watch", "brine-purge", "brine-conformance"];
@@ -129,7 +132,7 @@ pub fn dependency_direction(meta: &Metadata) -> Vec<String> {
                 problems.push(format!("brine-model must not depend on {bad}: every other crate depends on it"));
             }
         }
-        if !BACKEND_USERS.contains(&name) && !BACKENDS.contains(&name) {
+        if !BACKEND_USERS.contains(&name) && !BACKENDS.contains(&name) && name != FACADE {
             for bad in reached.iter().filter(|r| BACKENDS.contains(&r.as_str())) {
                 problems.push(format!("{name} names the concrete backend {bad}; only {BACKEND_USERS:?} may"));
             }
@@ -247,6 +250,33 @@ fn format_doc_problems(cf: &str, layout: &str, doc: &str) -> Vec<String> {
     problems
 }
 
+/// The facade without its default features must reach no RocksDB: a user who wants only
+/// the in-memory store compiles no C++. Asks `cargo tree` (no build).
+pub fn facade_builds_without_rocksdb(root: &Path) -> Vec<String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["tree", "--package", FACADE, "--no-default-features", "--edges", "normal", "--prefix", "none"])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .output();
+    let out = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => return vec![format!("cargo tree failed: {}", String::from_utf8_lossy(&out.stderr).trim())],
+        Err(e) => return vec![format!("cargo tree: {e}")],
+    };
+    let mut problems: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| ENGINES.contains(name) || *name == "brine-rocksdb")
+        .map(|name| format!("{FACADE} --no-default-features still depends on {name}"))
+        .collect();
+    problems.sort();
+    problems.dedup();
+    if !out.lines().any(|l| l.starts_with("brine-memory ")) {
+        problems.push(format!("{FACADE} --no-default-features does not reach brine-memory (cargo tree: {out})"));
+    }
+    problems
+}
+
 /// Runs every check, reporting all problems at once.
 pub fn check_all(root: &Path) -> Result<(), String> {
     let meta = Metadata::load(root)?;
@@ -254,6 +284,7 @@ pub fn check_all(root: &Path) -> Result<(), String> {
     problems.extend(modules_documented(root));
     problems.extend(nothing_unfinished(root));
     problems.extend(format_doc_names_every_family(root));
+    problems.extend(facade_builds_without_rocksdb(root));
     if problems.is_empty() {
         eprintln!("tidy: OK");
         Ok(())
@@ -276,6 +307,12 @@ mod tests {
         assert!(meta.members().any(|m| m == "brine-store"), "the workspace is read");
         assert!(meta.reaches("brine-store").contains("brine-model"), "the graph is followed");
         let problems = dependency_direction(&meta);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn the_facade_needs_no_rocksdb_for_memory_only() {
+        let problems = facade_builds_without_rocksdb(&root());
         assert!(problems.is_empty(), "{problems:#?}");
     }
 

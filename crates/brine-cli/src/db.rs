@@ -88,9 +88,16 @@ enum DbCommand {
     },
 }
 
-/// Opens the store at `path` for inspection.
+/// Opens the store at `path` for inspection. `brine db` is the RocksDB inspector: a
+/// path that holds no RocksDB store is refused saying so.
 fn open(path: &std::path::Path) -> anyhow::Result<Arc<Inspector>> {
-    Ok(Arc::new(Inspector::open(path)?))
+    match Inspector::open(path) {
+        Ok(ins) => Ok(Arc::new(ins)),
+        Err(e @ brine_rocksdb::OpenError::NotABrineStore { .. }) => {
+            anyhow::bail!("{e} (brine db inspects the RocksDB stores of the embedded backend)")
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs a blocking read on the store off the async workers.

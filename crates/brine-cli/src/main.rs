@@ -14,6 +14,7 @@
 //! on stderr and exit status 1; usage errors print the usage and exit with 1 too;
 //! `db check` exits with 2 when it finds problems (`docs/BAD_INPUT.md`).
 
+mod backend;
 mod db;
 mod migrate;
 mod purge;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use brine::{StoreConfig, StoreType};
 use brine_purge::{purge, read_archived, Compression, PurgeOptions, PurgeReport, Source};
-use brine_rocksdb::{OpenOptions, RocksExecutionStore, RocksJobStore, StoreKind};
-use brine_store::config::StoreConfig;
+use brine_rocksdb::StoreKind;
 use clap::{Args, Subcommand};
 
 use crate::ui;
@@ -20,6 +20,10 @@ pub(crate) struct PurgeArgs {
     /// (default: BRINE_JOB_STORE_PATH, else {BRINE_DIR}/{NODE_ID}-requester.db).
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
+    /// The backend (default: BRINE_JOB_STORE_TYPE, else rocksdb). A memory store starts
+    /// empty, so there is nothing to purge.
+    #[arg(long, value_enum)]
+    backend: Option<crate::backend::BackendArg>,
     /// Where archive files and the index go (default: {BRINE_DIR}/archive for a requester
     /// store, {BRINE_DIR}/archive-compute for a compute store; created if missing).
     #[arg(long, value_name = "DIR")]
@@ -79,12 +83,23 @@ fn default_archive_dir() -> anyhow::Result<PathBuf> {
     Ok(StoreConfig::from_env()?.dir.join("archive"))
 }
 
-/// Opens the store at `path` as whichever kind it is.
-fn open_source(path: &std::path::Path) -> anyhow::Result<Source> {
-    let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
-    Ok(match brine_rocksdb::store_kind_at(path)? {
-        StoreKind::Requester => Source::Jobs(Arc::new(RocksJobStore::open(path, &options)?)),
-        StoreKind::Compute => Source::Executions(Arc::new(RocksExecutionStore::open(path, &options)?)),
+/// Opens the store to purge through the facade: on RocksDB the store at the path, as
+/// whichever kind it is; in memory an (empty) job store.
+fn open_source(mut config: StoreConfig, path: Option<PathBuf>) -> anyhow::Result<Source> {
+    let options = brine::Options { create_if_missing: false, ..brine::Options::default() };
+    if config.job_store_type != StoreType::RocksDb {
+        return Ok(Source::Jobs(brine::open_job_store_with(&config, &options)?));
+    }
+    let path = path.unwrap_or_else(|| config.job_store_path.clone());
+    Ok(match brine_rocksdb::store_kind_at(&path)? {
+        StoreKind::Requester => {
+            config.job_store_path = path;
+            Source::Jobs(brine::open_job_store_with(&config, &options)?)
+        }
+        StoreKind::Compute => {
+            (config.compute_store_type, config.compute_store_path) = (StoreType::RocksDb, path);
+            Source::Executions(brine::open_execution_store_with(&config, &options)?)
+        }
     })
 }
 
@@ -124,11 +139,9 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     if args.max_per_file == 0 {
         bail!("--max-per-file must be at least 1");
     }
-    let path = match args.store {
-        Some(p) => p,
-        None => StoreConfig::from_env()?.job_store_path,
-    };
-    let source = open_source(&path)?;
+    let mut config = StoreConfig::from_env()?;
+    config.job_store_type = crate::backend::choose(args.backend, config.job_store_type, args.store.as_deref())?;
+    let source = open_source(config, args.store)?;
     let archive_dir = match (args.archive_dir, &source) {
         (Some(d), _) => d,
         (None, Source::Jobs(_)) => default_archive_dir()?,

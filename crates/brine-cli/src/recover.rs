@@ -4,10 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use brine::{ExecutionStore, StoreConfig};
 use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
-use brine_rocksdb::{OpenOptions, RocksExecutionStore};
-use brine_store::config::StoreConfig;
-use brine_store::ExecutionStore;
 use clap::{Args, ValueEnum};
 
 use crate::ui;
@@ -18,6 +16,10 @@ pub(crate) struct RecoverArgs {
     /// The compute store (default: BRINE_COMPUTE_STORE_PATH, else {BRINE_DIR}/{NODE_ID}-compute.db).
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
+    /// The backend (default: BRINE_COMPUTE_STORE_TYPE, else rocksdb). A memory store
+    /// starts empty.
+    #[arg(long, value_enum)]
+    backend: Option<crate::backend::BackendArg>,
     /// Compute and print the report, change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -96,13 +98,14 @@ pub(crate) async fn run_with_progress(
 
 pub(crate) async fn run(args: RecoverArgs) -> anyhow::Result<Outcome> {
     let policy = load_policy(args.policy.as_deref(), args.preset.as_deref())?;
-    let path = match args.store {
-        Some(p) => p,
-        None => StoreConfig::from_env()?.compute_store_path,
-    };
-    let options = OpenOptions { create_if_missing: false, ..OpenOptions::default() };
-    let store = RocksExecutionStore::open(&path, &options)?;
-    let report = run_with_progress(&store, &policy, args.dry_run, args.cleanup.into(), args.json).await;
+    let mut config = StoreConfig::from_env()?;
+    config.compute_store_type = crate::backend::choose(args.backend, config.compute_store_type, args.store.as_deref())?;
+    if let Some(path) = args.store {
+        config.compute_store_path = path;
+    }
+    let options = brine::Options { create_if_missing: false, ..brine::Options::default() };
+    let store = brine::open_execution_store_with(&config, &options)?;
+    let report = run_with_progress(&*store, &policy, args.dry_run, args.cleanup.into(), args.json).await;
     store.close().await?;
     let report = report?;
     if args.json {

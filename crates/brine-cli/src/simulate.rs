@@ -1,8 +1,9 @@
-//! `brine simulate`: the demo. A requester node and a compute node on the embedded
-//! RocksDB default run a workload; two watchers follow the compute node's event log with
-//! durable checkpoints; halfway the stores are dropped without a clean shutdown and
-//! reopened, recovery runs with the chosen policy, the workload finishes, and both
-//! stores are checked.
+//! `brine simulate`: the demo. A requester node and a compute node (on the embedded
+//! RocksDB default, or in memory with `--backend memory`) run a workload; two watchers
+//! follow the compute node's event log with durable checkpoints; halfway the stores are
+//! dropped without a clean shutdown and reopened (in memory, where a restart would keep
+//! nothing, they stay open), recovery runs with the chosen policy, the workload
+//! finishes, and both stores are checked.
 //!
 //! The workload, driven by a seeded ChaCha RNG so `--seed` makes it repeatable: jobs of
 //! every type are enqueued on three queues and grabbed by the compute node, which
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use brine::{Durability, StoreConfig, StoreType};
 use brine_recovery::{Cleanup, Report};
-use brine_rocksdb::{Durability, OpenOptions, RocksExecutionStore, RocksJobStore};
 use brine_store::model::{
     ComputeState, Event, Execution, ExecutionId, ExecutionState, Job, JobId, JobState, JobType, LogEntry, LogObject,
     NodeId, ObjectType, Operation, PublishedResult, Resources, RunOutput, Timestamp,
@@ -67,6 +68,9 @@ pub(crate) struct SimulateArgs {
     /// Commit durability of both stores.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
     durability: DurabilityArg,
+    /// The backend of both stores.
+    #[arg(long, value_enum, default_value_t = crate::backend::BackendArg::Rocksdb)]
+    backend: crate::backend::BackendArg,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -155,8 +159,8 @@ impl Handler for RequesterSync {
 
 /// The two nodes' stores and the watchers following the compute node.
 struct Nodes {
-    requester: Arc<RocksJobStore>,
-    compute: Arc<RocksExecutionStore>,
+    requester: Arc<dyn JobStore>,
+    compute: Arc<dyn ExecutionStore>,
     watchers: Vec<Watcher>,
 }
 
@@ -164,6 +168,7 @@ struct Nodes {
 #[derive(Debug, Serialize)]
 struct SimulationReport {
     dir: PathBuf,
+    backend: String,
     seed: u64,
     jobs: u64,
     executions_created: u64,
@@ -196,16 +201,28 @@ struct CheckResult {
     ok: bool,
 }
 
-fn open_nodes(dir: &Path, durability: Durability) -> anyhow::Result<(Arc<RocksJobStore>, Arc<RocksExecutionStore>)> {
-    let options = OpenOptions { durability, node_id: Some(NodeId::new("sim-node")?), ..OpenOptions::default() };
-    let requester = RocksJobStore::open(dir.join("sim-node-requester.db"), &options)?;
-    let compute = RocksExecutionStore::open(dir.join("sim-node-compute.db"), &options)?;
-    Ok((Arc::new(requester), Arc::new(compute)))
+/// Opens both stores through the facade, on `backend`, in `dir` (as node `sim-node`).
+fn open_nodes(
+    dir: &Path,
+    backend: StoreType,
+    durability: Durability,
+) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn ExecutionStore>)> {
+    let dir = dir.to_str().with_context(|| format!("{} is not valid UTF-8", dir.display()))?;
+    let kind = backend.to_string();
+    let vars = [
+        ("BRINE_DIR", dir),
+        ("BRINE_NODE_ID", "sim-node"),
+        ("BRINE_JOB_STORE_TYPE", &kind),
+        ("BRINE_COMPUTE_STORE_TYPE", &kind),
+    ];
+    let config = StoreConfig::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))?;
+    let options = brine::Options { durability, ..brine::Options::default() };
+    Ok((brine::open_job_store_with(&config, &options)?, brine::open_execution_store_with(&config, &options)?))
 }
 
 async fn start_watchers(
-    requester: &Arc<RocksJobStore>,
-    compute: &Arc<RocksExecutionStore>,
+    requester: &Arc<dyn JobStore>,
+    compute: &Arc<dyn ExecutionStore>,
     tally: &Arc<Tally>,
     applied: &Arc<AtomicU64>,
 ) -> anyhow::Result<Vec<Watcher>> {
@@ -365,7 +382,7 @@ impl Workload {
     }
 
     /// Rebuilds the in-flight list from the store (after recovery changed it).
-    async fn reload(&mut self, compute: &RocksExecutionStore) -> anyhow::Result<()> {
+    async fn reload(&mut self, compute: &dyn ExecutionStore) -> anyhow::Result<()> {
         self.in_flight.clear();
         for state in ExecutionState::ALL.into_iter().filter(|s| !s.is_terminal()) {
             let mut after: Option<ExecutionId> = None;
@@ -403,7 +420,7 @@ async fn wait_for_watchers(watchers: &[Watcher], head: u64) -> anyhow::Result<()
     Ok(())
 }
 
-async fn job_states(requester: &RocksJobStore) -> anyhow::Result<BTreeMap<String, u64>> {
+async fn job_states(requester: &dyn JobStore) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for state in JobState::ALL {
         let mut query = JobQuery { states: vec![state], limit: 1000, ..JobQuery::default() };
@@ -452,7 +469,8 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let quiet = args.json;
     let tally = Arc::new(Tally::default());
     let applied = Arc::new(AtomicU64::new(0));
-    let (requester, compute) = open_nodes(&dir, durability)?;
+    let backend = StoreType::from(args.backend);
+    let (requester, compute) = open_nodes(&dir, backend, durability)?;
     let watchers = start_watchers(&requester, &compute, &tally, &applied).await?;
     let mut nodes = Nodes { requester, compute, watchers };
     let mut work = Workload {
@@ -478,9 +496,15 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     }
     let Nodes { requester, compute, watchers } = nodes;
     drop(watchers);
-    drop(requester);
-    drop(compute);
-    let (requester, compute) = open_nodes(&dir, durability)?;
+    // In memory a restart would keep nothing: the stores stay open, and recovery runs
+    // on them as they are.
+    let (requester, compute) = if backend == StoreType::InMemory {
+        (requester, compute)
+    } else {
+        drop(requester);
+        drop(compute);
+        open_nodes(&dir, backend, durability)?
+    };
     let unclean = compute.unclean_shutdown();
     bar.set_message("recovery");
     let recovery = crate::recover::run_with_progress(&*compute, &policy, false, Cleanup::Auto, true).await?;
@@ -489,7 +513,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     tally.deletes.store(0, Ordering::Relaxed);
     let watchers = start_watchers(&requester, &compute, &tally, &applied).await?;
     nodes = Nodes { requester, compute, watchers };
-    work.reload(&nodes.compute).await?;
+    work.reload(&*nodes.compute).await?;
 
     bar.set_message("jobs (after restart)".to_owned());
     while !work.done() {
@@ -528,7 +552,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
             compute_states.insert(state.as_str().to_owned(), n);
         }
     }
-    let requester_states = job_states(&nodes.requester).await?;
+    let requester_states = job_states(&*nodes.requester).await?;
     // Purge: every finished job goes to a zstd archive, and one is read back.
     let purge_options = brine_purge::PurgeOptions {
         min_age: Duration::ZERO,
@@ -553,6 +577,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let ok = compute_problems.is_empty() && requester_problems.is_empty();
     let report = SimulationReport {
         dir: dir.clone(),
+        backend: backend.to_string(),
         seed: args.seed,
         jobs: work.submitted,
         executions_created: work.created,
@@ -577,7 +602,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
 }
 
 fn print_report(r: &SimulationReport, unclean: bool) {
-    println!("brine simulate: {} jobs, seed {}, stores in {}", r.jobs, r.seed, r.dir.display());
+    println!("brine simulate: {} jobs, seed {}, {} stores in {}", r.jobs, r.seed, r.backend, r.dir.display());
     println!(
         "workload: {} operations in {:.2} s = {:.0} operations/s ({} executions created)",
         r.operations, r.seconds, r.operations_per_second, r.executions_created
@@ -585,11 +610,15 @@ fn print_report(r: &SimulationReport, unclean: bool) {
     let line = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     println!("compute executions: {}", line(&r.compute_states));
     println!("requester jobs:     {}", line(&r.requester_states));
-    println!(
-        "hard restart after {} jobs: stores dropped without close, reopened ({})",
-        r.restart_after_jobs,
-        if unclean { "unclean shutdown detected" } else { "no unclean shutdown seen" }
-    );
+    if r.backend == StoreType::InMemory.to_string() {
+        println!("restart after {} jobs: watchers restarted; in memory the stores stay open", r.restart_after_jobs);
+    } else {
+        println!(
+            "hard restart after {} jobs: stores dropped without close, reopened ({})",
+            r.restart_after_jobs,
+            if unclean { "unclean shutdown detected" } else { "no unclean shutdown seen" }
+        );
+    }
     for line in r.recovery.to_string().lines() {
         println!("  {line}");
     }

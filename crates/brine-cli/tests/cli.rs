@@ -279,6 +279,54 @@ fn simulate_runs_end_to_end_and_repeats_with_a_seed() {
     assert_eq!(stdout(brine().args(["db", "check"]).arg(dir.path().join("c/sim-node-requester.db"))), "OK\n");
 }
 
+#[test]
+fn simulate_on_the_memory_backend_checks_by_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = brine()
+        .args(["simulate", "--backend", "memory", "--executions", "60", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("inmemory stores in"), "{text}");
+    assert!(text.contains("in memory the stores stay open"), "{text}");
+    assert!(text.trim_end().ends_with("check: OK"), "{text}");
+    let stores: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".db"))
+        .collect();
+    assert!(stores.is_empty(), "the memory backend wrote stores to disk: {stores:?}");
+}
+
+#[test]
+fn recover_honours_the_configured_backend_or_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // In memory there is nothing stored, so there is nothing to recover; no RocksDB
+    // directory is opened or created.
+    let text = stdout(
+        brine().args(["recover", "--json"]).env("BRINE_DIR", dir.path()).env("BRINE_COMPUTE_STORE_TYPE", "inmemory"),
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let counts = report["before"].as_object().expect("counts per state");
+    assert!(!counts.is_empty() && counts.values().all(|n| n == 0), "{report}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    // A RocksDB path with another backend, and a backend this build lacks, are refused.
+    let err = error_line(brine().args(["recover", "--backend", "memory", "--store"]).arg(dir.path().join("x.db")));
+    assert!(err.contains("names a RocksDB directory, but the backend is inmemory"), "{err}");
+    let err = error_line(
+        brine()
+            .arg("recover")
+            .env("BRINE_DIR", dir.path())
+            .env("BRINE_COMPUTE_STORE_TYPE", "postgres")
+            .env("BRINE_DATABASE_URL", "postgres://localhost/x"),
+    );
+    assert!(err.contains("cannot open the compute store on postgres"), "{err}");
+}
+
 #[tokio::test]
 async fn migrate_reports_and_upgrades_an_older_store() {
     let dir = tempfile::tempdir().unwrap();

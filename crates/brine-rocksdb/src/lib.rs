@@ -44,15 +44,9 @@ pub use execution::RocksExecutionStore;
 pub use inspect::Inspector;
 pub use job::RocksJobStore;
 
-/// When a commit counts as done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Written to the WAL (survives a process crash, not a power loss); fastest.
-    Buffered,
-    /// The WAL is fsynced before the commit returns; concurrent commits share fsyncs.
-    #[default]
-    Sync,
-}
+/// When a commit counts as done (defined in `brine-store`, as every durable backend
+/// takes it).
+pub use brine_store::Durability;
 
 /// How to open a store.
 #[derive(Debug, Clone)]

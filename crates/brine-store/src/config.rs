@@ -10,7 +10,8 @@ use std::str::FromStr;
 
 use brine_model::{NodeId, ValidationError};
 
-/// Which backend serves the compute node's execution store.
+/// Which backend serves a store (`BRINE_COMPUTE_STORE_TYPE`, `BRINE_JOB_STORE_TYPE`;
+/// the seed's `boltdb` names the embedded default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreType {
     /// In memory, nothing kept across restarts.
@@ -44,6 +45,16 @@ impl fmt::Display for StoreType {
     }
 }
 
+/// When a commit counts as done, for backends that keep data across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Written to the WAL (survives a process crash, not a power loss); fastest.
+    Buffered,
+    /// The WAL is fsynced before the commit returns; concurrent commits share fsyncs.
+    #[default]
+    Sync,
+}
+
 /// Resolved store configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -51,6 +62,8 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// This node's id.
     pub node_id: NodeId,
+    /// Backend of the requester's job store (`BRINE_JOB_STORE_TYPE`).
+    pub job_store_type: StoreType,
     /// Path of the requester's job store.
     pub job_store_path: PathBuf,
     /// Backend of the compute node's execution store.
@@ -118,22 +131,35 @@ impl StoreConfig {
                 NodeId::new("node-0").map_err(|e| ConfigError { var: "BRINE_NODE_ID".into(), reason: e.to_string() })?
             }
         };
-        let compute_store_type = match var("COMPUTE_STORE_TYPE") {
-            Some((name, v)) => v.parse().map_err(|reason| ConfigError { var: name, reason })?,
-            None => StoreType::default(),
+        let store_type = |suffix: &str| match var(suffix) {
+            Some((name, v)) => v.parse().map_err(|reason| ConfigError { var: name, reason }),
+            None => Ok(StoreType::default()),
         };
+        let compute_store_type = store_type("COMPUTE_STORE_TYPE")?;
+        let job_store_type = store_type("JOB_STORE_TYPE")?;
         let job_store_path = var("JOB_STORE_PATH")
             .map_or_else(|| dir.join(format!("{node_id}-requester.db")), |(_, p)| PathBuf::from(p));
         let compute_store_path = var("COMPUTE_STORE_PATH")
             .map_or_else(|| dir.join(format!("{node_id}-compute.db")), |(_, p)| PathBuf::from(p));
         let database_url = var("DATABASE_URL").map(|(_, v)| v);
-        if compute_store_type == StoreType::Postgres && database_url.is_none() {
-            return Err(ConfigError {
-                var: "BRINE_DATABASE_URL".into(),
-                reason: "must be set when BRINE_COMPUTE_STORE_TYPE is postgres".into(),
-            });
+        for (var, kind) in [("BRINE_COMPUTE_STORE_TYPE", compute_store_type), ("BRINE_JOB_STORE_TYPE", job_store_type)]
+        {
+            if kind == StoreType::Postgres && database_url.is_none() {
+                return Err(ConfigError {
+                    var: "BRINE_DATABASE_URL".into(),
+                    reason: format!("must be set when {var} is postgres"),
+                });
+            }
         }
-        Ok(StoreConfig { dir, node_id, job_store_path, compute_store_type, compute_store_path, database_url })
+        Ok(StoreConfig {
+            dir,
+            node_id,
+            job_store_type,
+            job_store_path,
+            compute_store_type,
+            compute_store_path,
+            database_url,
+        })
     }
 }
 
@@ -155,6 +181,24 @@ mod tests {
         assert_eq!(c.job_store_path, PathBuf::from("/home/u/.brine/n1-requester.db"));
         assert_eq!(c.compute_store_path, PathBuf::from("/home/u/.brine/n1-compute.db"));
         assert_eq!(c.compute_store_type, StoreType::RocksDb);
+        assert_eq!(c.job_store_type, StoreType::RocksDb);
+    }
+
+    #[test]
+    fn each_side_has_its_store_type() {
+        let c =
+            cfg(&[("BRINE_DIR", "/x"), ("BRINE_JOB_STORE_TYPE", "inmemory"), ("BRINE_COMPUTE_STORE_TYPE", "boltdb")])
+                .unwrap();
+        assert_eq!((c.job_store_type, c.compute_store_type), (StoreType::InMemory, StoreType::RocksDb));
+        let e = cfg(&[("BRINE_DIR", "/x"), ("BRINE_JOB_STORE_TYPE", "postgres")]).unwrap_err();
+        assert_eq!(
+            (e.var.as_str(), e.reason.as_str()),
+            ("BRINE_DATABASE_URL", "must be set when BRINE_JOB_STORE_TYPE is postgres")
+        );
+        assert_eq!(
+            cfg(&[("BRINE_DIR", "/x"), ("BRINE_JOB_STORE_TYPE", "bogus")]).unwrap_err().var,
+            "BRINE_JOB_STORE_TYPE"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod selector;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Durability;
 pub use error::{AnyState, ObjectKind, Result, StateExpectation, StoreError};
 pub use execution::{ExecutionStore, ExecutionTx};
 pub use job::{JobBundle, JobStamp, JobStore};

@@ -1,0 +1,163 @@
+//! Brine: the persistent state layer of a distributed compute platform, as one crate.
+//!
+//! A scheduler depends on this crate alone. It re-exports the store traits
+//! ([`ExecutionStore`], [`JobStore`], [`EventLog`]), the data model ([`model`]), the
+//! errors and the configuration, and opens stores on the backend the configuration
+//! names, so the backend is chosen at run time, not compile time:
+//!
+//! | `BRINE_COMPUTE_STORE_TYPE` / `BRINE_JOB_STORE_TYPE` | backend |
+//! | --- | --- |
+//! | `rocksdb` (default), `boltdb` (the seed's name for the embedded store) | RocksDB at the configured path (cargo feature `rocksdb`, on by default) |
+//! | `inmemory` | in memory; nothing is kept once the process ends |
+//! | `postgres` | not built into this release: refused with [`OpenError::Unavailable`] |
+//!
+//! Each variable falls back to the seed's `BACALHAU_*` name; [`StoreConfig`] documents
+//! the paths. A build without the `rocksdb` feature compiles no C++ and refuses
+//! `rocksdb` with [`OpenError::Unavailable`], naming the feature.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use brine::model::{Execution, ExecutionId, Job, JobId};
+//!
+//! // A scheduler reads the configuration from its environment:
+//! //     let config = brine::StoreConfig::from_env()?;
+//! // Here the environment is spelled out, choosing the in-memory backend.
+//! let env = [("BRINE_DIR", "/tmp/brine-example"), ("BRINE_COMPUTE_STORE_TYPE", "inmemory")];
+//! let config = brine::StoreConfig::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))?;
+//! let executions = brine::open_execution_store(&config)?;
+//!
+//! let job = Job::new(JobId::new("job-1")?, "nightly");
+//! let created = executions.create_execution(Execution::new(ExecutionId::new("exec-1")?, &job), vec![]).await?;
+//! assert_eq!(created.revision, 1);
+//! executions.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+pub use brine_store::config::{ConfigError, StoreConfig, StoreType};
+pub use brine_store::{
+    async_trait, model, rules, AnyState, CheckReport, Clock, Condition, Durability, EventBatch, EventFilter, EventLog,
+    ExecutionStore, ExecutionTx, ExecutionUpdate, HistoryPage, HistoryQuery, JobBundle, JobOutcome, JobPage, JobQuery,
+    JobSort, JobStamp, JobStore, LabelSelector, ManualClock, ObjectKind, Position, Problem, RepairReport, Result,
+    SortOrder, StoreError, SystemClock, UpdateExecutionRequest, UpdateJobStateRequest,
+};
+
+/// How stores are opened, beyond what [`StoreConfig`] says.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// When a commit counts as done (durable backends).
+    pub durability: Durability,
+    /// Create the store when it does not exist (durable backends). Tools that inspect
+    /// or repair an existing store turn this off.
+    pub create_if_missing: bool,
+    /// Where timestamps come from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { durability: Durability::Sync, create_if_missing: true, clock: Arc::new(SystemClock) }
+    }
+}
+
+/// Which store of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The compute node's execution store (`BRINE_COMPUTE_STORE_TYPE`).
+    Compute,
+    /// The requester's job store (`BRINE_JOB_STORE_TYPE`).
+    Requester,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Compute => "compute",
+            Side::Requester => "requester",
+        })
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration names a backend this build cannot open.
+    #[error("cannot open the {side} store on {store_type}: {reason}")]
+    Unavailable {
+        /// Which store.
+        side: Side,
+        /// The backend asked for.
+        store_type: StoreType,
+        /// Why it is not available.
+        reason: String,
+    },
+    /// The RocksDB backend refused the store.
+    #[cfg(feature = "rocksdb")]
+    #[error(transparent)]
+    RocksDb(#[from] brine_rocksdb::OpenError),
+}
+
+fn unavailable(side: Side, store_type: StoreType) -> OpenError {
+    let reason = match store_type {
+        StoreType::Postgres => "this release has no PostgreSQL backend; use rocksdb or inmemory".to_owned(),
+        _ => format!("this build of brine was compiled without the `{store_type}` cargo feature"),
+    };
+    OpenError::Unavailable { side, store_type, reason }
+}
+
+#[cfg(feature = "rocksdb")]
+fn rocks_options(config: &StoreConfig, options: &Options) -> brine_rocksdb::OpenOptions {
+    brine_rocksdb::OpenOptions {
+        durability: options.durability,
+        create_if_missing: options.create_if_missing,
+        node_id: Some(config.node_id.clone()),
+        clock: Arc::clone(&options.clock),
+    }
+}
+
+/// Opens the compute node's execution store on the backend `config` names
+/// (`compute_store_type`), with default [`Options`].
+pub fn open_execution_store(config: &StoreConfig) -> std::result::Result<Arc<dyn ExecutionStore>, OpenError> {
+    open_execution_store_with(config, &Options::default())
+}
+
+/// Opens the compute node's execution store on the backend `config` names.
+pub fn open_execution_store_with(
+    config: &StoreConfig,
+    options: &Options,
+) -> std::result::Result<Arc<dyn ExecutionStore>, OpenError> {
+    match config.compute_store_type {
+        StoreType::InMemory => Ok(Arc::new(brine_memory::MemExecutionStore::with_clock(Arc::clone(&options.clock)))),
+        #[cfg(feature = "rocksdb")]
+        StoreType::RocksDb => Ok(Arc::new(brine_rocksdb::RocksExecutionStore::open(
+            &config.compute_store_path,
+            &rocks_options(config, options),
+        )?)),
+        other => Err(unavailable(Side::Compute, other)),
+    }
+}
+
+/// Opens the requester's job store on the backend `config` names (`job_store_type`),
+/// with default [`Options`].
+pub fn open_job_store(config: &StoreConfig) -> std::result::Result<Arc<dyn JobStore>, OpenError> {
+    open_job_store_with(config, &Options::default())
+}
+
+/// Opens the requester's job store on the backend `config` names.
+pub fn open_job_store_with(
+    config: &StoreConfig,
+    options: &Options,
+) -> std::result::Result<Arc<dyn JobStore>, OpenError> {
+    match config.job_store_type {
+        StoreType::InMemory => Ok(Arc::new(brine_memory::MemJobStore::with_clock(Arc::clone(&options.clock)))),
+        #[cfg(feature = "rocksdb")]
+        StoreType::RocksDb => {
+            Ok(Arc::new(brine_rocksdb::RocksJobStore::open(&config.job_store_path, &rocks_options(config, options))?))
+        }
+        other => Err(unavailable(Side::Requester, other)),
+    }
+}
