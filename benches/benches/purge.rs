@@ -1,4 +1,4 @@
-//! Purge on RocksDB at scale (issue 7): 1 000 000 executions across 100 000 terminal
+//! Purge on RocksDB at scale: 1 000 000 executions across 100 000 terminal
 //! jobs of a requester store, archived with zstd. Targets: at least 100 000 executions/s;
 //! peak RSS under 256 MiB (`VmHWM`, reset after the store is built and closed).
 //!

@@ -1,4 +1,4 @@
-//! Recovery at scale on RocksDB (issue 5). Targets: open + recovery with the `seed`
+//! Recovery at scale on RocksDB. Targets: open + recovery with the `seed`
 //! preset over 1 000 000 stored executions under 100 ms (counters, not a scan);
 //! `fail-live` over 100 000 live executions with peak RSS under 256 MiB. Also reported:
 //! the full cleanup scan over the 1 000 000 executions, as after an unclean shutdown.

@@ -1,6 +1,6 @@
 //! Watcher benchmark on RocksDB: commit-to-handler latency (p50, p99) of single commits
 //! on an otherwise idle store, and throughput of a watcher catching up with a no-op
-//! handler. Targets (SPEC §9, issue 4): p99 under 1 ms on an idle machine; at least
+//! handler. Targets (CONTRACT §9): p99 under 1 ms on an idle machine; at least
 //! 200 000 events/s.
 //!
 //! `cargo bench -p brine-bench --bench watch -- [SAMPLES] [--json]` (or

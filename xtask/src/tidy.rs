@@ -1,4 +1,4 @@
-//! Structural checks of the workspace: the dependency direction of SPEC §1, documented
+//! Structural checks of the workspace: the dependency direction of CONTRACT §1, documented
 //! modules, and no unfinished code. Each runs as a `#[test]` too, so plain `cargo test`
 //! fails when a change breaks one.
 
@@ -112,7 +112,7 @@ impl Metadata {
     }
 }
 
-/// SPEC §1: model ← store ← backends; recovery, watch and purge reach no backend; only
+/// CONTRACT §1: model ← store ← backends; recovery, watch and purge reach no backend; only
 /// the CLI, benches and xtask name a backend; `anyhow` stays in binaries.
 pub fn dependency_direction(meta: &Metadata) -> Vec<String> {
     let mut problems = Vec::new();

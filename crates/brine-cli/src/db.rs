@@ -1,4 +1,4 @@
-//! `brine db`: the `bbolt` commands of seed 001 on a Brine store directory.
+//! `brine db`: Bacalhau's `bbolt` inspection commands on a Brine store directory.
 
 use std::io::Write;
 use std::path::PathBuf;

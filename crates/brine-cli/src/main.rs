@@ -1,11 +1,11 @@
-//! `brine`: the operator's command for Brine stores (SPEC §7).
+//! `brine`: the operator's command for Brine stores (CONTRACT §7).
 //!
 //! - `brine db check|buckets|keys|get|stats|compact PATH …`: the `bbolt` commands of
-//!   seed 001, on a Brine store directory of either kind;
+//!   Bacalhau's `bbolt` commands, on a Brine store directory of either kind;
 //! - `brine recover`: restart recovery with a policy table, printing its report;
 //! - `brine simulate`: the demo, a requester and a compute node under a workload with a
 //!   hard restart in the middle;
-//! - `brine purge` and `brine archive get`: purge old jobs to archive files (seed 004)
+//! - `brine purge` and `brine archive get`: purge old jobs to archive files (BOINC's `db_purge`)
 //!   and read them back;
 //! - `brine migrate status|up PATH`: a store's format version and the steps that
 //!   upgrade it.

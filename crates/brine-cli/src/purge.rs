@@ -1,4 +1,4 @@
-//! `brine purge` (the `db_purge` of seed 004) and `brine archive get`.
+//! `brine purge` (BOINC's `db_purge`) and `brine archive get`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

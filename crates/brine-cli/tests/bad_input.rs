@@ -284,7 +284,7 @@ async fn bad_environment_values_are_refused_naming_the_variable() {
     ] {
         let mut cmd = with_env(name, value);
         if expected.is_empty() {
-            // Harmless: the seed's name is a fallback under BRINE_NODE_ID; a bad log
+            // Harmless: Bacalhau's name is a fallback under BRINE_NODE_ID; a bad log
             // filter falls back to warnings. The store is found and recovered.
             cmd.assert().success();
             continue;

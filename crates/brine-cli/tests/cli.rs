@@ -264,15 +264,9 @@ fn simulate_runs_end_to_end_and_repeats_with_a_seed() {
     assert_eq!(a["requester_states"], b["requester_states"]);
     assert_eq!(a["operations"], b["operations"]);
 
-    let out = brine()
-        .args(["simulate", "--executions", "30", "--durability", "buffered", "--dir"])
-        .arg(dir.path().join("c"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(out).unwrap();
+    let text = stdout(
+        brine().args(["simulate", "--executions", "30", "--durability", "buffered", "--dir"]).arg(dir.path().join("c")),
+    );
     assert!(text.contains("hard restart after 15 jobs"), "{text}");
     assert!(text.trim_end().ends_with("check: OK"), "{text}");
     assert_eq!(stdout(brine().args(["db", "check"]).arg(dir.path().join("c/sim-node-compute.db"))), "OK\n");
@@ -282,15 +276,7 @@ fn simulate_runs_end_to_end_and_repeats_with_a_seed() {
 #[test]
 fn simulate_on_the_memory_backend_checks_by_the_same_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let out = brine()
-        .args(["simulate", "--backend", "memory", "--executions", "60", "--dir"])
-        .arg(dir.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(out).unwrap();
+    let text = stdout(brine().args(["simulate", "--backend", "memory", "--executions", "60", "--dir"]).arg(dir.path()));
     assert!(text.contains("inmemory stores in"), "{text}");
     assert!(text.contains("in memory the stores stay open"), "{text}");
     assert!(text.trim_end().ends_with("check: OK"), "{text}");

@@ -1,4 +1,4 @@
-//! Execution store checks (SPEC §3).
+//! Execution store checks (CONTRACT §3).
 
 use std::time::Duration;
 

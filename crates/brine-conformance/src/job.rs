@@ -1,4 +1,4 @@
-//! Job store checks (SPEC §3, requester).
+//! Job store checks (CONTRACT §3, requester).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! check by name. A backend is done when it passes the whole suite, not before. The suite
 //! is engine-agnostic: it depends on `brine-store` only.
 //!
-//! What is checked, by SPEC section:
+//! What is checked, by section of `docs/CONTRACT.md`:
 //!
 //! §3 execution store
 //! - create sets revision 1 and both times; duplicate id is `AlreadyExists`; bad input
@@ -63,7 +63,7 @@
 //!   [`job::requester_executions_by_job_and_node`], [`job::job_changes_are_logged`]);
 //! - purge: candidates, bundles, atomic purge with retained ids
 //!   ([`job::purge_archives_terminal_jobs_and_retains_their_ids`]);
-//! - the queue of seed 002 ([`queue::enqueue_grab_finish`], [`queue::grab_is_fifo_per_queue`],
+//! - the queue of the `compute.jobs` schema ([`queue::enqueue_grab_finish`], [`queue::grab_is_fifo_per_queue`],
 //!   [`queue::a_regrab_records_the_new_grab_time`],
 //!   [`queue::concurrent_grabbers_never_share_a_job`], [`queue::expire_idle_jobs`],
 //!   [`queue::touch_is_logged_and_keeps_versions`],

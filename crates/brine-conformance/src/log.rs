@@ -1,4 +1,4 @@
-//! Event log and checkpoint checks (SPEC §4).
+//! Event log and checkpoint checks (CONTRACT §4).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The queue operations of seed 002 (`compute.jobs`): enqueue, grab, finish, expire.
+//! The queue operations of the `compute.jobs` schema: enqueue, grab, finish, expire.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

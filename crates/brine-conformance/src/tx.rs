@@ -1,4 +1,4 @@
-//! Transactions, concurrency, close, and the error variants (SPEC §3).
+//! Transactions, concurrency, close, and the error variants (CONTRACT §3).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EvaluationId, ExecutionId, Job, JobId, NodeId, StateCode, Timestamp, ValidationError};
 
-/// The compute-side state of an execution (the seed's table, in its order).
+/// The compute-side state of an execution (Bacalhau's table, in its order).
 ///
 /// The discriminant is the stable one-byte code used in keys and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ impl fmt::Display for ExecutionState {
 impl FromStr for ExecutionState {
     type Err = String;
 
-    /// Accepts the plain name (`Running`) and the seed's long form
+    /// Accepts the plain name (`Running`) and Bacalhau's long form
     /// (`ExecutionStateRunning`), ignoring ASCII case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let short = s.get(..14).filter(|p| p.eq_ignore_ascii_case("ExecutionState")).map_or(s, |_| &s[14..]);

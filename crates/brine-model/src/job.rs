@@ -110,7 +110,7 @@ impl JobState {
         }
     }
 
-    /// The PostgreSQL queue status this state maps to (seed 002), if any.
+    /// The PostgreSQL queue status this state maps to (`compute.jobs`), if any.
     pub fn queue_status(self) -> Option<QueueStatus> {
         match self {
             JobState::Queued => Some(QueueStatus::Queued),
@@ -172,7 +172,7 @@ impl FromStr for JobState {
     }
 }
 
-/// The status column of seed 002's `compute.jobs` table.
+/// The status column of the `compute.jobs` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum QueueStatus {
     /// `queued`
@@ -288,7 +288,7 @@ pub struct Job {
     pub last_accessed_time: Timestamp,
 }
 
-/// The longest queue name (seed 002: `VARCHAR(32)`).
+/// The longest queue name (`compute.jobs`: `VARCHAR(32)`).
 pub const MAX_QUEUE_LEN: usize = 32;
 
 impl Job {

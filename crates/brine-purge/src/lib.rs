@@ -1,4 +1,4 @@
-//! Purge to archives, the `db_purge` of Brine (SPEC §6, seed 004).
+//! Purge to archives, the `db_purge` of Brine (CONTRACT §6).
 //!
 //! [`purge`] selects terminal jobs whose last change is at least `min_age` old, with
 //! everything that belongs to them, writes them to archive files in an archive

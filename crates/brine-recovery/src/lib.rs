@@ -1,5 +1,5 @@
-//! Restart recovery of a compute node's execution store (SPEC §5, seed 001 "Compute
-//! node restarts").
+//! Restart recovery of a compute node's execution store (`docs/CONTRACT.md` §5, after
+//! Bacalhau's "Compute node restarts").
 //!
 //! When a node opens its store it calls [`recover`]. Recovery reads the per-state
 //! counters (O(1) each), then applies a [`Policy`] table keyed by (job type, execution

@@ -157,7 +157,7 @@ pub struct Policy {
 pub const PRESETS: [&str; 2] = ["seed", "fail-live"];
 
 impl Policy {
-    /// The seed's table: no action for every state of every job type (the default).
+    /// Bacalhau's table: no action for every state of every job type (the default).
     pub fn seed() -> Policy {
         Policy { name: "seed".into(), table: std::array::from_fn(|_| std::array::from_fn(|_| Action::NoAction)) }
     }

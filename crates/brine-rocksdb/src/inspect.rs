@@ -1,5 +1,5 @@
 //! Operator access to a store of either kind, family by family: what `brine db` is
-//! built on (the `bbolt` commands of seed 001: check, buckets, keys, get, stats,
+//! built on (Bacalhau's `bbolt` inspection commands: check, buckets, keys, get, stats,
 //! compact).
 //!
 //! An [`Inspector`] opens an existing store (it never creates one), finds its kind from

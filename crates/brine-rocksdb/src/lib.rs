@@ -1,6 +1,6 @@
 //! The RocksDB backend: Brine's embedded default.
 //!
-//! One column family per bucket of seed 003 (`executions`, `execution_events`,
+//! One column family per bucket of Bacalhau's execution store (`executions`, `execution_events`,
 //! `idx_executions_by_job_id`, `idx_executions_by_state`, `events`, `checkpoints`) plus
 //! `meta`, and the job store's own families; `docs/FORMAT.md` gives every key and value
 //! layout. Keys are ordered byte strings built with `brine_store::keys`, so every index

@@ -1,6 +1,6 @@
-//! Where stores live and which backend serves them (SPEC §7), from the environment.
+//! Where stores live and which backend serves them (CONTRACT §7), from the environment.
 //!
-//! Each `BRINE_*` variable falls back to the seed's `BACALHAU_*` name. Paths default to
+//! Each `BRINE_*` variable falls back to Bacalhau's `BACALHAU_*` name. Paths default to
 //! `{BRINE_DIR}/{NODE_ID}-requester.db` and `{BRINE_DIR}/{NODE_ID}-compute.db`, with
 //! `BRINE_DIR` defaulting to `~/.brine`.
 
@@ -11,7 +11,7 @@ use std::str::FromStr;
 use brine_model::{NodeId, ValidationError};
 
 /// Which backend serves a store (`BRINE_COMPUTE_STORE_TYPE`, `BRINE_JOB_STORE_TYPE`;
-/// the seed's `boltdb` names the embedded default).
+/// Bacalhau's `boltdb` names the embedded default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreType {
     /// In memory, nothing kept across restarts.

@@ -1,4 +1,4 @@
-//! The compute node's execution store (seed 003).
+//! The compute node's execution store (Bacalhau's execution store).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The requester node's job store, with the queue operations of seed 002.
+//! The requester node's job store, with the queue operations of the `compute.jobs` schema.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +99,7 @@ pub trait JobStore: Send + Sync {
     /// Every execution placed on a node, newest modify time first.
     async fn get_executions_for_node(&self, node_id: &NodeId) -> Result<Vec<Execution>>;
 
-    /// Creates `job` in state `Queued` on `queue` (seed 002's `queued`).
+    /// Creates `job` in state `Queued` on `queue` (status `queued` in `compute.jobs`).
     async fn enqueue(&self, queue: &str, job: Job) -> Result<Job>;
 
     /// Moves the oldest queued job of `queue` to `Running` (`in-progress`), setting its

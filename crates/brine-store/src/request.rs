@@ -150,7 +150,7 @@ impl UpdateJobStateRequest {
     }
 }
 
-/// How a queued job ended (seed 002's `finished`).
+/// How a queued job ended (`finished` in `compute.jobs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     /// The job succeeded: status `complete`.

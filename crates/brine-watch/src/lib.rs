@@ -1,4 +1,4 @@
-//! Watchers of a Brine event log (SPEC §4): named followers that deliver entries in
+//! Watchers of a Brine event log (CONTRACT §4): named followers that deliver entries in
 //! sequence order to a handler in batches, checkpoint durably after each handled batch,
 //! retry a failing handler with exponential backoff and then block or skip, and react
 //! to a position that retention deleted. A [`Manager`] creates, looks up and stops

@@ -7,11 +7,11 @@
 //!
 //! | `BRINE_COMPUTE_STORE_TYPE` / `BRINE_JOB_STORE_TYPE` | backend |
 //! | --- | --- |
-//! | `rocksdb` (default), `boltdb` (the seed's name for the embedded store) | RocksDB at the configured path (cargo feature `rocksdb`, on by default) |
+//! | `rocksdb` (default), `boltdb` (Bacalhau's name for the embedded store) | RocksDB at the configured path (cargo feature `rocksdb`, on by default) |
 //! | `inmemory` | in memory; nothing is kept once the process ends |
 //! | `postgres` | not built into this release: refused with [`OpenError::Unavailable`] |
 //!
-//! Each variable falls back to the seed's `BACALHAU_*` name; [`StoreConfig`] documents
+//! Each variable falls back to Bacalhau's `BACALHAU_*` name; [`StoreConfig`] documents
 //! the paths. A build without the `rocksdb` feature compiles no C++ and refuses
 //! `rocksdb` with [`OpenError::Unavailable`], naming the feature.
 //!

@@ -38,7 +38,7 @@ async fn the_compute_store_type_chooses_the_backend() {
     assert!(survives_reopen(&rocks).await, "rocksdb keeps what was written");
     assert!(rocks.compute_store_path.join("CURRENT").exists());
 
-    // The seed's name for the embedded store is the same backend, the same data.
+    // Bacalhau's name for the embedded store is the same backend, the same data.
     let bolt = config(&[("BRINE_DIR", d), ("BACALHAU_COMPUTE_STORE_TYPE", "boltdb")]);
     assert_eq!(bolt.compute_store_type, StoreType::RocksDb);
     let store = brine::open_execution_store(&bolt).unwrap();

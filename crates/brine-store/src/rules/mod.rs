@@ -229,7 +229,7 @@ pub fn new_evaluation(mut eval: Evaluation, now: Timestamp) -> Result<Evaluation
     Ok(eval)
 }
 
-/// Checks a queue name (seed 002: at most 32 bytes).
+/// Checks a queue name (`compute.jobs`: at most 32 bytes).
 pub fn check_queue(queue: &str) -> Result<()> {
     Ok(validate_queue(queue)?)
 }
