@@ -3,9 +3,9 @@
 //! Every backend runs this suite unchanged. A backend crate implements [`Factory`] (open a
 //! fresh, empty pair of stores on a given clock, and optionally reopen them) and calls
 //! [`conformance_tests!`] from its `tests/` directory; the macro expands to one `#[test]`
-//! per suite function plus the model-based test, so `cargo test -p <backend>` lists every
-//! check by name. A backend is done when it passes the whole suite, not before. The suite
-//! is engine-agnostic: it depends on `brine-store` only.
+//! per suite function plus the two model-based tests, so `cargo test -p <backend>` lists
+//! every check by name. A backend is done when it passes the whole suite, not before. The
+//! suite is engine-agnostic: it depends on `brine-store` only.
 //!
 //! What is checked, by section of `docs/CONTRACT.md`:
 //!
@@ -83,7 +83,10 @@
 //!
 //! §9 model-based: [`model::check`] drives random operation sequences (with reopen
 //! steps where the backend persists) against the backend and a `BTreeMap` model and
-//! compares them after every step.
+//! compares them after every step; [`job_model::check`] does the same for the job store
+//! (versions, state changes, the queue, expire, evaluations, requester executions,
+//! history, delete and purge with its retained entries) against a plain model of the
+//! `JobStore` docs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -94,6 +97,7 @@ use brine_store::{Clock, ExecutionStore, JobStore};
 pub mod execution;
 mod fixtures;
 pub mod job;
+pub mod job_model;
 pub mod log;
 pub mod model;
 pub mod queue;
@@ -236,6 +240,12 @@ macro_rules! conformance_tests {
         fn model_based_state_machine() {
             let factory = $factory;
             $crate::model::check(&factory, $crate::model::cases_from_env());
+        }
+
+        #[test]
+        fn job_model_based_state_machine() {
+            let factory = $factory;
+            $crate::job_model::check(&factory, $crate::job_model::cases_from_env(), $crate::job_model::seed_from_env());
         }
     };
 }
