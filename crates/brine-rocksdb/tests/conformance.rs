@@ -65,3 +65,14 @@ brine_conformance::conformance_tests!(Rocks(Durability::Sync));
 fn model_based_buffered() {
     brine_conformance::model::check(&Rocks(Durability::Buffered), 16);
 }
+
+/// The job store's model test again on `Buffered` commits.
+#[test]
+fn job_model_based_buffered() {
+    let cases = brine_conformance::job_model::cases_from_env().min(16);
+    brine_conformance::job_model::check(
+        &Rocks(Durability::Buffered),
+        cases,
+        brine_conformance::job_model::seed_from_env(),
+    );
+}
