@@ -75,7 +75,8 @@ pub trait JobStore: Send + Sync {
     /// The evaluation with `id`.
     async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation>;
 
-    /// Replaces an evaluation's fields (its job and times are kept).
+    /// Replaces an evaluation's fields; its job, its namespace and its create time are
+    /// kept, and its modify time moves.
     async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation>;
 
     /// Removes an evaluation.
@@ -112,8 +113,9 @@ pub trait JobStore: Send + Sync {
     /// Records that the job was accessed now.
     async fn touch_job(&self, id: &JobId) -> Result<Job>;
 
-    /// Moves every queued or in-progress job not accessed for `idle_for` to `Expired`,
-    /// returning their ids.
+    /// Moves every queue job (one made by [`JobStore::enqueue`]) that is waiting or
+    /// running and was not accessed for `idle_for` to `Expired`, returning their ids
+    /// (`rules::expirable`). A job outside any queue never expires.
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>>;
 
     /// Up to `limit` terminal jobs last modified at or before `before`, oldest modify
