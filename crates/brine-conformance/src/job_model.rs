@@ -28,6 +28,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use crate::fixtures::{jid, Env};
+use crate::model::Rev;
 use crate::Factory;
 
 /// Job ids `j0..`.
@@ -51,14 +52,6 @@ const IDLE: [u64; 4] = [0, 5, 30, 100];
 const AGES: [u64; 3] = [0, 10, 60];
 /// Page size of history and listing reads: small, so paging is exercised.
 const PAGE: usize = 3;
-
-/// How an update's revision condition is chosen.
-#[derive(Debug, Clone, Copy)]
-enum Rev {
-    Any,
-    Current,
-    Stale,
-}
 
 /// One step of a generated sequence, in terms of the small id space.
 #[derive(Debug, Clone)]
@@ -857,10 +850,8 @@ fn call_for(model: &Model, op: &Op) -> Call {
             let mut req = UpdateJobStateRequest::new(id, *to, format!("to {to}"))
                 .expect_states(expect.iter().copied())
                 .unexpected_states(unexpected.iter().copied());
-            match rev {
-                Rev::Any => {}
-                Rev::Current => req = req.expect_revision(current),
-                Rev::Stale => req = req.expect_revision(current + 1),
+            if let Some(revision) = rev.expected(current) {
+                req = req.expect_revision(revision);
             }
             req.events = (0..*events).map(|i| test_event("s", i)).collect();
             Call::UpdateJobState(req)
@@ -921,10 +912,8 @@ fn call_for(model: &Model, op: &Op) -> Call {
                 .with_events((0..*events).map(|i| test_event("x", i)));
             req.new_values.compute_state = Some(ComputeState::new(*to, format!("to {to}")));
             req.new_values.node_id = node.map(node_id);
-            match rev {
-                Rev::Any => {}
-                Rev::Current => req = req.expect_revision(current),
-                Rev::Stale => req = req.expect_revision(current + 1),
+            if let Some(revision) = rev.expected(current) {
+                req = req.expect_revision(revision);
             }
             Call::UpdateExecution(req)
         }

@@ -15,12 +15,24 @@ const IDS: u8 = 6;
 const JOBS: u8 = 3;
 const NAMES: [&str; 3] = ["w0", "w1", ""];
 
-/// How an update's revision condition is chosen.
+/// How an update's revision condition is chosen (both model tests use it).
 #[derive(Debug, Clone, Copy)]
-enum Rev {
+pub(crate) enum Rev {
     Any,
     Current,
     Stale,
+}
+
+impl Rev {
+    /// The revision to expect of an object now at `current`: none, the current one, or
+    /// one that is stale.
+    pub(crate) fn expected(self, current: u64) -> Option<u64> {
+        match self {
+            Rev::Any => None,
+            Rev::Current => Some(current),
+            Rev::Stale => Some(current + 1),
+        }
+    }
 }
 
 /// One step of a generated sequence.
@@ -221,10 +233,8 @@ fn update_request(model: &Model, op: &Op) -> brine_store::UpdateExecutionRequest
         .expect_states(expect.iter().copied())
         .unexpected_states(unexpected.iter().copied())
         .with_events((0..*events).map(|i| event(&format!("u{i}"))));
-    match rev {
-        Rev::Any => {}
-        Rev::Current => req = req.expect_revision(current),
-        Rev::Stale => req = req.expect_revision(current + 1),
+    if let Some(revision) = rev.expected(current) {
+        req = req.expect_revision(revision);
     }
     req
 }
