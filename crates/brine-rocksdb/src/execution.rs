@@ -173,7 +173,7 @@ impl ExecutionStore for RocksExecutionStore {
     async fn get_live_executions(&self) -> Result<Vec<Execution>> {
         let mut all = Vec::new();
         for state in ExecutionState::LIVE {
-            all.extend(read_indexed(&self.engine, Cf::IdxExecutionsByState, &[state.code()])?);
+            all.extend(read_indexed(&self.engine, Cf::IdxExecutionsByState, &layout::in_state(state))?);
         }
         Ok(rules::newest_first(all))
     }

@@ -336,7 +336,7 @@ impl JobStore for RocksJobStore {
     async fn get_job(&self, id: &JobId) -> Result<Job> {
         match self.engine.get_value::<Job>(Cf::Jobs, &layout::job(id))? {
             Some(job) => Ok(job),
-            None => Err(rules::missing_job(id, self.engine.get_value::<String>(Cf::PurgedJobs, id.as_bytes())?)),
+            None => Err(rules::missing_job(id, self.engine.get_value::<String>(Cf::PurgedJobs, &layout::job(id))?)),
         }
     }
 
@@ -358,11 +358,11 @@ impl JobStore for RocksJobStore {
 
     async fn get_job_by_prefix(&self, prefix: &str) -> Result<Job> {
         let start = JobId::new(prefix)?;
-        if let Some(job) = self.engine.get_value::<Job>(Cf::Jobs, start.as_bytes())? {
+        if let Some(job) = self.engine.get_value::<Job>(Cf::Jobs, &layout::job(&start))? {
             return Ok(job);
         }
         let mut matches = Vec::new();
-        self.engine.scan_prefix(Cf::Jobs, start.as_bytes(), |k, v| {
+        self.engine.scan_prefix(Cf::Jobs, &layout::job(&start), |k, v| {
             matches.push(decode::<Job>(Cf::Jobs, k, v)?);
             Ok(matches.len() < rules::PREFIX_MATCHES)
         })?;
@@ -446,7 +446,9 @@ impl JobStore for RocksJobStore {
     }
 
     async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation> {
-        self.engine.get_required(Cf::Evaluations, id.as_bytes(), || StoreError::not_found(ObjectKind::Evaluation, id))
+        self.engine.get_required(Cf::Evaluations, &layout::evaluation(id), || {
+            StoreError::not_found(ObjectKind::Evaluation, id)
+        })
     }
 
     async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {

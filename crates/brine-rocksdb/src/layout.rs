@@ -61,9 +61,16 @@ pub enum Part {
     U8(&'static str),
 }
 
-/// The parts of `cf`'s key layout (none for `meta`, whose keys are listed in [`meta`]).
-pub fn parts(cf: Cf) -> Vec<Part> {
-    key_layout(cf)
+/// The parts of `cf`'s key layout (none for `meta`, whose keys are listed in [`meta`]),
+/// read from [`key_layout`] once per process.
+pub fn parts(cf: Cf) -> &'static [Part] {
+    static PARTS: std::sync::OnceLock<Vec<Vec<Part>>> = std::sync::OnceLock::new();
+    let all = PARTS.get_or_init(|| Cf::ALL.iter().map(|cf| parse_layout(key_layout(*cf))).collect());
+    Cf::ALL.iter().position(|c| *c == cf).map_or(&[], |i| all[i].as_slice())
+}
+
+fn parse_layout(layout: &'static str) -> Vec<Part> {
+    layout
         .split(' ')
         .filter_map(|part| {
             let (kind, rest) = part.split_once('(')?;
@@ -133,7 +140,7 @@ pub fn decode(cf: Cf, key: &[u8]) -> std::result::Result<Decoded<'_>, String> {
     let mut r = KeyReader::new(key);
     let mut out = Vec::new();
     for part in parts(cf) {
-        let (name, value) = match part {
+        let (name, value) = match *part {
             Part::Str(n) => (n, r.str().map(Value::Str)),
             Part::Last(n) => (n, r.last_str().map(Value::Str)),
             Part::U64(n) => (n, r.u64().map(Value::U64)),

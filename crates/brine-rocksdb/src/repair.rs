@@ -251,7 +251,7 @@ async fn repair_counters(
     let (mut txn, indexed) = blocking(move || {
         let mut indexed = [0u64; 9];
         for state in ExecutionState::ALL {
-            e.scan_prefix(Cf::IdxExecutionsByState, &[state.code()], |_, _| {
+            e.scan_prefix(Cf::IdxExecutionsByState, &layout::in_state(state), |_, _| {
                 indexed[usize::from(state.code())] += 1;
                 Ok(true)
             })?;
