@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's tasks, in Rust so they run wherever cargo does.
 //!
 //! - `ci`: formatting, clippy with warnings denied, then every test of the workspace
-//!   (the README's test command; `.ci/run` calls it);
+//!   against a throwaway PostgreSQL server (the README's test command; `.ci/run` calls it);
 //! - `demo`: builds and runs the demo (the README's demo command);
 //! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
@@ -10,11 +10,15 @@
 //! - `fuzz [SECONDS]`: runs every `cargo fuzz` target in `fuzz/` for SECONDS each
 //!   (default 60) on its corpus, with nightly Rust, installing `cargo-fuzz` when missing;
 //!   `ci` runs each for a few seconds;
+//! - `pg start|stop|url`: a local PostgreSQL server for the PostgreSQL tests: `start`
+//!   prints its URL (for `BRINE_TEST_DATABASE_URL`), `url` prints it again, `stop` stops
+//!   it and removes its cluster;
 //! - `tidy`: the project's structural checks (also run as `#[test]`s under plain
 //!   `cargo test`).
 //!
 //! It has almost no dependencies, so that it builds in seconds on a fresh machine.
 
+mod pg;
 mod system;
 mod tidy;
 
@@ -69,11 +73,13 @@ impl Totals {
     }
 }
 
-/// Runs `cargo test` over the workspace, echoing its output, and returns the totals.
-fn test_all() -> Result<Totals, String> {
-    eprintln!("\n==> cargo test");
+/// Runs `cargo test` over the workspace against the PostgreSQL server at `database_url`,
+/// echoing its output, and returns the totals.
+fn test_all(database_url: &str) -> Result<Totals, String> {
+    eprintln!("\n==> cargo test ({}={database_url})", pg::TEST_URL_VAR);
     let mut child = cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
+        .env(pg::TEST_URL_VAR, database_url)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cargo test: could not start: {e}"))?;
@@ -100,7 +106,13 @@ fn ci() -> Result<(), String> {
     system::ensure_packages()?;
     run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
     run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    test_all()?;
+    // The PostgreSQL tests are never skipped: no server, no CI. The server is stopped
+    // whether the tests pass or fail (and by the guard's drop on a panic).
+    let server = pg::Throwaway::start()?;
+    let tested = test_all(&server.url());
+    let stopped = server.stop();
+    tested?;
+    stopped?;
     fuzz(CI_FUZZ_SECONDS)?;
     Ok(())
 }
@@ -173,7 +185,7 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | fuzz [SECONDS] | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -185,6 +197,7 @@ fn main() -> ExitCode {
         Some("bench-watch") => bench("watch", &args[1..]),
         Some("bench-recovery") => bench("recovery", &args[1..]),
         Some("bench-purge") => bench("purge", &args[1..]),
+        Some("pg") => pg::command(&args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
             None => fuzz(60),

@@ -4,8 +4,9 @@ use std::process::Command;
 
 /// Debian packages the workspace needs: `librocksdb-sys` builds RocksDB from source
 /// and generates its bindings with libclang; the purge tests check archive files with
-/// the standard `gzip -t` and `zstd -t`.
-const PACKAGES: &[&str] = &["clang", "libclang-dev", "gzip", "zstd"];
+/// the standard `gzip -t` and `zstd -t`; the PostgreSQL tests need a real server, which
+/// `cargo xtask ci` runs from the `postgresql` packages (see `pg.rs`).
+const PACKAGES: &[&str] = &["clang", "libclang-dev", "gzip", "zstd", "postgresql"];
 
 fn installed(package: &str) -> Option<bool> {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().ok()?;
@@ -29,7 +30,7 @@ pub fn ensure_packages() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("==> installing system packages: {}", missing.join(" "));
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    let is_root = is_root();
     let apt = |args: &[&str]| -> Result<(), String> {
         let mut cmd = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
         if !is_root {
@@ -50,4 +51,9 @@ pub fn ensure_packages() -> Result<(), String> {
     let mut install = vec!["install", "-y", "-qq"];
     install.extend(&missing);
     apt(&install)
+}
+
+/// The current user is root (`id -u` prints 0).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }

@@ -1,0 +1,589 @@
+//! The shared core of a PostgreSQL store: the pool, one write (a database transaction
+//! that appends its event-log entries last), the commit notification and its listener.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use brine_store::model::{LogObject, Operation, Timestamp};
+use brine_store::{codec, Clock, Result, StoreError};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::Host;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use crate::error::{pg_error, OpenError};
+use crate::schema::{self, LOCK_CLASS};
+
+/// The channel every store notifies after a commit that appended to its log; the
+/// payload is the log's name.
+pub(crate) const CHANNEL: &str = "brine_log";
+
+/// How often a waiter re-reads the head when no notification arrives: the fallback
+/// when the listener's connection is down.
+const POLL: Duration = Duration::from_millis(500);
+
+/// How long the listener waits before reconnecting after its connection dropped.
+const RECONNECT: Duration = Duration::from_millis(200);
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections the store's pool opens (the listener has one more).
+    pub pool_size: usize,
+    /// Where timestamps come from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions { pool_size: 16, clock: Arc::new(brine_store::SystemClock) }
+    }
+}
+
+/// Who holds an explicit transaction: the tokio task, or the thread when it was begun
+/// outside any task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Holder {
+    fn current() -> Holder {
+        match tokio::task::try_id() {
+            Some(id) => Holder::Task(id),
+            None => Holder::Thread(std::thread::current().id()),
+        }
+    }
+}
+
+/// Whether a write shares the store with other writers or excludes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// A plain write: runs beside other plain writes (row locks order them).
+    Shared,
+    /// An explicit transaction (`begin_tx`): other writers of the store wait.
+    Exclusive,
+}
+
+/// What the background tasks share with the store.
+pub(crate) struct Shared {
+    pub(crate) pool: Pool,
+    /// The log's name (`requester`, `compute/<node>`).
+    pub(crate) log: String,
+    /// The newest head known to be committed; waiters watch it.
+    pub(crate) head: watch::Sender<u64>,
+    /// Wakes the notifier after a commit.
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Publishes a committed head (never moves backwards).
+    pub(crate) fn publish(&self, head: u64) {
+        self.head.send_if_modified(|h| {
+            let moved = head > *h;
+            if moved {
+                *h = head;
+            }
+            moved
+        });
+    }
+
+    /// Reads the committed head from the database and publishes it.
+    pub(crate) async fn refresh(&self) -> Result<u64> {
+        let conn = get(&self.pool).await?;
+        let row = conn
+            .query_one("SELECT last_seq FROM compute.logs WHERE name = $1", &[&self.log])
+            .await
+            .map_err(|e| pg_error("read the event log head", e))?;
+        let head = u64_of(row.get::<_, i64>(0));
+        self.publish(head);
+        Ok(head)
+    }
+}
+
+/// A store's core: the pool, its log, the clock and the tasks that notify and listen.
+pub(crate) struct Db {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The advisory-lock key of this store's writers (within [`LOCK_CLASS`]).
+    lock_key: i32,
+    tx_holder: Arc<Mutex<Option<Holder>>>,
+    pub(crate) store_id: String,
+    /// The compute node whose rows an execution store owns (empty for a job store).
+    node: String,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(default database)"))
+}
+
+/// Classifies a failure to connect.
+fn connect_error(config: &tokio_postgres::Config, e: tokio_postgres::Error) -> OpenError {
+    use tokio_postgres::error::SqlState;
+    let target = target(config);
+    match e.code() {
+        Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            OpenError::Authentication { target, reason: e.as_db_error().map_or(e.to_string(), |d| d.message().into()) }
+        }
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => OpenError::NoDatabase {
+            database: config.get_dbname().unwrap_or("").to_owned(),
+            target: target.rsplit_once('/').map_or(target.clone(), |(h, _)| h.to_owned()),
+        },
+        _ => {
+            let reason = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+            OpenError::Unreachable { target, reason }
+        }
+    }
+}
+
+/// A pooled connection, mapping pool failures to store errors.
+pub(crate) async fn get(pool: &Pool) -> Result<Object> {
+    match pool.get().await {
+        Ok(conn) => Ok(conn),
+        Err(PoolError::Closed) => Err(StoreError::Closed),
+        Err(PoolError::Backend(e)) => Err(pg_error("connect to PostgreSQL", e)),
+        Err(e) => Err(StoreError::backend("get a PostgreSQL connection", e)),
+    }
+}
+
+/// A stable 32-bit key of `name` (FNV-1a), for advisory locks.
+fn lock_key(name: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(h.to_ne_bytes())
+}
+
+impl Db {
+    /// Connects, migrates the schema, registers the log `log` and starts the notifier
+    /// and the listener.
+    pub(crate) async fn open(
+        url: &str,
+        log: String,
+        node: String,
+        options: &PgOptions,
+    ) -> std::result::Result<Arc<Db>, OpenError> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| OpenError::BadUrl { reason: e.to_string() })?;
+        let database = config.get_dbname().or(config.get_user()).unwrap_or("postgres").to_owned();
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| OpenError::Store(StoreError::backend("build the connection pool", e)))?;
+        let mut first = match pool.get().await {
+            Ok(c) => c,
+            Err(PoolError::Backend(e)) => return Err(connect_error(&config, e)),
+            Err(PoolError::Timeout(_)) => {
+                return Err(OpenError::Unreachable { target: target(&config), reason: "timed out".into() })
+            }
+            Err(e) => return Err(OpenError::Store(StoreError::backend("get a PostgreSQL connection", e))),
+        };
+        schema::migrate(&mut first, &database).await?;
+        let new_id = brine_store::new_store_id();
+        first
+            .execute(
+                "INSERT INTO compute.logs (name, store_id) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&log, &new_id],
+            )
+            .await
+            .map_err(|e| OpenError::Store(pg_error("register the event log", e)))?;
+        let row = first
+            .query_one("SELECT store_id, last_seq FROM compute.logs WHERE name = $1", &[&log])
+            .await
+            .map_err(|e| OpenError::Store(pg_error("read the event log", e)))?;
+        let (store_id, head): (String, i64) = (row.get(0), row.get(1));
+        if !node.is_empty() {
+            first
+                .execute(
+                    "INSERT INTO compute.execution_counts (node, state, count) \
+                     SELECT $1, s::smallint, 0 FROM generate_series(0, 8) AS s ON CONFLICT (node, state) DO NOTHING",
+                    &[&node],
+                )
+                .await
+                .map_err(|e| OpenError::Store(pg_error("create the state counters", e)))?;
+        }
+        drop(first);
+        let shared = Arc::new(Shared {
+            pool,
+            head: watch::channel(u64_of(head)).0,
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            log: log.clone(),
+        });
+        let tasks =
+            vec![tokio::spawn(notifier(Arc::clone(&shared))), tokio::spawn(listener(Arc::clone(&shared), config))];
+        Ok(Arc::new(Db {
+            shared,
+            clock: Arc::clone(&options.clock),
+            lock_key: lock_key(&log),
+            tx_holder: Arc::new(Mutex::new(None)),
+            store_id,
+            node,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    /// The compute node whose rows an execution store owns.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// A connection for reading.
+    pub(crate) async fn read(&self) -> Result<Object> {
+        self.check_open()?;
+        get(&self.shared.pool).await
+    }
+
+    /// Starts a write: a database transaction holding the store's advisory lock,
+    /// shared for a plain write, exclusive for an explicit transaction.
+    ///
+    /// A plain write from the task that holds this store's explicit transaction would
+    /// wait for itself: it fails with `TransactionHeld`.
+    pub(crate) async fn begin(self: &Arc<Self>, access: Access) -> Result<Write> {
+        self.check_open()?;
+        if access == Access::Shared
+            && *self.tx_holder.lock().unwrap_or_else(PoisonError::into_inner) == Some(Holder::current())
+        {
+            return Err(StoreError::TransactionHeld);
+        }
+        let conn = get(&self.shared.pool).await?;
+        let mut write = Write { conn: Some(conn), db: Arc::clone(self), log: Vec::new(), holder: false };
+        write.conn()?.batch_execute("BEGIN").await.map_err(|e| pg_error("begin a transaction", e))?;
+        let lock = match access {
+            Access::Shared => "SELECT pg_advisory_xact_lock_shared($1, $2)",
+            Access::Exclusive => "SELECT pg_advisory_xact_lock($1, $2)",
+        };
+        write.execute(lock, &[&LOCK_CLASS, &self.lock_key]).await?;
+        if access == Access::Exclusive {
+            *self.tx_holder.lock().unwrap_or_else(PoisonError::into_inner) = Some(Holder::current());
+            write.holder = true;
+        }
+        self.check_open()?;
+        Ok(write)
+    }
+
+    /// Starts a read of one consistent state: a read-only, repeatable-read transaction.
+    /// End it with [`Write::commit`]; dropped, its connection is discarded.
+    pub(crate) async fn snapshot(self: &Arc<Self>) -> Result<Write> {
+        self.check_open()?;
+        let conn = get(&self.shared.pool).await?;
+        let write = Write { conn: Some(conn), db: Arc::clone(self), log: Vec::new(), holder: false };
+        write
+            .conn()?
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg_error("begin a snapshot", e))?;
+        Ok(write)
+    }
+
+    /// Closes the store: later operations fail with `Closed`, waiters are released, the
+    /// background tasks stop and the pool's connections close.
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.head.send_modify(|_| {});
+        for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            task.abort();
+        }
+        self.shared.pool.close();
+    }
+
+    /// Resolves once the committed head is above `after`; returns it.
+    pub(crate) async fn wait_for(&self, after: u64) -> Result<u64> {
+        let mut rx = self.shared.head.subscribe();
+        self.check_open()?;
+        // Another process may have committed since the last notification.
+        let head = self.shared.refresh().await?;
+        if head > after {
+            return Ok(head);
+        }
+        loop {
+            self.check_open()?;
+            let head = *rx.borrow_and_update();
+            if head > after {
+                return Ok(head);
+            }
+            if tokio::time::timeout(POLL, rx.changed()).await.is_err() {
+                // No notification: the listener may be reconnecting; look for ourselves.
+                self.shared.refresh().await?;
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Sends the commit notification: one `pg_notify` for any number of commits since the
+/// last one, outside the writing transactions (a NOTIFY inside a transaction takes a
+/// global lock at its commit).
+async fn notifier(shared: Arc<Shared>) {
+    loop {
+        shared.notify.notified().await;
+        let sent = async {
+            let conn = get(&shared.pool).await?;
+            conn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &shared.log])
+                .await
+                .map_err(|e| pg_error("notify the listeners", e))
+        }
+        .await;
+        if let Err(e) = sent {
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            tracing::warn!(log = %shared.log, error = %e, "brine-postgres: commit notification not sent; listeners fall back to polling");
+            tokio::time::sleep(RECONNECT).await;
+        }
+    }
+}
+
+/// Follows the notification channel on a connection of its own; on each notification
+/// for this log, reads the head and publishes it. Reconnects after the connection
+/// drops, and reads the head after every (re)connection, so nothing committed while it
+/// was away is missed.
+async fn listener(shared: Arc<Shared>, config: tokio_postgres::Config) {
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = listen_once(&shared, &config).await {
+            tracing::debug!(log = %shared.log, error = %e, "brine-postgres: listener connection ended; reconnecting");
+        }
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+async fn listen_once(
+    shared: &Shared,
+    config: &tokio_postgres::Config,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    let _abort = AbortOnDrop(driver);
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // Catch up with whatever committed before the LISTEN took effect.
+    let _ = shared.refresh().await;
+    while let Some(payload) = rx.recv().await {
+        if payload == shared.log {
+            // Coalesce: one read for every notification queued meanwhile.
+            while rx.try_recv().is_ok() {}
+            let _ = shared.refresh().await;
+        }
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One entry waiting to be appended to the log when its write commits.
+pub(crate) struct Pending {
+    operation: Operation,
+    object: LogObject,
+    now: Timestamp,
+}
+
+/// One write in progress: a database transaction on a pooled connection, with the log
+/// entries it will append. Dropped before [`Write::commit`], its connection is
+/// discarded, which rolls the transaction back on the server (a connection in the
+/// middle of a transaction never returns to the pool).
+pub(crate) struct Write {
+    conn: Option<Object>,
+    db: Arc<Db>,
+    log: Vec<Pending>,
+    holder: bool,
+}
+
+impl Write {
+    fn conn(&self) -> Result<&Object> {
+        self.conn.as_ref().ok_or(StoreError::Closed)
+    }
+
+    /// The store this write belongs to.
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// Runs a statement (prepared once per connection).
+    pub(crate) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let conn = self.conn()?;
+        let statement = conn.prepare_cached(sql).await.map_err(|e| statement_error(sql, e))?;
+        conn.execute(&statement, params).await.map_err(|e| statement_error(sql, e))
+    }
+
+    /// Runs a query (prepared once per connection).
+    pub(crate) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let conn = self.conn()?;
+        let statement = conn.prepare_cached(sql).await.map_err(|e| statement_error(sql, e))?;
+        conn.query(&statement, params).await.map_err(|e| statement_error(sql, e))
+    }
+
+    /// Runs a query that returns at most one row.
+    pub(crate) async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Queues an event-log entry, appended at commit.
+    pub(crate) fn log(&mut self, operation: Operation, object: LogObject, now: Timestamp) {
+        self.log.push(Pending { operation, object, now });
+    }
+
+    /// Appends the queued log entries, taking the log's head row as the last step, and
+    /// commits; then publishes the new head and wakes the notifier. Returns the head
+    /// (the last sequence number appended, or 0 when nothing was).
+    pub(crate) async fn commit(mut self) -> Result<u64> {
+        self.db.check_open()?;
+        let head = self.append_log().await?;
+        self.conn()?.batch_execute("COMMIT").await.map_err(|e| pg_error("commit", e))?;
+        let conn = self.conn.take();
+        drop(conn);
+        if let Some(head) = head {
+            self.db.shared.publish(head);
+            self.db.shared.notify.notify_one();
+        }
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn append_log(&mut self) -> Result<Option<u64>> {
+        if self.log.is_empty() {
+            return Ok(None);
+        }
+        let pending = std::mem::take(&mut self.log);
+        let n = pending.len() as i64;
+        let times: Vec<i64> = pending.iter().map(|p| i64_of(p.now.as_nanos())).collect();
+        let types: Vec<i16> = pending.iter().map(|p| object_type_code(&p.object)).collect();
+        let operations: Vec<i16> = pending.iter().map(|p| operation_code(p.operation)).collect();
+        let entries: Vec<Vec<u8>> = pending.iter().map(|p| codec::encode(&p.object)).collect();
+        let rows = self
+            .query(
+                "WITH head AS (UPDATE compute.logs SET last_seq = last_seq + $2 WHERE name = $1 RETURNING last_seq) \
+                 INSERT INTO compute.log_entries (log, seq, created_ns, object_type, operation, entry) \
+                 SELECT $1, head.last_seq - $2 + e.ord, e.created_ns, e.object_type, e.operation, e.entry \
+                 FROM head, unnest($3::bigint[], $4::smallint[], $5::smallint[], $6::bytea[]) \
+                 WITH ORDINALITY AS e(created_ns, object_type, operation, entry, ord) \
+                 RETURNING seq",
+                &[&self.db.shared.log, &n, &times, &types, &operations, &entries],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| u64_of(r.get::<_, i64>(0))).max())
+    }
+
+    /// Ends the transaction without writing anything.
+    pub(crate) async fn rollback(mut self) -> Result<()> {
+        if let Some(conn) = &self.conn {
+            if conn.batch_execute("ROLLBACK").await.is_ok() {
+                // Back to the pool in a clean state.
+                let conn = self.conn.take();
+                drop(conn);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Write {
+    fn drop(&mut self) {
+        if self.holder {
+            *self.db.tx_holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        if let Some(conn) = self.conn.take() {
+            // Still inside a transaction: close the connection, so the server rolls it
+            // back and releases its locks, rather than return it to the pool.
+            drop(Object::take(conn));
+        }
+    }
+}
+
+/// A failed statement as a store error naming the statement.
+pub(crate) fn statement_error(sql: &str, e: tokio_postgres::Error) -> StoreError {
+    let words: Vec<&str> = sql.split_whitespace().take(4).collect();
+    pg_error(&format!("PostgreSQL statement `{} …`", words.join(" ")), e)
+}
+
+/// A `BIGINT` column as the unsigned number Brine stores in it.
+pub(crate) fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// An unsigned number as a `BIGINT` (saturating at `i64::MAX`).
+pub(crate) fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A timestamp as a `TIMESTAMPTZ` (microseconds; the exact value is in the record).
+pub(crate) fn system_time(t: Timestamp) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_nanos(t.as_nanos())
+}
+
+pub(crate) fn object_type_code(object: &LogObject) -> i16 {
+    object_type_code_of(object.object_type())
+}
+
+pub(crate) fn object_type_code_of(object_type: brine_store::model::ObjectType) -> i16 {
+    use brine_store::model::ObjectType;
+    match object_type {
+        ObjectType::Execution => 0,
+        ObjectType::Job => 1,
+        ObjectType::Evaluation => 2,
+        ObjectType::Custom => 3,
+    }
+}
+
+pub(crate) fn operation_code(operation: Operation) -> i16 {
+    match operation {
+        Operation::Create => 0,
+        Operation::Update => 1,
+        Operation::Delete => 2,
+    }
+}
+
+pub(crate) fn operation_of(code: i16) -> Option<Operation> {
+    Operation::ALL.into_iter().find(|o| operation_code(*o) == code)
+}

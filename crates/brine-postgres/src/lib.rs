@@ -1,0 +1,67 @@
+//! The PostgreSQL backend of Brine: where a platform goes when one node is not enough.
+//! Several requester processes (and compute nodes) share one database.
+//!
+//! The library owns its schema, `compute` ([`schema`]): the seed's `compute.meta` and
+//! `compute.jobs`, with Brine's other data in added columns and tables
+//! (`docs/POSTGRES.md` documents every one). Opening a store migrates the schema under
+//! an advisory lock, so any number of processes may open a fresh database at once.
+//!
+//! Design choices, each because several processes share the data:
+//! - **Rows are locked, not the store.** A write locks the rows it reads
+//!   (`SELECT … FOR UPDATE`); conditional updates read the current revision under that
+//!   lock, so no update is lost across processes. An explicit transaction
+//!   (`ExecutionStore::begin_tx`) takes its store's advisory lock exclusively, plain
+//!   writes take it shared: "other writers wait" holds across processes too.
+//! - **The event log is numbered at commit.** Each log's head row is updated as the last
+//!   statement of the writing transaction, so sequence numbers are gap-free in commit
+//!   order across processes (no sequence object with gap detection).
+//! - **Watchers are pushed, not polled.** After a commit, one `pg_notify` per burst of
+//!   commits (never inside the writing transaction: NOTIFY takes a global lock at
+//!   commit); a listener connection per store wakes waiters and reconnects on its own,
+//!   and a slow poll covers the time it is away.
+//! - **The job store's decisions are the other backends'.** Its writes run
+//!   `brine_store::job_write` over rows loaded in the transaction (see [`PgJobStore`]).
+//! - **Values are the codec's bytes.** Records are `BYTEA` in the versioned codec every
+//!   persistent backend shares (`brine_store::codec`); the columns queries filter and
+//!   order on are plain columns beside them.
+//!
+//! It depends on `brine-store` and the driver only; nothing here knows RocksDB.
+
+mod db;
+mod error;
+mod execution;
+mod job;
+mod log;
+pub mod schema;
+
+pub use db::PgOptions;
+pub use error::OpenError;
+pub use execution::PgExecutionStore;
+pub use job::PgJobStore;
+
+use brine_store::model::NodeId;
+
+/// The name of a compute node's event log.
+fn compute_log(node: &NodeId) -> String {
+    format!("compute/{node}")
+}
+
+/// The name of the requester's event log (one job store per database).
+const REQUESTER_LOG: &str = "requester";
+
+/// Opens the execution store of compute node `node` in the database at `url` (a
+/// `postgresql://` URL or a `key=value` connection string), migrating the schema first.
+///
+/// Stores of several nodes share one database: each node's executions, counters and log
+/// are its own.
+pub async fn open_execution_store(url: &str, node: &NodeId, options: PgOptions) -> Result<PgExecutionStore, OpenError> {
+    let db = db::Db::open(url, compute_log(node), node.as_str().to_owned(), &options).await?;
+    Ok(PgExecutionStore { db })
+}
+
+/// Opens the requester's job store in the database at `url`, migrating the schema
+/// first. Every requester process that opens the same database shares its jobs.
+pub async fn open_job_store(url: &str, options: PgOptions) -> Result<PgJobStore, OpenError> {
+    let db = db::Db::open(url, REQUESTER_LOG.to_owned(), String::new(), &options).await?;
+    Ok(PgJobStore { db })
+}
