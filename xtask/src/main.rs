@@ -7,6 +7,8 @@
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
 //! - `bench-recovery`: recovery over 1 000 000 executions on RocksDB (time, peak RSS);
 //! - `bench-purge`: purge of 1 000 000 executions across 100 000 jobs with zstd;
+//! - `bench-pg [N]`: the PostgreSQL backend beside raw SQL at 1, 16 and 64 connections,
+//!   on a throwaway server with its default durability;
 //! - `fuzz [SECONDS]`: runs every `cargo fuzz` target in `fuzz/` for SECONDS each
 //!   (default 60) on its corpus, with nightly Rust, installing `cargo-fuzz` when missing;
 //!   `ci` runs each for a few seconds;
@@ -108,7 +110,7 @@ fn ci() -> Result<(), String> {
     run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The PostgreSQL tests are never skipped: no server, no CI. The server is stopped
     // whether the tests pass or fail (and by the guard's drop on a panic).
-    let server = pg::Throwaway::start()?;
+    let server = pg::Throwaway::start(pg::Durability::Off)?;
     let tested = test_all(&server.url());
     let stopped = server.stop();
     tested?;
@@ -184,8 +186,25 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
     )
 }
 
+/// Runs the PostgreSQL harness against a throwaway server with the server's default
+/// durability (every commit fsynced), stopping the server afterwards.
+fn bench_pg(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    let server = pg::Throwaway::start(pg::Durability::Default)?;
+    let ran = run(
+        "brine-bench-pg (release build)",
+        cargo()
+            .args(["bench", "--quiet", "-p", "brine-bench-pg", "--bench", "pg", "--"])
+            .args(args)
+            .env(pg::TEST_URL_VAR, server.url()),
+    );
+    let stopped = server.stop();
+    ran?;
+    stopped
+}
+
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -197,6 +216,7 @@ fn main() -> ExitCode {
         Some("bench-watch") => bench("watch", &args[1..]),
         Some("bench-recovery") => bench("recovery", &args[1..]),
         Some("bench-purge") => bench("purge", &args[1..]),
+        Some("bench-pg") => bench_pg(&args[1..]),
         Some("pg") => pg::command(&args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {

@@ -71,10 +71,10 @@ pub struct Throwaway {
 impl Throwaway {
     /// Starts a fresh server, after stopping those that earlier `ci` runs left behind
     /// when they were killed. Fails naming why the server could not start.
-    pub fn start() -> Result<Throwaway, String> {
+    pub fn start(durability: Durability) -> Result<Throwaway, String> {
         sweep_abandoned();
         let dir = std::env::temp_dir().join(format!("{CI_PREFIX}{}", std::process::id()));
-        let cluster = Cluster { throwaway: true, ..Cluster::at(dir)? };
+        let cluster = Cluster { throwaway: true, durability, ..Cluster::at(dir)? };
         // Held before starting, so that a half-started server is stopped too.
         let server = Throwaway { cluster: Some(cluster) };
         server.cluster.as_ref().map_or(Ok(()), Cluster::start)?;
@@ -133,6 +133,18 @@ struct Cluster {
     owner: Option<(u32, u32)>,
     /// A `ci` server: its directory, log included, is removed when it fails to start.
     throwaway: bool,
+    /// Whether commits are durable (`fsync` and `synchronous_commit` on, the server's
+    /// defaults), as benchmarks need; tests run without.
+    durability: Durability,
+}
+
+/// How a server commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// No fsync, no synchronous commit: fast, for tests only.
+    Off,
+    /// The server's defaults: every commit is fsynced before it is acknowledged.
+    Default,
 }
 
 impl Cluster {
@@ -140,7 +152,7 @@ impl Cluster {
     fn at(dir: PathBuf) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         let owner = if crate::system::is_root() { Some(postgres_user()?) } else { None };
-        Ok(Cluster { dir, bin, owner, throwaway: false })
+        Ok(Cluster { dir, bin, owner, throwaway: false, durability: Durability::Off })
     }
 
     fn data(&self) -> PathBuf {
@@ -224,9 +236,12 @@ impl Cluster {
         }
 
         eprintln!("==> PostgreSQL: starting the server");
+        let unsafe_speed = match self.durability {
+            Durability::Off => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off ",
+            Durability::Default => "",
+        };
         let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=400 -c shared_buffers=128MB",
+            "-k {} -c listen_addresses='' {unsafe_speed}-c max_connections=400 -c shared_buffers=128MB",
             shell_quote(&self.dir.to_string_lossy())
         );
         let mut start = self.tool("pg_ctl");

@@ -14,7 +14,7 @@ const BACKENDS: &[&str] = &["brine-memory", "brine-rocksdb", "brine-postgres"];
 const ENGINES: &[&str] =
     &["rocksdb", "librocksdb-sys", "tokio-postgres", "postgres", "postgres-protocol", "sqlx", "diesel"];
 /// Crates allowed to name a concrete backend as a normal dependency.
-const BACKEND_USERS: &[&str] = &["brine-cli", "brine-bench", "xtask"];
+const BACKEND_USERS: &[&str] = &["brine-cli", "brine-bench", "brine-bench-pg", "xtask"];
 /// The facade library: it opens whichever backend the configuration names, so it may
 /// name the backends (each behind a cargo feature but the in-memory one).
 const FACADE: &str = "brine";

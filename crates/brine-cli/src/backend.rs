@@ -14,6 +14,8 @@ pub(crate) enum BackendArg {
     Memory,
     /// Embedded RocksDB on local disk (the default).
     Rocksdb,
+    /// The PostgreSQL database `--database-url` (or BRINE_DATABASE_URL) names.
+    Postgres,
 }
 
 impl From<BackendArg> for StoreType {
@@ -21,8 +23,25 @@ impl From<BackendArg> for StoreType {
         match b {
             BackendArg::Memory => StoreType::InMemory,
             BackendArg::Rocksdb => StoreType::RocksDb,
+            BackendArg::Postgres => StoreType::Postgres,
         }
     }
+}
+
+/// Applies `--database-url` over BRINE_DATABASE_URL, and refuses a postgres backend
+/// without either, naming both.
+pub(crate) fn database_url(
+    config: &mut brine::StoreConfig,
+    backend: StoreType,
+    flag: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(url) = flag {
+        config.database_url = Some(url);
+    }
+    if backend == StoreType::Postgres && config.database_url.is_none() {
+        anyhow::bail!("the postgres backend needs a database: give --database-url URL or set BRINE_DATABASE_URL");
+    }
+    Ok(())
 }
 
 /// The backend to open: the flag's, else the configured one. A `--store` path names a

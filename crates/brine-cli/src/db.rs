@@ -23,10 +23,15 @@ pub(crate) struct DbArgs {
 enum DbCommand {
     /// Verify the store: values decode, indexes match records, counters match, the event
     /// log has no gap, checkpoints are at or below the head. Prints OK or each problem;
-    /// exits with 2 when there are problems.
+    /// exits with 2 when there are problems. With `--database-url`, checks every store in
+    /// a PostgreSQL database instead (the job store and each compute node's).
     Check {
         /// The store directory.
-        path: PathBuf,
+        #[arg(required_unless_present = "database_url")]
+        path: Option<PathBuf>,
+        /// Check the stores of this PostgreSQL database (instead of a directory).
+        #[arg(long, value_name = "URL", conflicts_with = "path")]
+        database_url: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -120,10 +125,48 @@ fn key_bytes(text: &str) -> anyhow::Result<Vec<u8>> {
     parse_printable(text).map_err(|e| anyhow!("bad key {text:?}: {}", e.reason))
 }
 
+/// Prints a check report as `db check` does, and says whether it is clean.
+fn print_check(report: &brine_store::CheckReport, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        let problems: Vec<_> =
+            report.problems.iter().map(|p| json!({ "cf": p.place, "key": p.key, "problem": p.what })).collect();
+        ui::print_json(&json!({
+            "ok": report.is_ok(),
+            "keys_checked": report.keys_checked,
+            "problems": problems,
+        }))?;
+    } else if report.is_ok() {
+        println!("OK");
+    } else {
+        for p in &report.problems {
+            println!("{p}");
+        }
+        println!("{} problem(s) in {} keys", report.problems.len(), report.keys_checked);
+    }
+    Ok(if report.is_ok() { Outcome::Ok } else { Outcome::Problems })
+}
+
+/// `db check --database-url`: every store of a PostgreSQL database, one report.
+async fn check_database(url: &str, json: bool) -> anyhow::Result<Outcome> {
+    let stores = brine_postgres::check_database(url, brine_postgres::PgOptions::default()).await?;
+    let mut all = brine_store::CheckReport::default();
+    for (store, report) in stores {
+        tracing::debug!(store, keys = report.keys_checked, problems = report.problems.len(), "checked");
+        all.keys_checked += report.keys_checked;
+        for p in report.problems {
+            all.problem(format!("{store}: {}", p.place), p.key, p.what);
+        }
+    }
+    print_check(&all, json)
+}
+
 pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
+    if let DbCommand::Check { database_url: Some(url), json, .. } = &args.command {
+        return check_database(url, *json).await;
+    }
     let path = match &args.command {
-        DbCommand::Check { path, .. }
-        | DbCommand::Buckets { path, .. }
+        DbCommand::Check { path, .. } => path.clone().context("give the store directory or --database-url")?,
+        DbCommand::Buckets { path, .. }
         | DbCommand::Keys { path, .. }
         | DbCommand::Get { path, .. }
         | DbCommand::Stats { path, .. }
@@ -143,27 +186,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
     let outcome = match command {
         DbCommand::Check { json, .. } => {
             let report = blocking(ins, |i| Ok(i.check()?)).await?;
-            if json {
-                let problems: Vec<_> =
-                    report.problems.iter().map(|p| json!({ "cf": p.place, "key": p.key, "problem": p.what })).collect();
-                ui::print_json(&json!({
-                    "ok": report.is_ok(),
-                    "keys_checked": report.keys_checked,
-                    "problems": problems,
-                }))?;
-            } else if report.is_ok() {
-                println!("OK");
-            } else {
-                for p in &report.problems {
-                    println!("{p}");
-                }
-                println!("{} problem(s) in {} keys", report.problems.len(), report.keys_checked);
-            }
-            if report.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Problems
-            }
+            print_check(&report, json)?
         }
         DbCommand::Buckets { json, .. } => {
             let names: Vec<&str> = ins.families().iter().map(|c| c.name()).collect();

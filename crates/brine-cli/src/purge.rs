@@ -24,6 +24,9 @@ pub(crate) struct PurgeArgs {
     /// empty, so there is nothing to purge.
     #[arg(long, value_enum)]
     backend: Option<crate::backend::BackendArg>,
+    /// The PostgreSQL database of the postgres backend (default: BRINE_DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Where archive files and the index go (default: {BRINE_DIR}/archive for a requester
     /// store, {BRINE_DIR}/archive-compute for a compute store; created if missing).
     #[arg(long, value_name = "DIR")]
@@ -85,20 +88,20 @@ fn default_archive_dir() -> anyhow::Result<PathBuf> {
 
 /// Opens the store to purge through the facade: on RocksDB the store at the path, as
 /// whichever kind it is; in memory an (empty) job store.
-fn open_source(mut config: StoreConfig, path: Option<PathBuf>) -> anyhow::Result<Source> {
+async fn open_source(mut config: StoreConfig, path: Option<PathBuf>) -> anyhow::Result<Source> {
     let options = brine::Options { create_if_missing: false, ..brine::Options::default() };
     if config.job_store_type != StoreType::RocksDb {
-        return Ok(Source::Jobs(brine::open_job_store_with(&config, &options)?));
+        return Ok(Source::Jobs(brine::open_job_store_with(&config, &options).await?));
     }
     let path = path.unwrap_or_else(|| config.job_store_path.clone());
     Ok(match brine_rocksdb::store_kind_at(&path)? {
         StoreKind::Requester => {
             config.job_store_path = path;
-            Source::Jobs(brine::open_job_store_with(&config, &options)?)
+            Source::Jobs(brine::open_job_store_with(&config, &options).await?)
         }
         StoreKind::Compute => {
             (config.compute_store_type, config.compute_store_path) = (StoreType::RocksDb, path);
-            Source::Executions(brine::open_execution_store_with(&config, &options)?)
+            Source::Executions(brine::open_execution_store_with(&config, &options).await?)
         }
     })
 }
@@ -141,7 +144,9 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     }
     let mut config = StoreConfig::from_env()?;
     config.job_store_type = crate::backend::choose(args.backend, config.job_store_type, args.store.as_deref())?;
-    let source = open_source(config, args.store)?;
+    let backend = config.job_store_type;
+    crate::backend::database_url(&mut config, backend, args.database_url.clone())?;
+    let source = open_source(config, args.store).await?;
     let archive_dir = match (args.archive_dir, &source) {
         (Some(d), _) => d,
         (None, Source::Jobs(_)) => default_archive_dir()?,

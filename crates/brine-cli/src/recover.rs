@@ -20,6 +20,9 @@ pub(crate) struct RecoverArgs {
     /// starts empty.
     #[arg(long, value_enum)]
     backend: Option<crate::backend::BackendArg>,
+    /// The PostgreSQL database of the postgres backend (default: BRINE_DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Compute and print the report, change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -100,11 +103,13 @@ pub(crate) async fn run(args: RecoverArgs) -> anyhow::Result<Outcome> {
     let policy = load_policy(args.policy.as_deref(), args.preset.as_deref())?;
     let mut config = StoreConfig::from_env()?;
     config.compute_store_type = crate::backend::choose(args.backend, config.compute_store_type, args.store.as_deref())?;
+    let backend = config.compute_store_type;
+    crate::backend::database_url(&mut config, backend, args.database_url.clone())?;
     if let Some(path) = args.store {
         config.compute_store_path = path;
     }
     let options = brine::Options { create_if_missing: false, ..brine::Options::default() };
-    let store = brine::open_execution_store_with(&config, &options)?;
+    let store = brine::open_execution_store_with(&config, &options).await?;
     let report = run_with_progress(&*store, &policy, args.dry_run, args.cleanup.into(), args.json).await;
     store.close().await?;
     let report = report?;

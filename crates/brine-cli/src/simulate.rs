@@ -71,6 +71,10 @@ pub(crate) struct SimulateArgs {
     /// The backend of both stores.
     #[arg(long, value_enum, default_value_t = crate::backend::BackendArg::Rocksdb)]
     backend: crate::backend::BackendArg,
+    /// The PostgreSQL database of `--backend postgres` (default: BRINE_DATABASE_URL).
+    /// It must hold no jobs yet: the workload's ids start from 0.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -202,22 +206,31 @@ struct CheckResult {
 }
 
 /// Opens both stores through the facade, on `backend`, in `dir` (as node `sim-node`).
-fn open_nodes(
+async fn open_nodes(
     dir: &Path,
     backend: StoreType,
+    database_url: Option<&str>,
     durability: Durability,
 ) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn ExecutionStore>)> {
     let dir = dir.to_str().with_context(|| format!("{} is not valid UTF-8", dir.display()))?;
     let kind = backend.to_string();
-    let vars = [
+    let mut vars = vec![
         ("BRINE_DIR", dir),
         ("BRINE_NODE_ID", "sim-node"),
         ("BRINE_JOB_STORE_TYPE", &kind),
         ("BRINE_COMPUTE_STORE_TYPE", &kind),
     ];
+    if let Some(url) = database_url {
+        vars.push(("BRINE_DATABASE_URL", url));
+    } else if backend == StoreType::Postgres {
+        anyhow::bail!("the postgres backend needs a database: give --database-url URL or set BRINE_DATABASE_URL");
+    }
     let config = StoreConfig::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))?;
     let options = brine::Options { durability, ..brine::Options::default() };
-    Ok((brine::open_job_store_with(&config, &options)?, brine::open_execution_store_with(&config, &options)?))
+    Ok((
+        brine::open_job_store_with(&config, &options).await?,
+        brine::open_execution_store_with(&config, &options).await?,
+    ))
 }
 
 async fn start_watchers(
@@ -470,7 +483,17 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     let tally = Arc::new(Tally::default());
     let applied = Arc::new(AtomicU64::new(0));
     let backend = StoreType::from(args.backend);
-    let (requester, compute) = open_nodes(&dir, backend, durability)?;
+    let database_url = args.database_url.clone().or_else(|| StoreConfig::from_env().ok().and_then(|c| c.database_url));
+    let database_url = database_url.filter(|_| backend == StoreType::Postgres);
+    let (requester, compute) = open_nodes(&dir, backend, database_url.as_deref(), durability).await?;
+    if backend == StoreType::Postgres {
+        let existing = requester.list_jobs(&brine::JobQuery { limit: 1, ..brine::JobQuery::default() }).await?;
+        if !existing.jobs.is_empty() {
+            anyhow::bail!(
+                "the database already holds jobs: brine simulate needs an empty one (create a fresh database, e.g. createdb brine_demo)"
+            );
+        }
+    }
     let watchers = start_watchers(&requester, &compute, &tally, &applied).await?;
     let mut nodes = Nodes { requester, compute, watchers };
     let mut work = Workload {
@@ -503,7 +526,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     } else {
         drop(requester);
         drop(compute);
-        open_nodes(&dir, backend, durability)?
+        open_nodes(&dir, backend, database_url.as_deref(), durability).await?
     };
     let unclean = compute.unclean_shutdown();
     bar.set_message("recovery");
@@ -616,7 +639,13 @@ fn print_report(r: &SimulationReport, unclean: bool) {
         println!(
             "hard restart after {} jobs: stores dropped without close, reopened ({})",
             r.restart_after_jobs,
-            if unclean { "unclean shutdown detected" } else { "no unclean shutdown seen" }
+            if unclean {
+                "unclean shutdown detected"
+            } else if r.backend == StoreType::Postgres.to_string() {
+                "the server rolled back whatever was in flight: nothing to repair"
+            } else {
+                "no unclean shutdown seen"
+            }
         );
     }
     for line in r.recovery.to_string().lines() {

@@ -300,7 +300,8 @@ fn recover_honours_the_configured_backend_or_refuses_it() {
     let counts = report["before"].as_object().expect("counts per state");
     assert!(!counts.is_empty() && counts.values().all(|n| n == 0), "{report}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
-    // A RocksDB path with another backend, and a backend this build lacks, are refused.
+    // A RocksDB path with another backend, and a database that cannot be reached, are
+    // refused, each saying why.
     let err = error_line(brine().args(["recover", "--backend", "memory", "--store"]).arg(dir.path().join("x.db")));
     assert!(err.contains("names a RocksDB directory, but the backend is inmemory"), "{err}");
     let err = error_line(
@@ -308,9 +309,11 @@ fn recover_honours_the_configured_backend_or_refuses_it() {
             .arg("recover")
             .env("BRINE_DIR", dir.path())
             .env("BRINE_COMPUTE_STORE_TYPE", "postgres")
-            .env("BRINE_DATABASE_URL", "postgres://localhost/x"),
+            .env("BRINE_DATABASE_URL", "postgres://localhost:1/x"),
     );
-    assert!(err.contains("cannot open the compute store on postgres"), "{err}");
+    assert!(err.contains("cannot connect to PostgreSQL at localhost:1/x"), "{err}");
+    let err = error_line(brine().args(["recover", "--backend", "postgres"]).env("BRINE_DIR", dir.path()));
+    assert!(err.contains("give --database-url URL or set BRINE_DATABASE_URL"), "{err}");
 }
 
 #[tokio::test]
@@ -349,4 +352,56 @@ async fn migrate_reports_and_upgrades_an_older_store() {
     assert_eq!(stdout(brine().args(["db", "check"]).arg(&path)), "OK\n");
     let v = json(brine().args(["migrate", "up", "--json"]).arg(&path));
     assert_eq!(v["applied"], serde_json::json!([]), "nothing left to do");
+}
+
+/// The demo's workload on PostgreSQL: both stores in one database, each with its own
+/// log; it ends with `check: OK`, and `db check --database-url` agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_on_postgres_and_check_the_database() {
+    let database = brine_postgres::testing::fresh_database().await;
+    let url = brine_postgres::testing::url_for(&database);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = brine();
+        cmd.args(["simulate", "--backend", "postgres", "--database-url", &url, "--executions", "60", "--dir"])
+            .arg(dir.path())
+            .args(args);
+        cmd
+    };
+    let text = stdout(&mut run(&[]));
+    assert!(text.contains("postgres stores in"), "{text}");
+    assert!(text.trim_end().ends_with("check: OK"), "{text}");
+    assert_eq!(stdout(brine().args(["db", "check", "--database-url", &url])), "OK\n");
+    let report = json(brine().args(["db", "check", "--json", "--database-url", &url]));
+    assert_eq!(report["ok"], true, "{report}");
+    // The database now holds jobs: a second run is refused, saying what to do.
+    let err = error_line(&mut run(&[]));
+    assert!(err.contains("the database already holds jobs"), "{err}");
+    // recover and purge reach the same stores through the facade.
+    let recovered = json(
+        brine()
+            .args(["recover", "--backend", "postgres", "--dry-run", "--json", "--database-url", &url])
+            .env("BRINE_NODE_ID", "sim-node"),
+    );
+    assert!(
+        recovered["before"]["Completed"].as_u64().unwrap_or(0) + recovered["before"]["Running"].as_u64().unwrap_or(0)
+            > 0,
+        "{recovered}"
+    );
+    let purged = json(
+        brine()
+            .args([
+                "purge",
+                "--backend",
+                "postgres",
+                "--min-age-days",
+                "0",
+                "--json",
+                "--database-url",
+                &url,
+                "--archive-dir",
+            ])
+            .arg(dir.path().join("archive-again")),
+    );
+    assert_eq!(purged["jobs"], 0, "the simulation purged every finished job already: {purged}");
 }

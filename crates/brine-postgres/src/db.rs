@@ -241,6 +241,16 @@ impl Db {
         }))
     }
 
+    /// Every compute node that has opened an execution store in the database.
+    pub(crate) async fn compute_nodes(&self) -> Result<Vec<String>> {
+        let conn = self.read().await?;
+        let rows = conn
+            .query("SELECT DISTINCT node FROM compute.execution_counts ORDER BY node", &[])
+            .await
+            .map_err(|e| pg_error("list the compute nodes", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// The compute node whose rows an execution store owns.
     pub(crate) fn node(&self) -> &str {
         &self.node

@@ -47,6 +47,8 @@ const PAGE_ROWS: i64 = 256;
 #[derive(Debug, Clone)]
 enum Need {
     Job(JobId),
+    /// Several jobs at once (a purge's batch), in one statement.
+    Jobs(Vec<JobId>),
     Name(String, String),
     Evaluation(EvaluationId),
     Execution(ExecutionId),
@@ -74,9 +76,9 @@ enum Change {
     RemoveJob(JobId),
     MarkPurged(JobId, String),
     History(JobHistory),
-    PutEvaluation(Evaluation),
+    PutEvaluation { evaluation: Evaluation, new: bool },
     DeleteEvaluation(EvaluationId),
-    PutExecution(Execution),
+    PutExecution { execution: Execution, new: bool },
     Log(Operation, LogObject, Timestamp),
 }
 
@@ -232,8 +234,9 @@ impl JobStorage for Staged<'_> {
     }
 
     fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
+        let new = self.evaluation(&evaluation.id)?.is_none();
         self.evaluations.insert(evaluation.id.clone(), Some(evaluation.clone()));
-        self.changes.push(Change::PutEvaluation(evaluation.clone()));
+        self.changes.push(Change::PutEvaluation { evaluation: evaluation.clone(), new });
         Ok(())
     }
 
@@ -243,9 +246,9 @@ impl JobStorage for Staged<'_> {
         Ok(())
     }
 
-    fn put_execution(&mut self, _before: Option<&Execution>, next: &Execution) -> Result<()> {
+    fn put_execution(&mut self, before: Option<&Execution>, next: &Execution) -> Result<()> {
         self.executions.insert(next.id.clone(), Some(next.clone()));
-        self.changes.push(Change::PutExecution(next.clone()));
+        self.changes.push(Change::PutExecution { execution: next.clone(), new: before.is_none() });
         Ok(())
     }
 
@@ -286,6 +289,19 @@ async fn load(w: &Write, loaded: &mut Loaded, need: Need, now: Timestamp) -> Res
                 w.query_opt("SELECT id, record FROM compute.jobs WHERE id = $1 FOR UPDATE", &[&id.as_str()]).await?;
             let job = row.map(|r| decode_job(&r, 0, 1)).transpose()?;
             loaded.jobs.insert(id, job);
+        }
+        Need::Jobs(ids) => {
+            let texts: Vec<&str> = ids.iter().map(JobId::as_str).collect();
+            let rows = w
+                .query("SELECT id, record FROM compute.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&texts])
+                .await?;
+            for id in ids {
+                loaded.jobs.insert(id, None);
+            }
+            for row in &rows {
+                let job = decode_job(row, 0, 1)?;
+                loaded.jobs.insert(job.id.clone(), Some(job));
+            }
         }
         Need::Name(namespace, name) => {
             let row = w
@@ -386,21 +402,24 @@ pub(crate) fn status(state: JobState) -> &'static str {
 async fn apply(w: &mut Write, change: Change) -> Result<()> {
     match change {
         Change::PutJob { job, before } => {
+            // A new job is inserted, never upserted: a racing create of the same id or
+            // name fails on the unique index instead of overwriting the other's job.
+            let sql = if before.is_none() {
+                "INSERT INTO compute.jobs (job_id, status, queue, config, input_files, created, last_accessed, \
+                     grabbed, finished, output_files, id, namespace, name, state, job_type, created_ns, \
+                     modified_ns, accessed_ns, revision, version, record) \
+                 VALUES (decode(md5($1), 'hex'), $2, $3, $4, $5, $6, $7, $8, $9, $10, $1, $11, $12, $13, $14, \
+                     $15, $16, $17, $18, $19, $20)"
+            } else {
+                "UPDATE compute.jobs SET status = $2, queue = $3, config = $4, input_files = $5, created = $6, \
+                     last_accessed = $7, grabbed = $8, finished = $9, output_files = $10, namespace = $11, \
+                     name = $12, state = $13, job_type = $14, created_ns = $15, modified_ns = $16, \
+                     accessed_ns = $17, revision = $18, version = $19, record = $20 \
+                 WHERE id = $1"
+            };
             let outcome = w
                 .execute(
-                    "INSERT INTO compute.jobs (job_id, status, queue, config, input_files, created, last_accessed, \
-                         grabbed, finished, output_files, id, namespace, name, state, job_type, created_ns, \
-                         modified_ns, accessed_ns, revision, version, record) \
-                     VALUES (decode(md5($1), 'hex'), $2, $3, $4, $5, $6, $7, $8, $9, $10, $1, $11, $12, $13, $14, \
-                         $15, $16, $17, $18, $19, $20) \
-                     ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, queue = EXCLUDED.queue, \
-                         config = EXCLUDED.config, input_files = EXCLUDED.input_files, created = EXCLUDED.created, \
-                         last_accessed = EXCLUDED.last_accessed, grabbed = EXCLUDED.grabbed, \
-                         finished = EXCLUDED.finished, output_files = EXCLUDED.output_files, \
-                         namespace = EXCLUDED.namespace, name = EXCLUDED.name, state = EXCLUDED.state, \
-                         job_type = EXCLUDED.job_type, created_ns = EXCLUDED.created_ns, \
-                         modified_ns = EXCLUDED.modified_ns, accessed_ns = EXCLUDED.accessed_ns, \
-                         revision = EXCLUDED.revision, version = EXCLUDED.version, record = EXCLUDED.record",
+                    sql,
                     &[
                         &job.id.as_str(),
                         &status(job.state()),
@@ -494,24 +513,33 @@ async fn apply(w: &mut Write, change: Change) -> Result<()> {
             )
             .await?;
         }
-        Change::PutEvaluation(e) => {
-            w.execute(
-                "INSERT INTO compute.evaluations (id, job, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET job = EXCLUDED.job, record = EXCLUDED.record",
-                &[&e.id.as_str(), &e.job_id.as_str(), &codec::encode(&e)],
-            )
-            .await?;
+        Change::PutEvaluation { evaluation: e, new } => {
+            let sql = if new {
+                "INSERT INTO compute.evaluations (id, job, record) VALUES ($1, $2, $3)"
+            } else {
+                "UPDATE compute.evaluations SET job = $2, record = $3 WHERE id = $1"
+            };
+            let outcome = w.execute(sql, &[&e.id.as_str(), &e.job_id.as_str(), &codec::encode(&e)]).await;
+            if outcome.as_ref().err().and_then(unique_violation).is_some() {
+                return Err(StoreError::already_exists(ObjectKind::Evaluation, &e.id));
+            }
+            outcome?;
         }
         Change::DeleteEvaluation(id) => {
             w.execute("DELETE FROM compute.evaluations WHERE id = $1", &[&id.as_str()]).await?;
         }
-        Change::PutExecution(e) => {
-            w.execute(
-                "INSERT INTO compute.job_executions (id, job, node, record) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO UPDATE SET job = EXCLUDED.job, node = EXCLUDED.node, record = EXCLUDED.record",
-                &[&e.id.as_str(), &e.job_id.as_str(), &e.node_id.as_ref().map(|n| n.as_str()), &codec::encode(&e)],
-            )
-            .await?;
+        Change::PutExecution { execution: e, new } => {
+            let sql = if new {
+                "INSERT INTO compute.job_executions (id, job, node, record) VALUES ($1, $2, $3, $4)"
+            } else {
+                "UPDATE compute.job_executions SET job = $2, node = $3, record = $4 WHERE id = $1"
+            };
+            let node = e.node_id.as_ref().map(|n| n.as_str());
+            let outcome = w.execute(sql, &[&e.id.as_str(), &e.job_id.as_str(), &node, &codec::encode(&e)]).await;
+            if outcome.as_ref().err().and_then(unique_violation).is_some() {
+                return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
+            }
+            outcome?;
         }
         Change::Log(operation, object, now) => w.log(operation, object, now),
     }
@@ -528,9 +556,19 @@ impl PgJobStore {
     /// Runs a `job_write` function as one database transaction, retrying it whole when
     /// the server broke a deadlock.
     async fn write<R: Send>(&self, f: impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync) -> Result<R> {
+        self.write_loading(Vec::new(), f).await
+    }
+
+    /// As [`PgJobStore::write`], loading `first` before the first run (rows the
+    /// function will read, fetched together rather than one miss at a time).
+    async fn write_loading<R: Send>(
+        &self,
+        first: Vec<Need>,
+        f: impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync,
+    ) -> Result<R> {
         let mut attempt = 0;
         loop {
-            match self.try_write(&f).await {
+            match self.try_write(&first, &f).await {
                 Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
@@ -540,10 +578,17 @@ impl PgJobStore {
         }
     }
 
-    async fn try_write<R: Send>(&self, f: &(impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Sync)) -> Result<R> {
+    async fn try_write<R: Send>(
+        &self,
+        first: &[Need],
+        f: &(impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Sync),
+    ) -> Result<R> {
         let mut w = self.db.begin(Access::Shared).await?;
         let now = self.db.clock.now();
         let mut loaded = Loaded::default();
+        for need in first {
+            load(&w, &mut loaded, need.clone(), now).await?;
+        }
         loop {
             let (out, missing, changes) = {
                 let mut staged = Staged::new(&loaded);
@@ -930,7 +975,8 @@ impl JobStore for PgJobStore {
     }
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
-        self.write(|s, now| job_write::purge_jobs(s, jobs, archive, now)).await
+        let ids = jobs.iter().map(|(id, _)| id.clone()).collect();
+        self.write_loading(vec![Need::Jobs(ids)], |s, now| job_write::purge_jobs(s, jobs, archive, now)).await
     }
 
     async fn sync(&self) -> Result<()> {

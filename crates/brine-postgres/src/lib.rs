@@ -33,6 +33,8 @@ mod execution;
 mod job;
 mod log;
 pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use db::PgOptions;
 pub use error::OpenError;
@@ -64,4 +66,28 @@ pub async fn open_execution_store(url: &str, node: &NodeId, options: PgOptions) 
 pub async fn open_job_store(url: &str, options: PgOptions) -> Result<PgJobStore, OpenError> {
     let db = db::Db::open(url, REQUESTER_LOG.to_owned(), String::new(), &options).await?;
     Ok(PgJobStore { db })
+}
+
+/// The stores a database holds, each checked: `requester` (the job store) and
+/// `compute/<node>` for every compute node that has opened an execution store in it.
+pub type DatabaseCheck = Vec<(String, brine_store::CheckReport)>;
+
+/// Checks every store in the database at `url` (`brine db check --database-url`): the
+/// job store and each compute node's execution store, each in one snapshot, with the
+/// checks their `check` methods run (every record decodes and agrees with its columns,
+/// labels and counters; what belongs to a job or an execution belongs to a stored one;
+/// each log holds exactly `trimmed + 1 ..= head`; checkpoints are at or below the head).
+pub async fn check_database(url: &str, options: PgOptions) -> Result<DatabaseCheck, OpenError> {
+    use brine_store::{ExecutionStore, JobStore};
+    let jobs = open_job_store(url, options.clone()).await?;
+    let mut out = vec![(REQUESTER_LOG.to_owned(), jobs.check().await?)];
+    let nodes = jobs.db.compute_nodes().await?;
+    jobs.close().await?;
+    for node in nodes {
+        let node = NodeId::new(node).map_err(brine_store::StoreError::from)?;
+        let store = open_execution_store(url, &node, options.clone()).await?;
+        out.push((compute_log(&node), store.check().await?));
+        store.close().await?;
+    }
+    Ok(out)
 }

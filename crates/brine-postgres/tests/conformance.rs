@@ -46,4 +46,10 @@ impl Backend for PostgresBackend {
     }
 }
 
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        support::drop_database_now(&self.database);
+    }
+}
+
 brine_conformance::conformance_tests!(Postgres);

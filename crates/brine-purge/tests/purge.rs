@@ -13,7 +13,7 @@ use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, Job, Tim
 use brine_store::{ExecutionStore, ManualClock, StoreError, UpdateExecutionRequest};
 use support::{archived_ids, fill, index_lines, jid};
 
-const BACKENDS: [&str; 2] = ["memory", "rocksdb"];
+const BACKENDS: [&str; 3] = ["memory", "rocksdb", "postgres"];
 
 fn options(dir: &std::path::Path, clock: &Arc<ManualClock>) -> PurgeOptions {
     PurgeOptions { clock: clock.clone(), ..PurgeOptions::new(dir.join("archive")) }
@@ -24,7 +24,7 @@ async fn old_terminal_jobs_go_with_everything_they_own() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::job_store(backend, dir.path(), clock.clone());
+        let store = support::job_store(backend, dir.path(), clock.clone()).await;
         fill(store.as_ref(), &clock, 10).await;
         let before = store.job_bundle(&jid("old-0003")).await.unwrap();
         let head = store.event_log().head().await.unwrap();
@@ -65,7 +65,7 @@ async fn max_bounds_a_run_and_max_per_file_rolls_over() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::job_store(backend, dir.path(), clock.clone());
+        let store = support::job_store(backend, dir.path(), clock.clone()).await;
         fill(store.as_ref(), &clock, 25).await;
         let opts = PurgeOptions { max: Some(23), max_per_file: 10, ..options(dir.path(), &clock) };
         let report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
@@ -114,7 +114,7 @@ async fn gzip_and_zstd_archives_pass_the_standard_tools() {
     {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::job_store("rocksdb", dir.path(), clock.clone());
+        let store = support::job_store("rocksdb", dir.path(), clock.clone()).await;
         fill(store.as_ref(), &clock, 12).await;
         let opts = PurgeOptions { compression, max_per_file: 5, ..options(dir.path(), &clock) };
         let report = purge(&Source::Jobs(store.clone()), &opts).await.unwrap();
@@ -141,7 +141,7 @@ async fn a_dry_run_reports_and_writes_nothing() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::job_store(backend, dir.path(), clock.clone());
+        let store = support::job_store(backend, dir.path(), clock.clone()).await;
         fill(store.as_ref(), &clock, 7).await;
         let head = store.event_log().head().await.unwrap();
         let dry = purge(&Source::Jobs(store.clone()), &PurgeOptions { dry_run: true, ..options(dir.path(), &clock) })
@@ -164,7 +164,7 @@ async fn a_dry_run_reports_and_writes_nothing() {
 async fn bad_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let store = support::job_store("memory", dir.path(), clock.clone());
+    let store = support::job_store("memory", dir.path(), clock.clone()).await;
     let err = purge(&Source::Jobs(store), &PurgeOptions { max_per_file: 0, ..options(dir.path(), &clock) })
         .await
         .unwrap_err();
@@ -184,7 +184,7 @@ async fn a_compute_store_purges_jobs_whose_executions_are_all_terminal_and_old()
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::exec_store(backend, dir.path(), clock.clone());
+        let store = support::exec_store(backend, dir.path(), clock.clone()).await;
         let ev = || vec![Event::new("t", "bid", Timestamp::from_secs(1))];
         for (id, job, state) in [
             ("a-1", "job-a", ExecutionState::Completed),
@@ -221,7 +221,7 @@ async fn a_compute_store_purges_jobs_whose_executions_are_all_terminal_and_old()
 async fn the_daemon_flag_stops_a_run_between_files() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let store = support::job_store("memory", dir.path(), clock.clone());
+    let store = support::job_store("memory", dir.path(), clock.clone()).await;
     fill(store.as_ref(), &clock, 6).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
@@ -244,10 +244,10 @@ async fn the_daemon_flag_stops_a_run_between_files() {
 async fn an_archive_directory_holds_one_kind_and_one_purge_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let jobs = support::job_store("memory", dir.path(), clock.clone());
+    let jobs = support::job_store("memory", dir.path(), clock.clone()).await;
     fill(jobs.as_ref(), &clock, 2).await;
     purge(&Source::Jobs(jobs), &options(dir.path(), &clock)).await.unwrap();
-    let execs = support::exec_store("memory", dir.path(), clock.clone());
+    let execs = support::exec_store("memory", dir.path(), clock.clone()).await;
     let err = purge(&Source::Executions(execs), &options(dir.path(), &clock)).await.unwrap_err();
     assert!(
         err.to_string()
@@ -259,7 +259,7 @@ async fn an_archive_directory_holds_one_kind_and_one_purge_at_a_time() {
     let archive = dir.path().join("archive");
     let held = std::fs::OpenOptions::new().write(true).open(archive.join(brine_purge::archive::LOCK_FILE)).unwrap();
     held.lock().unwrap();
-    let jobs = support::job_store("memory", dir.path(), clock.clone());
+    let jobs = support::job_store("memory", dir.path(), clock.clone()).await;
     let err = purge(&Source::Jobs(jobs), &options(dir.path(), &clock)).await.unwrap_err();
     assert!(matches!(err, brine_purge::PurgeError::Busy { .. }), "{err}");
     held.unlock().unwrap();
@@ -274,7 +274,7 @@ async fn writes_racing_a_purge_are_never_lost() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::job_store(backend, dir.path(), clock.clone());
+        let store = support::job_store(backend, dir.path(), clock.clone()).await;
         fill(store.as_ref(), &clock, 300).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
@@ -346,7 +346,7 @@ async fn a_marker_of_another_store_is_not_finished_against_this_one() {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("archive");
         let clock = Arc::new(ManualClock::default());
-        let a = support::job_store("memory", dir.path(), clock.clone());
+        let a = support::job_store("memory", dir.path(), clock.clone()).await;
         fill(a.as_ref(), &clock, 5).await;
         let report = purge(&Source::Jobs(a.clone()), &options(dir.path(), &clock)).await.unwrap();
         let file = report.files[0].clone();
@@ -356,7 +356,7 @@ async fn a_marker_of_another_store_is_not_finished_against_this_one() {
         clock.advance(std::time::Duration::from_secs(3600));
         let b_dir = dir.path().join("b");
         std::fs::create_dir_all(&b_dir).unwrap();
-        let b = support::job_store(backend, &b_dir, clock.clone());
+        let b = support::job_store(backend, &b_dir, clock.clone()).await;
         fill(b.as_ref(), &clock, 5).await;
         let marker = archive.join(format!("{}.{time}", brine_purge::PENDING_FILE));
         // As an older build left it: no store named. Finishing it deletes none of b's.
@@ -390,7 +390,7 @@ async fn events_racing_a_compute_purge_are_never_lost() {
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = support::exec_store(backend, dir.path(), clock.clone());
+        let store = support::exec_store(backend, dir.path(), clock.clone()).await;
         for j in 0..150 {
             for x in 0..2 {
                 create_in(&*store, &format!("x-{j}-{x}"), &format!("job-{j}"), ExecutionState::Completed, vec![]).await;

@@ -140,7 +140,7 @@ async fn run_case(case: &Case, backend: support::Backend) {
     let policy = policy.unwrap_or_else(|e| case.fail(e));
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let store = Store::open(backend, dir.path(), Arc::clone(&clock));
+    let store = Store::open(backend, dir.path(), Arc::clone(&clock)).await;
     let s = store.dyn_store();
     populate(s, &clock, &executions(case)).await;
     let options = RecoveryOptions { clock: clock.clone(), batch_size: 2, ..RecoveryOptions::default() };

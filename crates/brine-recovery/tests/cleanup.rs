@@ -11,7 +11,7 @@ use std::time::Duration;
 use brine_recovery::{recover, Cleanup, CleanupReason, Policy, RecoveryOptions};
 use brine_store::model::{Event, ExecutionId, ExecutionState, JobId, JobType, Timestamp};
 use brine_store::{ExecutionStore, Fault, ManualClock, RepairReport};
-use support::{end_state, execution, populate, rocks_at, Store, BACKENDS};
+use support::{end_state, execution, populate, rocks_at, Store, FAULT_BACKENDS};
 
 fn id(s: &str) -> ExecutionId {
     ExecutionId::new(s).unwrap()
@@ -60,10 +60,10 @@ fn assert_found(report: &RepairReport) {
 
 #[tokio::test]
 async fn injected_faults_are_repaired_and_counted() {
-    for backend in BACKENDS {
+    for backend in FAULT_BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::default());
-        let store = Store::open(backend, dir.path(), Arc::clone(&clock));
+        let store = Store::open(backend, dir.path(), Arc::clone(&clock)).await;
         let s = store.dyn_store();
         populate(s, &clock, &rows()).await;
         let clean = end_state(s).await;

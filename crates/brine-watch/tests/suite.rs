@@ -1,4 +1,5 @@
-//! The watcher suite, run unchanged on the in-memory and the RocksDB backends: resume
+//! The watcher suite, run unchanged on the in-memory, RocksDB and PostgreSQL backends
+//! (the last on the server `BRINE_TEST_DATABASE_URL` names): resume
 //! after restart, retries, skip and block, many writers with several watchers, filters,
 //! seek (also while a batch is in flight or in backoff), ephemeral watchers, retention
 //! (also of new watchers that have handled nothing yet), `Compacted` on a stale resume,
@@ -86,6 +87,47 @@ impl Factory for Rocks {
         let options = OpenOptions { durability: Durability::Buffered, clock, ..OpenOptions::default() };
         let store = Arc::new(RocksExecutionStore::open(&path, &options).expect("open"));
         Box::new(RocksEnv { _dir: dir, path, options, store })
+    }
+}
+
+struct Postgres;
+struct PgEnv {
+    database: String,
+    clock: Arc<dyn Clock>,
+    store: Arc<brine_postgres::PgExecutionStore>,
+}
+
+async fn open_pg(database: &str, clock: Arc<dyn Clock>) -> Arc<brine_postgres::PgExecutionStore> {
+    let url = brine_postgres::testing::url_for(database);
+    let node = brine_store::model::NodeId::new("watch-node").unwrap();
+    let options = brine_postgres::PgOptions { pool_size: 8, clock };
+    Arc::new(brine_postgres::open_execution_store(&url, &node, options).await.expect("open"))
+}
+
+#[async_trait]
+impl Env for PgEnv {
+    fn store(&self) -> Arc<dyn ExecutionStore> {
+        Arc::clone(&self.store) as Arc<dyn ExecutionStore>
+    }
+    async fn reopen(&mut self) -> bool {
+        self.store.close().await.unwrap();
+        self.store = open_pg(&self.database, Arc::clone(&self.clock)).await;
+        true
+    }
+}
+
+impl Drop for PgEnv {
+    fn drop(&mut self) {
+        brine_postgres::testing::drop_database_now(&self.database);
+    }
+}
+
+#[async_trait]
+impl Factory for Postgres {
+    async fn open(&self, clock: Arc<dyn Clock>) -> Box<dyn Env> {
+        let database = brine_postgres::testing::fresh_database().await;
+        let store = open_pg(&database, Arc::clone(&clock)).await;
+        Box::new(PgEnv { database, clock, store })
     }
 }
 
@@ -727,4 +769,8 @@ mod memory {
 
 mod rocksdb {
     suite!(super::Rocks);
+}
+
+mod postgres {
+    suite!(super::Postgres);
 }

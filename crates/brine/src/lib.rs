@@ -9,11 +9,13 @@
 //! | --- | --- |
 //! | `rocksdb` (default), `boltdb` (Bacalhau's name for the embedded store) | RocksDB at the configured path (cargo feature `rocksdb`, on by default) |
 //! | `inmemory` | in memory; nothing is kept once the process ends |
-//! | `postgres` | not built into this release: refused with [`OpenError::Unavailable`] |
+//! | `postgres` | the PostgreSQL database `BRINE_DATABASE_URL` names, shared with other processes (cargo feature `postgres`, on by default) |
 //!
 //! Each variable falls back to Bacalhau's `BACALHAU_*` name; [`StoreConfig`] documents
 //! the paths. A build without the `rocksdb` feature compiles no C++ and refuses
-//! `rocksdb` with [`OpenError::Unavailable`], naming the feature.
+//! `rocksdb` with [`OpenError::Unavailable`], naming the feature; likewise `postgres`.
+//! On PostgreSQL, the compute store of node `BRINE_NODE_ID` is that node's rows of the
+//! shared schema, and every requester opening the database shares one job store.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -25,7 +27,7 @@
 //! // Here the environment is spelled out, choosing the in-memory backend.
 //! let env = [("BRINE_DIR", "/tmp/brine-example"), ("BRINE_COMPUTE_STORE_TYPE", "inmemory")];
 //! let config = brine::StoreConfig::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))?;
-//! let executions = brine::open_execution_store(&config)?;
+//! let executions = brine::open_execution_store(&config).await?;
 //!
 //! let job = Job::new(JobId::new("job-1")?, "nightly");
 //! let created = executions.create_execution(Execution::new(ExecutionId::new("exec-1")?, &job), vec![]).await?;
@@ -99,13 +101,14 @@ pub enum OpenError {
     #[cfg(feature = "rocksdb")]
     #[error(transparent)]
     RocksDb(#[from] brine_rocksdb::OpenError),
+    /// The PostgreSQL backend could not open the store.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] brine_postgres::OpenError),
 }
 
 fn unavailable(side: Side, store_type: StoreType) -> OpenError {
-    let reason = match store_type {
-        StoreType::Postgres => "this release has no PostgreSQL backend; use rocksdb or inmemory".to_owned(),
-        _ => format!("this build of brine was compiled without the `{store_type}` cargo feature"),
-    };
+    let reason = format!("this build of brine was compiled without the `{store_type}` cargo feature");
     OpenError::Unavailable { side, store_type, reason }
 }
 
@@ -119,14 +122,29 @@ fn rocks_options(config: &StoreConfig, options: &Options) -> brine_rocksdb::Open
     }
 }
 
+#[cfg(feature = "postgres")]
+fn pg_options(options: &Options) -> brine_postgres::PgOptions {
+    brine_postgres::PgOptions { clock: Arc::clone(&options.clock), ..brine_postgres::PgOptions::default() }
+}
+
+/// The database URL of a postgres configuration (`StoreConfig` refuses one without).
+#[cfg(feature = "postgres")]
+fn database_url(config: &StoreConfig, side: Side) -> std::result::Result<&str, OpenError> {
+    config.database_url.as_deref().ok_or_else(|| OpenError::Unavailable {
+        side,
+        store_type: StoreType::Postgres,
+        reason: "no database URL is configured (BRINE_DATABASE_URL)".to_owned(),
+    })
+}
+
 /// Opens the compute node's execution store on the backend `config` names
 /// (`compute_store_type`), with default [`Options`].
-pub fn open_execution_store(config: &StoreConfig) -> std::result::Result<Arc<dyn ExecutionStore>, OpenError> {
-    open_execution_store_with(config, &Options::default())
+pub async fn open_execution_store(config: &StoreConfig) -> std::result::Result<Arc<dyn ExecutionStore>, OpenError> {
+    open_execution_store_with(config, &Options::default()).await
 }
 
 /// Opens the compute node's execution store on the backend `config` names.
-pub fn open_execution_store_with(
+pub async fn open_execution_store_with(
     config: &StoreConfig,
     options: &Options,
 ) -> std::result::Result<Arc<dyn ExecutionStore>, OpenError> {
@@ -137,18 +155,29 @@ pub fn open_execution_store_with(
             &config.compute_store_path,
             &rocks_options(config, options),
         )?)),
+        #[cfg(feature = "postgres")]
+        StoreType::Postgres => Ok(Arc::new(
+            brine_postgres::open_execution_store(
+                database_url(config, Side::Compute)?,
+                &config.node_id,
+                pg_options(options),
+            )
+            .await?,
+        )),
+        // Reached in builds without a backend's cargo feature.
+        #[allow(unreachable_patterns)]
         other => Err(unavailable(Side::Compute, other)),
     }
 }
 
 /// Opens the requester's job store on the backend `config` names (`job_store_type`),
 /// with default [`Options`].
-pub fn open_job_store(config: &StoreConfig) -> std::result::Result<Arc<dyn JobStore>, OpenError> {
-    open_job_store_with(config, &Options::default())
+pub async fn open_job_store(config: &StoreConfig) -> std::result::Result<Arc<dyn JobStore>, OpenError> {
+    open_job_store_with(config, &Options::default()).await
 }
 
 /// Opens the requester's job store on the backend `config` names.
-pub fn open_job_store_with(
+pub async fn open_job_store_with(
     config: &StoreConfig,
     options: &Options,
 ) -> std::result::Result<Arc<dyn JobStore>, OpenError> {
@@ -158,6 +187,12 @@ pub fn open_job_store_with(
         StoreType::RocksDb => {
             Ok(Arc::new(brine_rocksdb::RocksJobStore::open(&config.job_store_path, &rocks_options(config, options))?))
         }
+        #[cfg(feature = "postgres")]
+        StoreType::Postgres => Ok(Arc::new(
+            brine_postgres::open_job_store(database_url(config, Side::Requester)?, pg_options(options)).await?,
+        )),
+        // Reached in builds without a backend's cargo feature.
+        #[allow(unreachable_patterns)]
         other => Err(unavailable(Side::Requester, other)),
     }
 }

@@ -1,5 +1,6 @@
-//! What the purge tests share: stores of both backends filled with old and young,
-//! terminal and running jobs.
+//! What the purge tests share: stores of every backend (PostgreSQL on the server
+//! `BRINE_TEST_DATABASE_URL` names) filled with old and young, terminal and running
+//! jobs.
 
 #![allow(dead_code)]
 
@@ -22,10 +23,21 @@ pub fn jid(s: &str) -> JobId {
     JobId::new(s).unwrap()
 }
 
-/// A requester store of `backend` ("memory" or "rocksdb") under `dir`.
-pub fn job_store(backend: &str, dir: &Path, clock: Arc<ManualClock>) -> Arc<dyn JobStore> {
+/// The options of a PostgreSQL store in a fresh test database, and its URL.
+async fn postgres(clock: Arc<ManualClock>) -> (String, brine_postgres::PgOptions) {
+    let database = brine_postgres::testing::fresh_database().await;
+    (brine_postgres::testing::url_for(&database), brine_postgres::PgOptions { pool_size: 4, clock })
+}
+
+/// A requester store of `backend` ("memory", "rocksdb" or "postgres") under `dir` (a
+/// fresh database for "postgres").
+pub async fn job_store(backend: &str, dir: &Path, clock: Arc<ManualClock>) -> Arc<dyn JobStore> {
     match backend {
         "memory" => Arc::new(MemJobStore::with_clock(clock)),
+        "postgres" => {
+            let (url, options) = postgres(clock).await;
+            Arc::new(brine_postgres::open_job_store(&url, options).await.unwrap())
+        }
         _ => Arc::new(rocks_jobs(&dir.join("node-requester.db"), clock, Durability::Buffered)),
     }
 }
@@ -35,10 +47,15 @@ pub fn rocks_jobs(path: &Path, clock: Arc<ManualClock>, durability: Durability) 
     RocksJobStore::open(path, &OpenOptions { clock, durability, ..OpenOptions::default() }).unwrap()
 }
 
-/// A compute store of `backend` under `dir`.
-pub fn exec_store(backend: &str, dir: &Path, clock: Arc<ManualClock>) -> Arc<dyn ExecutionStore> {
+/// A compute store of `backend` under `dir` (a fresh database for "postgres").
+pub async fn exec_store(backend: &str, dir: &Path, clock: Arc<ManualClock>) -> Arc<dyn ExecutionStore> {
     match backend {
         "memory" => Arc::new(MemExecutionStore::with_clock(clock)),
+        "postgres" => {
+            let (url, options) = postgres(clock).await;
+            let node = brine_store::model::NodeId::new("node").unwrap();
+            Arc::new(brine_postgres::open_execution_store(&url, &node, options).await.unwrap())
+        }
         _ => Arc::new(
             RocksExecutionStore::open(
                 dir.join("node-compute.db"),

@@ -1,5 +1,6 @@
-//! What the recovery tests share: both backends behind one type, and executions made
-//! in a chosen state at a chosen age.
+//! What the recovery tests share: every backend behind one type (PostgreSQL on the
+//! server `BRINE_TEST_DATABASE_URL` names), and executions made in a chosen state at a
+//! chosen age.
 
 #![allow(dead_code)]
 
@@ -13,7 +14,11 @@ use brine_store::model::{ComputeState, Execution, ExecutionId, ExecutionState, J
 use brine_store::{Clock, ExecutionStore, Fault, ManualClock, Result, UpdateExecutionRequest};
 
 /// The backends every test runs on.
-pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
+pub const BACKENDS: [Backend; 3] = [Backend::Memory, Backend::Rocks, Backend::Postgres];
+
+/// The backends that can write a fault straight into their tables (PostgreSQL keeps its
+/// indexes itself, so the faults of the others cannot be written there).
+pub const FAULT_BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
 
 /// A backend to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +27,8 @@ pub enum Backend {
     Memory,
     /// `brine-rocksdb`, in a temp dir.
     Rocks,
+    /// `brine-postgres`, in a fresh database.
+    Postgres,
 }
 
 /// An open store of either backend.
@@ -30,16 +37,26 @@ pub enum Store {
     Memory(MemExecutionStore),
     /// On RocksDB, with its path.
     Rocks(RocksExecutionStore, PathBuf),
+    /// On PostgreSQL, with its database.
+    Postgres(brine_postgres::PgExecutionStore, String),
 }
 
 impl Store {
     /// Opens a fresh store of `backend` under `dir` on `clock`.
-    pub fn open(backend: Backend, dir: &Path, clock: Arc<ManualClock>) -> Store {
+    pub async fn open(backend: Backend, dir: &Path, clock: Arc<ManualClock>) -> Store {
         match backend {
             Backend::Memory => Store::Memory(MemExecutionStore::with_clock(clock)),
             Backend::Rocks => {
                 let path = dir.join("node-compute.db");
                 Store::Rocks(rocks_at(&path, clock), path)
+            }
+            Backend::Postgres => {
+                let database = brine_postgres::testing::fresh_database().await;
+                let url = brine_postgres::testing::url_for(&database);
+                let node = brine_store::model::NodeId::new("node").unwrap();
+                let options = brine_postgres::PgOptions { pool_size: 4, clock };
+                let store = brine_postgres::open_execution_store(&url, &node, options).await.expect("open the store");
+                Store::Postgres(store, database)
             }
         }
     }
@@ -49,6 +66,7 @@ impl Store {
         match self {
             Store::Memory(s) => s,
             Store::Rocks(s, _) => s,
+            Store::Postgres(s, _) => s,
         }
     }
 
@@ -57,6 +75,7 @@ impl Store {
         match self {
             Store::Memory(s) => s.inject(fault).await,
             Store::Rocks(s, _) => s.inject(fault).await,
+            Store::Postgres(..) => Err(brine_store::StoreError::Unsupported { what: format!("injecting {fault:?}") }),
         }
     }
 
