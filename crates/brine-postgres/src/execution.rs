@@ -48,10 +48,11 @@ async fn lock(w: &Write, id: &ExecutionId) -> Result<Execution> {
     decode(&row, 1)
 }
 
-async fn put(w: &Write, e: &Execution) -> Result<()> {
+/// Writes `e`'s row with `sql`, whose parameters are the row's columns in table order
+/// (`node, id, job, state, modified_ns, revision, record`); returns the rows written.
+async fn write_row(w: &Write, sql: &str, e: &Execution) -> Result<u64> {
     w.execute(
-        "UPDATE compute.executions SET job = $3, state = $4, modified_ns = $5, revision = $6, record = $7 \
-         WHERE node = $1 AND id = $2",
+        sql,
         &[
             &node(w),
             &e.id.as_str(),
@@ -63,7 +64,12 @@ async fn put(w: &Write, e: &Execution) -> Result<()> {
         ],
     )
     .await
-    .map(|_| ())
+}
+
+async fn put(w: &Write, e: &Execution) -> Result<()> {
+    let sql = "UPDATE compute.executions SET job = $3, state = $4, modified_ns = $5, revision = $6, record = $7 \
+               WHERE node = $1 AND id = $2";
+    write_row(w, sql, e).await.map(|_| ())
 }
 
 async fn add_history(w: &Write, id: &ExecutionId, events: &[Event]) -> Result<()> {
@@ -100,21 +106,9 @@ async fn count(w: &Write, from: Option<ExecutionState>, to: Option<ExecutionStat
 
 async fn create(w: &mut Write, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
     let e = rules::new_execution(execution, now)?;
-    let inserted = w
-        .execute(
-            "INSERT INTO compute.executions (node, id, job, state, modified_ns, revision, record) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (node, id) DO NOTHING",
-            &[
-                &node(w),
-                &e.id.as_str(),
-                &e.job_id.as_str(),
-                &state_code(e.state()),
-                &i64_of(e.modify_time.as_nanos()),
-                &i64_of(e.revision),
-                &codec::encode(&e),
-            ],
-        )
-        .await?;
+    let sql = "INSERT INTO compute.executions (node, id, job, state, modified_ns, revision, record) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (node, id) DO NOTHING";
+    let inserted = write_row(w, sql, &e).await?;
     if inserted == 0 {
         return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
     }
