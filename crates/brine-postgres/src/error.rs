@@ -114,6 +114,10 @@ pub(crate) fn pg_error(context: &str, e: tokio_postgres::Error) -> StoreError {
     StoreError::backend(context.to_owned(), e)
 }
 
+/// How many times a write is retried after the server broke a deadlock or refused a
+/// serialization.
+pub(crate) const MAX_RETRIES: u32 = 8;
+
 /// The driver error inside a store error, if there is one.
 fn driver_error(e: &StoreError) -> Option<&tokio_postgres::Error> {
     match e {

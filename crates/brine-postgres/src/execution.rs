@@ -87,7 +87,9 @@ async fn add_history(w: &Write, id: &ExecutionId, events: &[Event]) -> Result<()
 }
 
 /// Moves one execution between the counters of `from` and `to` (`None`: created or
-/// deleted), in one statement.
+/// deleted), in one statement that locks the counter rows in state order first: writers
+/// moving executions between states in opposite directions take the rows in the same
+/// order and cannot deadlock (an UPDATE alone locks them in heap order, which changes).
 async fn count(w: &Write, from: Option<ExecutionState>, to: Option<ExecutionState>) -> Result<()> {
     if from == to {
         return Ok(());
@@ -95,9 +97,12 @@ async fn count(w: &Write, from: Option<ExecutionState>, to: Option<ExecutionStat
     let minus = from.map_or(-1, state_code);
     let plus = to.map_or(-1, state_code);
     w.execute(
-        "UPDATE compute.execution_counts \
-         SET count = CASE WHEN state = $2 THEN greatest(count - 1, 0) ELSE count + 1 END \
-         WHERE node = $1 AND state IN ($2, $3)",
+        "WITH locked AS ( \
+             SELECT state FROM compute.execution_counts \
+             WHERE node = $1 AND state IN ($2, $3) ORDER BY state FOR UPDATE) \
+         UPDATE compute.execution_counts c \
+         SET count = CASE WHEN c.state = $2 THEN greatest(c.count - 1, 0) ELSE c.count + 1 END \
+         FROM locked WHERE c.node = $1 AND c.state = locked.state",
         &[&node(w), &minus, &plus],
     )
     .await
@@ -161,14 +166,28 @@ pub struct PgExecutionStore {
     pub(crate) db: Arc<Db>,
 }
 
-/// Runs one plain write: `$op(&mut write, now, …)`, committed when it succeeds.
+/// Runs one plain write: `$op(&mut write, now, …)`, committed when it succeeds; the
+/// whole write runs again (a bounded number of times) when the server broke a deadlock.
 macro_rules! plain_write {
     ($store:expr, $op:ident ( $($arg:expr),* )) => {{
-        let mut w = $store.db.begin(Access::Shared).await?;
-        let now = $store.db.clock.now();
-        let out = $op(&mut w, $($arg,)* now).await?;
-        w.commit().await?;
-        Ok(out)
+        let mut attempt = 0u32;
+        loop {
+            let outcome = async {
+                let mut w = $store.db.begin(Access::Shared).await?;
+                let now = $store.db.clock.now();
+                let out = $op(&mut w, $(Clone::clone(&$arg),)* now).await?;
+                w.commit().await?;
+                Ok(out)
+            }
+            .await;
+            match outcome {
+                Err(e) if crate::error::is_retryable(&e) && attempt < crate::error::MAX_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+                }
+                other => break other,
+            }
+        }
     }};
 }
 

@@ -33,12 +33,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::db::{i64_of, system_time, u64_of, Access, Db, Write};
-use crate::error::{is_retryable, unique_violation};
+use crate::error::{is_retryable, unique_violation, MAX_RETRIES};
 use crate::log::PgEventLog;
-
-/// How many times a write is retried after the server broke a deadlock or refused a
-/// serialization.
-const MAX_RETRIES: u32 = 8;
 
 /// How many rows a listing or history page reads at a time.
 const PAGE_ROWS: i64 = 256;
