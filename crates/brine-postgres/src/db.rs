@@ -22,6 +22,9 @@ use crate::schema::{self, LOCK_CLASS};
 /// payload is the log's name.
 pub(crate) const CHANNEL: &str = "brine_log";
 
+/// The listener's statement (LISTEN takes no parameters): `LISTEN` [`CHANNEL`].
+const LISTEN: &str = "LISTEN brine_log";
+
 /// How often a waiter re-reads the head when no notification arrives: the fallback
 /// when the listener's connection is down.
 const POLL: Duration = Duration::from_millis(500);
@@ -326,6 +329,10 @@ impl Db {
     pub(crate) async fn wait_for(&self, after: u64) -> Result<u64> {
         let mut rx = self.shared.head.subscribe();
         self.check_open()?;
+        let known = *rx.borrow_and_update();
+        if known > after {
+            return Ok(known);
+        }
         // Another process may have committed since the last notification.
         let head = self.shared.refresh().await?;
         if head > after {
@@ -412,7 +419,7 @@ async fn listen_once(
         }
     });
     let _abort = AbortOnDrop(driver);
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client.batch_execute(LISTEN).await?;
     // Catch up with whatever committed before the LISTEN took effect.
     let _ = shared.refresh().await;
     while let Some(payload) = rx.recv().await {
@@ -596,4 +603,14 @@ pub(crate) fn operation_code(operation: Operation) -> i16 {
 
 pub(crate) fn operation_of(code: i16) -> Option<Operation> {
     Operation::ALL.into_iter().find(|o| operation_code(*o) == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_listens_on_the_channel_writers_notify() {
+        assert_eq!(LISTEN, format!("LISTEN {CHANNEL}"));
+    }
 }

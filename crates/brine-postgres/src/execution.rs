@@ -335,14 +335,15 @@ impl ExecutionStore for PgExecutionStore {
                 }
             }
         }
-        let orphans = "FROM compute.execution_events e WHERE e.node = $1 AND NOT EXISTS \
-                       (SELECT 1 FROM compute.executions x WHERE x.node = e.node AND x.id = e.execution)";
         let sql = if dry_run {
-            format!("SELECT count(*) {orphans}")
+            "SELECT count(*) FROM compute.execution_events e WHERE e.node = $1 AND NOT EXISTS \
+             (SELECT 1 FROM compute.executions x WHERE x.node = e.node AND x.id = e.execution)"
         } else {
-            format!("WITH d AS (DELETE {orphans} RETURNING 1) SELECT count(*) FROM d")
+            "WITH d AS (DELETE FROM compute.execution_events e WHERE e.node = $1 AND NOT EXISTS \
+             (SELECT 1 FROM compute.executions x WHERE x.node = e.node AND x.id = e.execution) RETURNING 1) \
+             SELECT count(*) FROM d"
         };
-        let row = w.query_opt(&sql, &[&node]).await?;
+        let row = w.query_opt(sql, &[&node]).await?;
         report.orphan_history_events = row.map_or(0, |r| u64_of(r.get(0)));
         if dry_run {
             w.rollback().await?;

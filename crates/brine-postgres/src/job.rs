@@ -626,35 +626,96 @@ impl PgJobStore {
     }
 }
 
-/// The SQL of one listing range: the table, the filter and the time column.
-fn scan_sql(scan: &JobScan<'_>, order: SortOrder) -> (String, Vec<String>) {
-    let time = |sort: &JobSort| match sort {
-        JobSort::CreateTime => "created_ns",
-        JobSort::ModifyTime => "modified_ns",
+/// One listing range's statement: the rows of one index from a position, in order.
+/// Parameters: `$1, $2` the (time, id) to start after, `$3` the limit, then the range's
+/// own (`$4` namespace; `$4` state; `$4, $5` label key and value).
+macro_rules! scan {
+    (jobs, $filter:literal, $col:literal, $cmp:literal, $dir:literal) => {
+        concat!(
+            "SELECT j.",
+            $col,
+            ", j.id, j.record FROM compute.jobs j WHERE ",
+            $filter,
+            " AND (j.",
+            $col,
+            ", j.id) ",
+            $cmp,
+            " ($1, $2) ORDER BY j.",
+            $col,
+            " ",
+            $dir,
+            ", j.id ",
+            $dir,
+            " LIMIT $3"
+        )
     };
-    let (from, filter, column, args): (&str, &str, &str, Vec<String>) = match scan {
-        JobScan::All(sort) => ("compute.jobs j", "TRUE", time(sort), vec![]),
-        JobScan::Namespace(ns, sort) => ("compute.jobs j", "j.namespace = $4", time(sort), vec![(*ns).to_owned()]),
-        JobScan::State(state, sort) => {
-            ("compute.jobs j", "j.state = $4::text::smallint", time(sort), vec![state.code().to_string()])
-        }
-        JobScan::Label { key, value, sort } => (
-            "compute.job_labels l JOIN compute.jobs j ON j.id = l.job",
-            "l.key = $4 AND l.value = $5",
-            time(sort),
-            vec![(*key).to_owned(), (*value).to_owned()],
+    (labels, $col:literal, $cmp:literal, $dir:literal) => {
+        concat!(
+            "SELECT l.",
+            $col,
+            ", j.id, j.record FROM compute.job_labels l JOIN compute.jobs j ON j.id = l.job ",
+            "WHERE l.key = $4 AND l.value = $5 AND (l.",
+            $col,
+            ", j.id) ",
+            $cmp,
+            " ($1, $2) ",
+            "ORDER BY l.",
+            $col,
+            " ",
+            $dir,
+            ", j.id ",
+            $dir,
+            " LIMIT $3"
+        )
+    };
+}
+
+/// A listing range's own parameters.
+enum ScanArgs<'q> {
+    None,
+    Namespace(&'q str),
+    State(i16),
+    Label(&'q str, &'q str),
+}
+
+/// The statement of one listing range (every statement is a literal; values are
+/// parameters) and its own parameters.
+fn scan_sql<'q>(scan: &JobScan<'q>, order: SortOrder) -> (&'static str, ScanArgs<'q>) {
+    use JobSort::{CreateTime as C, ModifyTime as M};
+    use SortOrder::{Ascending as Up, Descending as Down};
+    match (scan, order) {
+        (JobScan::All(C), Up) => (scan!(jobs, "TRUE", "created_ns", ">", "ASC"), ScanArgs::None),
+        (JobScan::All(C), Down) => (scan!(jobs, "TRUE", "created_ns", "<", "DESC"), ScanArgs::None),
+        (JobScan::All(M), Up) => (scan!(jobs, "TRUE", "modified_ns", ">", "ASC"), ScanArgs::None),
+        (JobScan::All(M), Down) => (scan!(jobs, "TRUE", "modified_ns", "<", "DESC"), ScanArgs::None),
+        (JobScan::Namespace(ns, sort), order) => (
+            match (sort, order) {
+                (C, Up) => scan!(jobs, "j.namespace = $4", "created_ns", ">", "ASC"),
+                (C, Down) => scan!(jobs, "j.namespace = $4", "created_ns", "<", "DESC"),
+                (M, Up) => scan!(jobs, "j.namespace = $4", "modified_ns", ">", "ASC"),
+                (M, Down) => scan!(jobs, "j.namespace = $4", "modified_ns", "<", "DESC"),
+            },
+            ScanArgs::Namespace(ns),
         ),
-    };
-    let table = if from.starts_with("compute.job_labels") { "l" } else { "j" };
-    let (cmp, dir) = match order {
-        SortOrder::Ascending => (">", "ASC"),
-        SortOrder::Descending => ("<", "DESC"),
-    };
-    let sql = format!(
-        "SELECT {table}.{column}, j.id, j.record FROM {from} WHERE {filter} \
-         AND ({table}.{column}, j.id) {cmp} ($1, $2) ORDER BY {table}.{column} {dir}, j.id {dir} LIMIT $3"
-    );
-    (sql, args)
+        (JobScan::State(state, sort), order) => (
+            match (sort, order) {
+                (C, Up) => scan!(jobs, "j.state = $4", "created_ns", ">", "ASC"),
+                (C, Down) => scan!(jobs, "j.state = $4", "created_ns", "<", "DESC"),
+                (M, Up) => scan!(jobs, "j.state = $4", "modified_ns", ">", "ASC"),
+                (M, Down) => scan!(jobs, "j.state = $4", "modified_ns", "<", "DESC"),
+            },
+            ScanArgs::State(i16::from(state.code())),
+        ),
+        (JobScan::Label { key, value, sort }, order) => (
+            match (sort, order) {
+                (C, Up) => scan!(labels, "created_ns", ">", "ASC"),
+                (C, Down) => scan!(labels, "created_ns", "<", "DESC"),
+                (M, Up) => scan!(labels, "modified_ns", ">", "ASC"),
+                (M, Down) => scan!(labels, "modified_ns", "<", "DESC"),
+            },
+            ScanArgs::Label(key, value),
+        ),
+    }
 }
 
 #[async_trait]
@@ -788,31 +849,36 @@ impl JobStore for PgJobStore {
                 SortOrder::Descending => (i64::MAX, "\u{10FFFF}".repeat(64)),
             },
         };
-        // Every range of the listing is read from the same position; ranges of one
-        // listing never share a job, so their merge is the listing.
-        let mut fetched: Vec<(Timestamp, JobId, Job)> = Vec::new();
+        // Every range is read from the same position, up to what one page examines;
+        // `rules::merge_ordered` merges them as every backend does.
+        let limit = i64_of(rules::MAX_EXAMINED as u64 + 1);
+        let mut ranges = Vec::new();
+        let mut jobs: HashMap<JobId, Job> = HashMap::new();
         for scan in page.scans() {
             let (sql, args) = scan_sql(&scan, query.order);
-            let limit = i64_of(rules::MAX_EXAMINED as u64 + 1);
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&start_time, &start_id, &limit];
-            params.extend(args.iter().map(|a| a as &(dyn ToSql + Sync)));
-            let rows = read.query(&sql, &params).await?;
-            for row in &rows {
-                let job = decode_job(row, 1, 2)?;
-                fetched.push((Timestamp::from_nanos(u64_of(row.get(0))), job.id.clone(), job));
+            let state;
+            match &args {
+                ScanArgs::None => {}
+                ScanArgs::Namespace(ns) => params.push(ns),
+                ScanArgs::State(code) => {
+                    state = *code;
+                    params.push(&state);
+                }
+                ScanArgs::Label(key, value) => params.extend([key as &(dyn ToSql + Sync), value]),
             }
+            let mut range = Vec::new();
+            for row in read.query(sql, &params).await? {
+                let job = decode_job(&row, 1, 2)?;
+                range.push(Ok::<_, StoreError>((Timestamp::from_nanos(u64_of(row.get(0))), job.id.clone())));
+                jobs.insert(job.id.clone(), job);
+            }
+            ranges.push(range.into_iter());
         }
         read.commit().await?;
-        fetched.sort_by(|a, b| {
-            let key = (&a.0, &a.1).cmp(&(&b.0, &b.1));
-            if query.order == SortOrder::Descending {
-                key.reverse()
-            } else {
-                key
-            }
-        });
-        for (time, id, job) in &fetched {
-            if !page.offer(*time, id, Some(job)) {
+        for entry in rules::merge_ordered(ranges, query.order) {
+            let (time, id) = entry?;
+            if !page.offer(time, &id, jobs.get(&id)) {
                 break;
             }
         }
@@ -1002,6 +1068,30 @@ impl JobStore for PgJobStore {
     }
 }
 
+/// The rows of what belongs to a job whose job is missing, per table (at most 1 000 jobs
+/// each).
+macro_rules! orphans {
+    ($table:literal) => {
+        (
+            $table,
+            concat!(
+                "SELECT t.job, count(*) FROM ",
+                $table,
+                " t WHERE NOT EXISTS ",
+                "(SELECT 1 FROM compute.jobs j WHERE j.id = t.job) GROUP BY t.job ORDER BY t.job LIMIT 1000"
+            ),
+        )
+    };
+}
+
+const ORPHANS: [(&str, &str); 5] = [
+    orphans!("compute.job_labels"),
+    orphans!("compute.job_versions"),
+    orphans!("compute.job_history"),
+    orphans!("compute.evaluations"),
+    orphans!("compute.job_executions"),
+];
+
 /// The columns a job's row must hold, from its record.
 #[derive(Debug, PartialEq)]
 struct JobColumns {
@@ -1106,18 +1196,8 @@ async fn check(read: &Write, report: &mut CheckReport) -> Result<()> {
             }
         }
     }
-    for (table, column) in [
-        ("compute.job_labels", "job"),
-        ("compute.job_versions", "job"),
-        ("compute.job_history", "job"),
-        ("compute.evaluations", "job"),
-        ("compute.job_executions", "job"),
-    ] {
-        let sql = format!(
-            "SELECT t.{column}, count(*) FROM {table} t WHERE NOT EXISTS \
-             (SELECT 1 FROM compute.jobs j WHERE j.id = t.{column}) GROUP BY t.{column} ORDER BY t.{column} LIMIT 1000"
-        );
-        for row in read.query(&sql, &[]).await? {
+    for (table, sql) in ORPHANS {
+        for row in read.query(sql, &[]).await? {
             report.problem(table, row.get::<_, String>(0), format!("{} rows of a missing job", row.get::<_, i64>(1)));
         }
     }

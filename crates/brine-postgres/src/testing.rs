@@ -66,6 +66,16 @@ pub async fn admin() -> tokio_postgres::Client {
 
 const TEMPLATE: &str = "brine_template";
 
+/// A database name for DDL, which takes no parameters: only names this module makes
+/// (`[a-z0-9_]`) are ever put into a statement.
+fn ident(name: &str) -> &str {
+    assert!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "not a test database name: {name:?}"
+    );
+    name
+}
+
 static TEMPLATE_READY: OnceCell<()> = OnceCell::const_new();
 
 /// Makes the migrated template once per test process (and once per server: test
@@ -79,12 +89,12 @@ async fn template() {
             let exists = admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await.unwrap();
             if exists.is_none() {
                 let building = format!("{name}_building_{}", std::process::id());
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {building}")).await.unwrap();
-                admin.batch_execute(&format!("CREATE DATABASE {building}")).await.unwrap();
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", ident(&building))).await.unwrap();
+                admin.batch_execute(&format!("CREATE DATABASE {}", ident(&building))).await.unwrap();
                 let store = crate::open_job_store(&url_for(&building), crate::PgOptions::default()).await.unwrap();
                 brine_store::JobStore::close(&store).await.unwrap();
                 drop(store);
-                retry(&admin, &format!("ALTER DATABASE {building} RENAME TO {name}")).await;
+                retry(&admin, &format!("ALTER DATABASE {} RENAME TO {}", ident(&building), ident(&name))).await;
             }
             admin.execute("SELECT pg_advisory_unlock(4242)", &[]).await.unwrap();
         })
@@ -112,20 +122,20 @@ pub async fn fresh_database() -> String {
     let name = format!("brine_t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let admin = admin().await;
     let template = format!("{TEMPLATE}_v{}", crate::schema::SCHEMA_VERSION);
-    retry(&admin, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+    retry(&admin, &format!("CREATE DATABASE {} TEMPLATE {}", ident(&name), ident(&template))).await;
     name
 }
 
 /// Drops a test's database (its stores must be closed).
 pub async fn drop_database(name: &str) {
     let admin = admin().await;
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))).await;
 }
 
 /// A new database without Brine's schema (PostgreSQL's own template).
 pub async fn empty_database() -> String {
     let name = format!("brine_e{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    admin().await.batch_execute(&format!("CREATE DATABASE {}", ident(&name))).await.unwrap();
     name
 }
 
