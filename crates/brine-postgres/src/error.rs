@@ -134,6 +134,17 @@ pub(crate) fn is_retryable(e: &StoreError) -> bool {
         .is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
+/// Whether `e` is a lock wait given up (`lock_timeout`).
+pub(crate) fn is_lock_timeout(e: &StoreError) -> bool {
+    driver_error(e).and_then(|e| e.code()).is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// The source of the error a write gets when the group it was committed with failed
+/// as a whole (the first write of the group gets the driver's error itself).
+#[derive(Debug, thiserror::Error)]
+#[error("the writes grouped into the same transaction failed with it")]
+pub(crate) struct GroupFailure;
+
 /// The constraint a unique violation names, if `e` is one.
 pub(crate) fn unique_violation(e: &StoreError) -> Option<&str> {
     let db = driver_error(e)?.as_db_error()?;

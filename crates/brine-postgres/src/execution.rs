@@ -3,10 +3,10 @@
 //! `compute.execution_counts`, all rows keyed by the node, so many nodes share one
 //! database.
 //!
-//! Each change is one database transaction: it locks the execution's row
-//! (`SELECT … FOR UPDATE`), asks `rules` what changes, writes the row, the counters of
-//! the states it leaves and enters (one statement, so concurrent writers lock counter rows
-//! in the same order), the history, and its log entry last.
+//! Each change locks the execution's row (`SELECT … FOR UPDATE`), asks `rules` what
+//! changes, and writes the row and the history; its counter moves and log entry are
+//! written at commit ([`crate::db::Write`]). A plain write runs in a commit group
+//! ([`crate::group`]), an explicit transaction in a database transaction of its own.
 
 use std::sync::Arc;
 
@@ -87,26 +87,9 @@ async fn add_history(w: &Write, id: &ExecutionId, events: &[Event]) -> Result<()
 }
 
 /// Moves one execution between the counters of `from` and `to` (`None`: created or
-/// deleted), in one statement that locks the counter rows in state order first: writers
-/// moving executions between states in opposite directions take the rows in the same
-/// order and cannot deadlock (an UPDATE alone locks them in heap order, which changes).
-async fn count(w: &Write, from: Option<ExecutionState>, to: Option<ExecutionState>) -> Result<()> {
-    if from == to {
-        return Ok(());
-    }
-    let minus = from.map_or(-1, state_code);
-    let plus = to.map_or(-1, state_code);
-    w.execute(
-        "WITH locked AS ( \
-             SELECT state FROM compute.execution_counts \
-             WHERE node = $1 AND state IN ($2, $3) ORDER BY state FOR UPDATE) \
-         UPDATE compute.execution_counts c \
-         SET count = CASE WHEN c.state = $2 THEN greatest(c.count - 1, 0) ELSE c.count + 1 END \
-         FROM locked WHERE c.node = $1 AND c.state = locked.state",
-        &[&node(w), &minus, &plus],
-    )
-    .await
-    .map(|_| ())
+/// deleted); written at commit ([`Write::count`]).
+fn count(w: &mut Write, from: Option<ExecutionState>, to: Option<ExecutionState>) {
+    w.count(from.map(state_code), to.map(state_code));
 }
 
 async fn create(w: &mut Write, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
@@ -118,7 +101,7 @@ async fn create(w: &mut Write, execution: Execution, events: Vec<Event>, now: Ti
         return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
     }
     add_history(w, &e.id, &events).await?;
-    count(w, None, Some(e.state())).await?;
+    count(w, None, Some(e.state()));
     w.log(Operation::Create, LogObject::Execution { current: Some(Box::new(e.clone())), previous: None, events }, now);
     Ok(e)
 }
@@ -127,7 +110,7 @@ async fn update(w: &mut Write, request: UpdateExecutionRequest, now: Timestamp) 
     let current = lock(w, &request.execution_id).await?;
     let next = rules::update_execution(&current, &request, now)?;
     put(w, &next).await?;
-    count(w, Some(current.state()), Some(next.state())).await?;
+    count(w, Some(current.state()), Some(next.state()));
     add_history(w, &next.id, &request.events).await?;
     let object = LogObject::Execution {
         current: Some(Box::new(next.clone())),
@@ -138,9 +121,9 @@ async fn update(w: &mut Write, request: UpdateExecutionRequest, now: Timestamp) 
     Ok(next)
 }
 
-async fn add_events(w: &mut Write, id: &ExecutionId, events: Vec<Event>, now: Timestamp) -> Result<()> {
-    let current = lock(w, id).await?;
-    add_history(w, id, &events).await?;
+async fn add_events(w: &mut Write, id: ExecutionId, events: Vec<Event>, now: Timestamp) -> Result<()> {
+    let current = lock(w, &id).await?;
+    add_history(w, &id, &events).await?;
     if let Some(next) = rules::events_added(&current, now) {
         put(w, &next).await?;
         let object = LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(current)), events };
@@ -149,12 +132,12 @@ async fn add_events(w: &mut Write, id: &ExecutionId, events: Vec<Event>, now: Ti
     Ok(())
 }
 
-async fn delete(w: &mut Write, id: &ExecutionId, now: Timestamp) -> Result<()> {
-    let current = lock(w, id).await?;
+async fn delete(w: &mut Write, id: ExecutionId, now: Timestamp) -> Result<()> {
+    let current = lock(w, &id).await?;
     w.execute("DELETE FROM compute.executions WHERE node = $1 AND id = $2", &[&node(w), &id.as_str()]).await?;
     w.execute("DELETE FROM compute.execution_events WHERE node = $1 AND execution = $2", &[&node(w), &id.as_str()])
         .await?;
-    count(w, Some(current.state()), None).await?;
+    count(w, Some(current.state()), None);
     let object = LogObject::Execution { current: None, previous: Some(Box::new(current)), events: vec![] };
     w.log(Operation::Delete, object, now);
     Ok(())
@@ -166,28 +149,11 @@ pub struct PgExecutionStore {
     pub(crate) db: Arc<Db>,
 }
 
-/// Runs one plain write: `$op(&mut write, now, …)`, committed when it succeeds; the
-/// whole write runs again (a bounded number of times) when the server broke a deadlock.
+/// Runs one plain write, `$op(&mut write, …, now)`, in the store's next commit group.
+/// The arguments are moved into the write and cloned for each run of it.
 macro_rules! plain_write {
-    ($store:expr, $op:ident ( $($arg:expr),* )) => {{
-        let mut attempt = 0u32;
-        loop {
-            let outcome = async {
-                let mut w = $store.db.begin(Access::Shared).await?;
-                let now = $store.db.clock.now();
-                let out = $op(&mut w, $(Clone::clone(&$arg),)* now).await?;
-                w.commit().await?;
-                Ok(out)
-            }
-            .await;
-            match outcome {
-                Err(e) if crate::error::is_retryable(&e) && attempt < crate::error::MAX_RETRIES => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
-                }
-                other => break other,
-            }
-        }
+    ($store:expr, $op:ident ( $($arg:ident),* )) => {{
+        $store.db.write(move |w, now| Box::pin($op(w, $(Clone::clone(&$arg),)* now))).await
     }};
 }
 
@@ -272,6 +238,7 @@ impl ExecutionStore for PgExecutionStore {
     }
 
     async fn add_execution_event(&self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
+        let id = id.clone();
         plain_write!(self, add_events(id, events))
     }
 
@@ -297,6 +264,7 @@ impl ExecutionStore for PgExecutionStore {
     }
 
     async fn delete_execution(&self, id: &ExecutionId) -> Result<()> {
+        let id = id.clone();
         plain_write!(self, delete(id))
     }
 
@@ -492,14 +460,14 @@ impl ExecutionTx for PgExecutionTx {
     async fn add_execution_event(&mut self, id: &ExecutionId, events: Vec<Event>) -> Result<()> {
         self.steps.check()?;
         let now = self.w.db().clock.now();
-        let out = add_events(&mut self.w, id, events, now).await;
+        let out = add_events(&mut self.w, id.clone(), events, now).await;
         self.step(out)
     }
 
     async fn delete_execution(&mut self, id: &ExecutionId) -> Result<()> {
         self.steps.check()?;
         let now = self.w.db().clock.now();
-        let out = delete(&mut self.w, id, now).await;
+        let out = delete(&mut self.w, id.clone(), now).await;
         self.step(out)
     }
 

@@ -32,8 +32,8 @@ use brine_store::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::db::{i64_of, system_time, u64_of, Access, Db, Write};
-use crate::error::{is_retryable, unique_violation, MAX_RETRIES};
+use crate::db::{i64_of, system_time, u64_of, Db, Write};
+use crate::error::unique_violation;
 use crate::log::PgEventLog;
 
 /// How many rows a listing or history page reads at a time.
@@ -278,7 +278,7 @@ fn decode_history(row: &Row) -> Result<JobHistory> {
 }
 
 /// Loads what `need` names into `loaded`, inside `w`.
-async fn load(w: &Write, loaded: &mut Loaded, need: Need, now: Timestamp) -> Result<()> {
+async fn load(w: &mut Write, loaded: &mut Loaded, need: Need, now: Timestamp) -> Result<()> {
     match need {
         Need::Job(id) => {
             let row =
@@ -320,6 +320,14 @@ async fn load(w: &Write, loaded: &mut Loaded, need: Need, now: Timestamp) -> Res
             loaded.executions.insert(id, execution);
         }
         Need::FirstQueued(queue) => {
+            // A job its group locked for it (see `crate::group`): the write that follows
+            // sets the row's status and grab time, as the statement below would.
+            if let Some((id, record)) = w.take_locked_job(&queue) {
+                let job: Job = codec::decode("compute.jobs", id.as_bytes(), &record)?;
+                loaded.first_queued.insert(queue, Some(job.id.clone()));
+                loaded.jobs.insert(job.id.clone(), Some(job));
+                return Ok(());
+            }
             // The next queued job, locked, skipping jobs another grabber holds; the
             // materialized CTE takes exactly one row (never `IN (SELECT … SKIP
             // LOCKED)`, which may update more rows than the limit).
@@ -394,8 +402,62 @@ pub(crate) fn status(state: JobState) -> &'static str {
     }
 }
 
-/// Sends one write to the database.
-async fn apply(w: &mut Write, change: Change) -> Result<()> {
+/// A statement's parameter, owned (statements are built first and sent together).
+type Param = Box<dyn ToSql + Send + Sync>;
+
+/// How a failed statement's unique violation reads to the caller.
+#[derive(Clone, Copy)]
+enum Taken {
+    /// Nothing special: the driver's error.
+    No,
+    /// A new job: its name (`jobs_name_key`) or its id was taken.
+    Job,
+    Evaluation,
+    Execution,
+}
+
+/// One statement of a write, with what its unique violation means.
+struct Statement {
+    sql: &'static str,
+    params: Vec<Param>,
+    taken: Taken,
+    /// The id (or `namespace/name`) a unique violation names.
+    names: (String, String),
+}
+
+impl Statement {
+    fn new(sql: &'static str, params: Vec<Param>) -> Self {
+        Statement { sql, params, taken: Taken::No, names: (String::new(), String::new()) }
+    }
+
+    fn taken(mut self, taken: Taken, id: String, name: String) -> Self {
+        self.taken = taken;
+        self.names = (id, name);
+        self
+    }
+
+    /// `e` as the caller should see it.
+    fn error(&self, e: StoreError) -> StoreError {
+        let Some(constraint) = unique_violation(&e) else { return e };
+        match self.taken {
+            Taken::No => e,
+            Taken::Job if constraint == "jobs_name_key" => {
+                StoreError::already_exists(ObjectKind::JobName, &self.names.1)
+            }
+            Taken::Job => StoreError::already_exists(ObjectKind::Job, &self.names.0),
+            Taken::Evaluation => StoreError::already_exists(ObjectKind::Evaluation, &self.names.0),
+            Taken::Execution => StoreError::already_exists(ObjectKind::Execution, &self.names.0),
+        }
+    }
+}
+
+fn text(s: &str) -> Param {
+    Box::new(s.to_owned())
+}
+
+/// The statements of one change, in order, appended to `out`; a log entry is queued on
+/// `w` instead.
+fn statements(w: &mut Write, change: Change, out: &mut Vec<Statement>) {
     match change {
         Change::PutJob { job, before } => {
             // A new job is inserted, never upserted: a racing create of the same id or
@@ -413,75 +475,55 @@ async fn apply(w: &mut Write, change: Change) -> Result<()> {
                      accessed_ns = $17, revision = $18, version = $19, record = $20 \
                  WHERE id = $1"
             };
-            let outcome = w
-                .execute(
-                    sql,
-                    &[
-                        &job.id.as_str(),
-                        &status(job.state()),
-                        &job.queue.as_deref().unwrap_or(""),
-                        &job.config,
-                        &job.input_files,
-                        &system_time(job.create_time),
-                        &system_time(job.last_accessed_time),
-                        &job.grabbed_time.map(system_time),
-                        &job.finished_time.map(system_time),
-                        &job.output_files,
-                        &job.namespace,
-                        &job.name,
-                        &i16::from(job.state().code()),
-                        &i16::from(job.job_type.code()),
-                        &i64_of(job.create_time.as_nanos()),
-                        &i64_of(job.modify_time.as_nanos()),
-                        &i64_of(job.last_accessed_time.as_nanos()),
-                        &i64_of(job.revision),
-                        &i64_of(job.version),
-                        &codec::encode(&job),
-                    ],
-                )
-                .await;
-            if let Err(e) = &outcome {
-                match unique_violation(e) {
-                    Some("jobs_name_key") => {
-                        return Err(StoreError::already_exists(
-                            ObjectKind::JobName,
-                            format!("{}/{}", job.namespace, job.name),
-                        ))
-                    }
-                    Some(_) => return Err(StoreError::already_exists(ObjectKind::Job, &job.id)),
-                    None => {}
-                }
-            }
-            outcome?;
-            let had_labels = before.as_ref().is_some_and(|b| !b.labels.is_empty());
-            if had_labels {
-                w.execute("DELETE FROM compute.job_labels WHERE job = $1", &[&job.id.as_str()]).await?;
+            let id = job.id.as_str();
+            let params: Vec<Param> = vec![
+                text(id),
+                Box::new(status(job.state())),
+                text(job.queue.as_deref().unwrap_or("")),
+                Box::new(job.config.clone()),
+                Box::new(job.input_files.clone()),
+                Box::new(system_time(job.create_time)),
+                Box::new(system_time(job.last_accessed_time)),
+                Box::new(job.grabbed_time.map(system_time)),
+                Box::new(job.finished_time.map(system_time)),
+                Box::new(job.output_files.clone()),
+                text(&job.namespace),
+                text(&job.name),
+                Box::new(i16::from(job.state().code())),
+                Box::new(i16::from(job.job_type.code())),
+                Box::new(i64_of(job.create_time.as_nanos())),
+                Box::new(i64_of(job.modify_time.as_nanos())),
+                Box::new(i64_of(job.last_accessed_time.as_nanos())),
+                Box::new(i64_of(job.revision)),
+                Box::new(i64_of(job.version)),
+                Box::new(codec::encode(&job)),
+            ];
+            let name = format!("{}/{}", job.namespace, job.name);
+            out.push(Statement::new(sql, params).taken(Taken::Job, id.to_owned(), name));
+            if before.as_ref().is_some_and(|b| !b.labels.is_empty()) {
+                out.push(Statement::new("DELETE FROM compute.job_labels WHERE job = $1", vec![text(id)]));
             }
             if !job.labels.is_empty() {
-                let keys: Vec<&str> = job.labels.keys().map(String::as_str).collect();
-                let values: Vec<&str> = job.labels.values().map(String::as_str).collect();
-                w.execute(
+                let keys: Vec<String> = job.labels.keys().cloned().collect();
+                let values: Vec<String> = job.labels.values().cloned().collect();
+                out.push(Statement::new(
                     "INSERT INTO compute.job_labels (job, key, value, created_ns, modified_ns) \
                      SELECT $1, k, v, $4, $5 FROM unnest($2::text[], $3::text[]) AS l(k, v)",
-                    &[
-                        &job.id.as_str(),
-                        &keys,
-                        &values,
-                        &i64_of(job.create_time.as_nanos()),
-                        &i64_of(job.modify_time.as_nanos()),
+                    vec![
+                        text(id),
+                        Box::new(keys),
+                        Box::new(values),
+                        Box::new(i64_of(job.create_time.as_nanos())),
+                        Box::new(i64_of(job.modify_time.as_nanos())),
                     ],
-                )
-                .await?;
+                ));
             }
         }
-        Change::PutVersion(job) => {
-            w.execute(
-                "INSERT INTO compute.job_versions (job, version, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (job, version) DO UPDATE SET record = EXCLUDED.record",
-                &[&job.id.as_str(), &i64_of(job.version), &codec::encode(&job)],
-            )
-            .await?;
-        }
+        Change::PutVersion(job) => out.push(Statement::new(
+            "INSERT INTO compute.job_versions (job, version, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (job, version) DO UPDATE SET record = EXCLUDED.record",
+            vec![text(job.id.as_str()), Box::new(i64_of(job.version)), Box::new(codec::encode(&job))],
+        )),
         Change::RemoveJob(id) => {
             for sql in [
                 "DELETE FROM compute.jobs WHERE id = $1",
@@ -491,38 +533,29 @@ async fn apply(w: &mut Write, change: Change) -> Result<()> {
                 "DELETE FROM compute.evaluations WHERE job = $1",
                 "DELETE FROM compute.job_executions WHERE job = $1",
             ] {
-                w.execute(sql, &[&id.as_str()]).await?;
+                out.push(Statement::new(sql, vec![text(id.as_str())]));
             }
         }
-        Change::MarkPurged(id, archive) => {
-            w.execute(
-                "INSERT INTO compute.purged_jobs (id, archive) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET archive = EXCLUDED.archive",
-                &[&id.as_str(), &archive],
-            )
-            .await?;
-        }
-        Change::History(entry) => {
-            w.execute(
-                "INSERT INTO compute.job_history (job, record) VALUES ($1, $2)",
-                &[&entry.job_id.as_str(), &codec::encode(&entry)],
-            )
-            .await?;
-        }
+        Change::MarkPurged(id, archive) => out.push(Statement::new(
+            "INSERT INTO compute.purged_jobs (id, archive) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET archive = EXCLUDED.archive",
+            vec![text(id.as_str()), Box::new(archive)],
+        )),
+        Change::History(entry) => out.push(Statement::new(
+            "INSERT INTO compute.job_history (job, record) VALUES ($1, $2)",
+            vec![text(entry.job_id.as_str()), Box::new(codec::encode(&entry))],
+        )),
         Change::PutEvaluation { evaluation: e, new } => {
             let sql = if new {
                 "INSERT INTO compute.evaluations (id, job, record) VALUES ($1, $2, $3)"
             } else {
                 "UPDATE compute.evaluations SET job = $2, record = $3 WHERE id = $1"
             };
-            let outcome = w.execute(sql, &[&e.id.as_str(), &e.job_id.as_str(), &codec::encode(&e)]).await;
-            if outcome.as_ref().err().and_then(unique_violation).is_some() {
-                return Err(StoreError::already_exists(ObjectKind::Evaluation, &e.id));
-            }
-            outcome?;
+            let params = vec![text(e.id.as_str()), text(e.job_id.as_str()), Box::new(codec::encode(&e)) as Param];
+            out.push(Statement::new(sql, params).taken(Taken::Evaluation, e.id.as_str().to_owned(), String::new()));
         }
         Change::DeleteEvaluation(id) => {
-            w.execute("DELETE FROM compute.evaluations WHERE id = $1", &[&id.as_str()]).await?;
+            out.push(Statement::new("DELETE FROM compute.evaluations WHERE id = $1", vec![text(id.as_str())]));
         }
         Change::PutExecution { execution: e, new } => {
             let sql = if new {
@@ -530,16 +563,63 @@ async fn apply(w: &mut Write, change: Change) -> Result<()> {
             } else {
                 "UPDATE compute.job_executions SET job = $2, node = $3, record = $4 WHERE id = $1"
             };
-            let node = e.node_id.as_ref().map(|n| n.as_str());
-            let outcome = w.execute(sql, &[&e.id.as_str(), &e.job_id.as_str(), &node, &codec::encode(&e)]).await;
-            if outcome.as_ref().err().and_then(unique_violation).is_some() {
-                return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
-            }
-            outcome?;
+            let node: Option<String> = e.node_id.as_ref().map(|n| n.as_str().to_owned());
+            let params = vec![
+                text(e.id.as_str()),
+                text(e.job_id.as_str()),
+                Box::new(node) as Param,
+                Box::new(codec::encode(&e)),
+            ];
+            out.push(Statement::new(sql, params).taken(Taken::Execution, e.id.as_str().to_owned(), String::new()));
         }
         Change::Log(operation, object, now) => w.log(operation, object, now),
     }
+}
+
+/// Sends a write's changes to the database, all statements in one round trip, in order.
+async fn apply(w: &mut Write, changes: Vec<Change>) -> Result<()> {
+    let mut out = Vec::new();
+    for change in changes {
+        statements(w, change, &mut out);
+    }
+    let batch: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> =
+        out.iter().map(|s| (s.sql, s.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect())).collect();
+    let results = w.pipeline(&batch).await?;
+    // The first failure is the one to report: the statements after it failed because
+    // the transaction was aborted.
+    for (statement, result) in out.iter().zip(results) {
+        result.map_err(|e| statement.error(e))?;
+    }
     Ok(())
+}
+
+/// Runs a `job_write` function over rows loaded (and locked) in `w`: loads `first`,
+/// then runs the function, loading what it missed and running it again, until it ran
+/// with everything it read; applies its changes when it succeeded.
+async fn run_staged<R>(
+    w: &mut Write,
+    first: &[Need],
+    f: &(impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Sync),
+    now: Timestamp,
+) -> Result<R> {
+    let mut loaded = Loaded::default();
+    for need in first {
+        load(w, &mut loaded, need.clone(), now).await?;
+    }
+    loop {
+        let (out, missing, changes) = {
+            let mut staged = Staged::new(&loaded);
+            let out = f(&mut staged, now);
+            (out, staged.missing.into_inner(), staged.changes)
+        };
+        if let Some(need) = missing {
+            load(w, &mut loaded, need, now).await?;
+            continue;
+        }
+        let out = out?;
+        apply(w, changes).await?;
+        return Ok(out);
+    }
 }
 
 /// The requester's job store in a PostgreSQL database.
@@ -549,66 +629,46 @@ pub struct PgJobStore {
 }
 
 impl PgJobStore {
-    /// Runs a `job_write` function as one database transaction, retrying it whole when
-    /// the server broke a deadlock.
-    async fn write<R: Send>(&self, f: impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync) -> Result<R> {
+    /// Runs a `job_write` function in the store's next commit group, running it again
+    /// (from the start, in a fresh savepoint) when the server broke a deadlock.
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
         self.write_loading(Vec::new(), f).await
+    }
+
+    /// As [`PgJobStore::write`], for a grab from `queue`: the group it runs in locks a
+    /// queued job for each of its grabs from the queue with one statement.
+    async fn write_grabbing<R, F>(&self, queue: String, f: F) -> Result<R>
+    where
+        F: Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.db
+            .write_grabbing(queue, move |w, now| {
+                let f = Arc::clone(&f);
+                Box::pin(async move { run_staged(w, &[], &*f, now).await })
+            })
+            .await
     }
 
     /// As [`PgJobStore::write`], loading `first` before the first run (rows the
     /// function will read, fetched together rather than one miss at a time).
-    async fn write_loading<R: Send>(
-        &self,
-        first: Vec<Need>,
-        f: impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync,
-    ) -> Result<R> {
-        let mut attempt = 0;
-        loop {
-            match self.try_write(&first, &f).await {
-                Err(e) if is_retryable(&e) && attempt < MAX_RETRIES => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
-                }
-                out => return out,
-            }
-        }
-    }
-
-    async fn try_write<R: Send>(
-        &self,
-        first: &[Need],
-        f: &(impl Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Sync),
-    ) -> Result<R> {
-        let mut w = self.db.begin(Access::Shared).await?;
-        let now = self.db.clock.now();
-        let mut loaded = Loaded::default();
-        for need in first {
-            load(&w, &mut loaded, need.clone(), now).await?;
-        }
-        loop {
-            let (out, missing, changes) = {
-                let mut staged = Staged::new(&loaded);
-                let out = f(&mut staged, now);
-                (out, staged.missing.into_inner(), staged.changes)
-            };
-            if let Some(need) = missing {
-                load(&w, &mut loaded, need, now).await?;
-                continue;
-            }
-            match out {
-                Ok(r) => {
-                    for change in changes {
-                        apply(&mut w, change).await?;
-                    }
-                    w.commit().await?;
-                    return Ok(r);
-                }
-                Err(e) => {
-                    w.rollback().await?;
-                    return Err(e);
-                }
-            }
-        }
+    async fn write_loading<R, F>(&self, first: Vec<Need>, f: F) -> Result<R>
+    where
+        F: Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let (first, f) = (Arc::new(first), Arc::new(f));
+        self.db
+            .write(move |w, now| {
+                let (first, f) = (Arc::clone(&first), Arc::clone(&f));
+                Box::pin(async move { run_staged(w, &first, &*f, now).await })
+            })
+            .await
     }
 
     async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
@@ -721,7 +781,7 @@ fn scan_sql<'q>(scan: &JobScan<'q>, order: SortOrder) -> (&'static str, ScanArgs
 #[async_trait]
 impl JobStore for PgJobStore {
     async fn create_job(&self, job: Job) -> Result<Job> {
-        self.write(|s, now| job_write::create_job(s, job.clone(), now)).await
+        self.write(move |s, now| job_write::create_job(s, job.clone(), now)).await
     }
 
     async fn get_job(&self, id: &JobId) -> Result<Job> {
@@ -771,7 +831,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn update_job(&self, job: Job) -> Result<Job> {
-        self.write(|s, now| job_write::update_job(s, job.clone(), now)).await
+        self.write(move |s, now| job_write::update_job(s, job.clone(), now)).await
     }
 
     async fn get_job_versions(&self, id: &JobId) -> Result<Vec<Job>> {
@@ -801,15 +861,17 @@ impl JobStore for PgJobStore {
     }
 
     async fn update_job_state(&self, request: UpdateJobStateRequest) -> Result<Job> {
-        self.write(|s, now| job_write::update_job_state(s, &request, now)).await
+        self.write(move |s, now| job_write::update_job_state(s, &request, now)).await
     }
 
     async fn delete_job(&self, id: &JobId) -> Result<()> {
-        self.write(|s, now| job_write::delete_job(s, id, now)).await
+        let id = id.clone();
+        self.write(move |s, now| job_write::delete_job(s, &id, now)).await
     }
 
     async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()> {
-        self.write(|s, now| job_write::add_job_events(s, id, events.clone(), now)).await
+        let id = id.clone();
+        self.write(move |s, now| job_write::add_job_events(s, &id, events.clone(), now)).await
     }
 
     async fn get_job_history(&self, id: &JobId, query: &HistoryQuery) -> Result<HistoryPage> {
@@ -898,7 +960,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
-        self.write(|s, now| job_write::create_evaluation(s, evaluation.clone(), now)).await
+        self.write(move |s, now| job_write::create_evaluation(s, evaluation.clone(), now)).await
     }
 
     async fn get_evaluation(&self, id: &EvaluationId) -> Result<Evaluation> {
@@ -910,11 +972,12 @@ impl JobStore for PgJobStore {
     }
 
     async fn update_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
-        self.write(|s, now| job_write::update_evaluation(s, evaluation.clone(), now)).await
+        self.write(move |s, now| job_write::update_evaluation(s, evaluation.clone(), now)).await
     }
 
     async fn delete_evaluation(&self, id: &EvaluationId) -> Result<()> {
-        self.write(|s, now| job_write::delete_evaluation(s, id, now)).await
+        let id = id.clone();
+        self.write(move |s, now| job_write::delete_evaluation(s, &id, now)).await
     }
 
     async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>> {
@@ -928,7 +991,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn create_execution(&self, execution: Execution) -> Result<Execution> {
-        self.write(|s, now| job_write::create_execution(s, execution.clone(), now)).await
+        self.write(move |s, now| job_write::create_execution(s, execution.clone(), now)).await
     }
 
     async fn get_execution(&self, id: &ExecutionId) -> Result<Execution> {
@@ -940,7 +1003,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn update_execution(&self, request: UpdateExecutionRequest) -> Result<Execution> {
-        self.write(|s, now| job_write::update_execution(s, &request, now)).await
+        self.write(move |s, now| job_write::update_execution(s, &request, now)).await
     }
 
     async fn get_executions_for_job(&self, job_id: &JobId) -> Result<Vec<Execution>> {
@@ -958,26 +1021,33 @@ impl JobStore for PgJobStore {
     }
 
     async fn enqueue(&self, queue: &str, job: Job) -> Result<Job> {
-        self.write(|s, now| job_write::enqueue(s, queue, job.clone(), now)).await
+        let queue = queue.to_owned();
+        self.write(move |s, now| job_write::enqueue(s, &queue, job.clone(), now)).await
     }
 
     async fn grab_next(&self, queue: &str) -> Result<Option<Job>> {
-        self.write(|s, now| job_write::grab_next(s, queue, now)).await
+        let (queue, hint) = (queue.to_owned(), queue.to_owned());
+        self.write_grabbing(hint, move |s, now| job_write::grab_next(s, &queue, now)).await
     }
 
     async fn finish(&self, id: &JobId, outcome: JobOutcome, output_files: Vec<String>) -> Result<Job> {
-        self.write(|s, now| job_write::finish(s, id, outcome.clone(), output_files.clone(), now)).await
+        let id = id.clone();
+        self.write(move |s, now| job_write::finish(s, &id, outcome.clone(), output_files.clone(), now)).await
     }
 
     async fn touch_job(&self, id: &JobId) -> Result<Job> {
-        self.write(|s, now| job_write::touch_job(s, id, now)).await
+        let id = id.clone();
+        self.write(move |s, now| job_write::touch_job(s, &id, now)).await
     }
 
     async fn expire(&self, idle_for: Duration) -> Result<Vec<JobId>> {
         self.db.check_open()?;
         let (cutoff, message) = rules::expire_cutoff(idle_for, self.db.clock.now());
-        let message = &message;
-        rules::expire_in_batches(|| self.write(move |s, now| job_write::expire_batch(s, cutoff, message, now))).await
+        rules::expire_in_batches(|| {
+            let message = message.clone();
+            self.write(move |s, now| job_write::expire_batch(s, cutoff, &message, now))
+        })
+        .await
     }
 
     async fn purgeable_jobs(
@@ -1038,7 +1108,8 @@ impl JobStore for PgJobStore {
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
         let ids = jobs.iter().map(|(id, _)| id.clone()).collect();
-        self.write_loading(vec![Need::Jobs(ids)], |s, now| job_write::purge_jobs(s, jobs, archive, now)).await
+        let (jobs, archive) = (jobs.to_vec(), archive.to_owned());
+        self.write_loading(vec![Need::Jobs(ids)], move |s, now| job_write::purge_jobs(s, &jobs, &archive, now)).await
     }
 
     async fn sync(&self) -> Result<()> {

@@ -15,10 +15,13 @@
 //! - **The event log is numbered at commit.** Each log's head row is updated as the last
 //!   statement of the writing transaction, so sequence numbers are gap-free in commit
 //!   order across processes (no sequence object with gap detection).
-//! - **Watchers are pushed, not polled.** After a commit, one `pg_notify` per burst of
-//!   commits (never inside the writing transaction: NOTIFY takes a global lock at
-//!   commit); a listener connection per store wakes waiters and reconnects on its own,
-//!   and a slow poll covers the time it is away.
+//! - **Writes commit in groups.** The head row makes the writers of one log commit one
+//!   after another; plain writes that arrive together therefore share one transaction,
+//!   each in a savepoint, and so one WAL flush (see `group.rs`).
+//! - **Watchers are pushed, not polled.** After a commit, at most one `pg_notify` per
+//!   10 ms, carrying the head (never inside the writing transaction: NOTIFY takes a
+//!   global lock at commit); a listener connection per store wakes waiters and
+//!   reconnects on its own, and a slow poll covers the time it is away.
 //! - **The job store's decisions are the other backends'.** Its writes run
 //!   `brine_store::job_write` over rows loaded in the transaction (see [`PgJobStore`]).
 //! - **Values are the codec's bytes.** Records are `BYTEA` in the versioned codec every
@@ -30,6 +33,7 @@
 mod db;
 mod error;
 mod execution;
+mod group;
 mod job;
 mod log;
 pub mod schema;

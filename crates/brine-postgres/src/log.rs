@@ -26,14 +26,15 @@ pub(crate) async fn bounds(w: &Write) -> Result<(u64, u64)> {
     let row = w
         .query_opt("SELECT last_seq, trimmed FROM compute.logs WHERE name = $1", &[&w.db().shared.log])
         .await?
-        .ok_or_else(|| missing_log(w.db()))?;
+        .ok_or_else(|| missing_log(&w.db().shared.log))?;
     Ok((u64_of(row.get(0)), u64_of(row.get(1))))
 }
 
-fn missing_log(db: &Db) -> StoreError {
+/// The store's log has no head row (the schema was changed by hand).
+pub(crate) fn missing_log(log: &str) -> StoreError {
     StoreError::Corrupt {
         cf: "compute.logs".into(),
-        key: db.shared.log.clone(),
+        key: log.to_owned(),
         reason: "the store's event log row is missing".into(),
     }
 }
@@ -165,7 +166,7 @@ impl EventLog for PgEventLog {
         let row = w
             .query_opt("SELECT last_seq, trimmed FROM compute.logs WHERE name = $1 FOR UPDATE", &[log])
             .await?
-            .ok_or_else(|| missing_log(&self.0))?;
+            .ok_or_else(|| missing_log(&self.0.shared.log))?;
         let (head, trimmed) = (u64_of(row.get(0)), u64_of(row.get(1)));
         let rows = w
             .query(
@@ -206,7 +207,7 @@ pub(crate) async fn check(read: &Write, report: &mut brine_store::CheckReport) -
             &[log],
         )
         .await?
-        .ok_or_else(|| missing_log(read.db()))?;
+        .ok_or_else(|| missing_log(&read.db().shared.log))?;
     let (count, min, max) = (u64_of(row.get(0)), u64_of(row.get(1)), u64_of(row.get(2)));
     report.keys_checked += count;
     let expected = head - trimmed.min(head);
