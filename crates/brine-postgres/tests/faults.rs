@@ -10,18 +10,7 @@ use std::time::Duration;
 use brine_postgres::{OpenError, PgOptions};
 use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId};
 use brine_store::{EventFilter, ExecutionStore, JobQuery, JobStore, Position, UpdateExecutionRequest};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn eid(s: &str) -> ExecutionId {
-    ExecutionId::new(s).unwrap()
-}
-
-fn job(id: &str) -> Job {
-    Job::new(JobId::new(id).unwrap(), id)
-}
+use support::{eid, job, runtime};
 
 /// Unknown role, missing database, no right to create the schema, a schema newer than
 /// this code: each is one `OpenError` naming the database and what to do.
@@ -134,9 +123,7 @@ fn a_killed_listener_never_makes_a_waiter_skip_or_stall() {
         }
         let batch = store.event_log().get_events(Position::TrimHorizon, 100, &EventFilter::all()).await.unwrap();
         assert_eq!(batch.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
 
@@ -172,9 +159,7 @@ fn a_connection_lost_mid_transaction_leaves_nothing_half_written() {
         store.create_execution(Execution::new(eid("e3"), &job("j")), vec![]).await.unwrap();
         assert_eq!(store.get_execution_count(ExecutionState::Created).await.unwrap(), 2);
         assert!(store.check().await.unwrap().is_ok());
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
 
@@ -207,9 +192,7 @@ fn ids_with_quotes_backslashes_and_semicolons_are_only_data() {
         }
         assert!(jobs.check().await.unwrap().is_ok());
         assert!(store.check().await.unwrap().is_ok());
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
 

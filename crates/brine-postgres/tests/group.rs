@@ -7,21 +7,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId};
+use brine_store::model::{Execution, ExecutionState, JobId};
 use brine_store::{ExecutionStore, JobStore, StoreError, UpdateExecutionRequest};
+use support::{eid, job, runtime};
 use tokio::task::JoinSet;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn eid(s: &str) -> ExecutionId {
-    ExecutionId::new(s).unwrap()
-}
-
-fn job(id: &str) -> Job {
-    Job::new(JobId::new(id).unwrap(), id)
-}
 
 fn execution(id: &str) -> Execution {
     Execution::new(eid(id), &job("j"))
@@ -93,9 +82,7 @@ fn grouped_writes_succeed_or_fail_each_on_its_own() {
         }
         assert_eq!(taken, 32, "each of the 16 names is taken by exactly one job");
         assert!(jobs.check().await.unwrap().is_ok());
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
 
@@ -131,9 +118,7 @@ fn a_write_waiting_for_a_row_holds_back_no_other_write() {
         let e = waiting.await.unwrap().unwrap();
         assert_eq!((e.state(), e.revision), (ExecutionState::Running, 2));
         assert!(store.check().await.unwrap().is_ok());
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
 
@@ -165,9 +150,7 @@ fn writes_whose_callers_stopped_waiting_are_whole_or_absent() {
         let count = store.get_execution_count(ExecutionState::Created).await.unwrap();
         let head = store.event_log().head().await.unwrap();
         assert_eq!(head, count, "one log entry for each stored execution");
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
 
@@ -232,8 +215,6 @@ fn grouped_grabs_take_each_job_once_and_never_a_deleted_one() {
             assert!(jobs.get_job(&JobId::new(id.as_str()).unwrap()).await.is_err());
         }
         assert!(jobs.check().await.unwrap().is_ok());
-        store.close().await.unwrap();
-        jobs.close().await.unwrap();
-        support::drop_database(&database).await;
+        support::close(&database, &store, &jobs).await;
     });
 }
