@@ -621,6 +621,11 @@ impl Write {
         self.locked_jobs.clear();
     }
 
+    /// Sends `sql` with the next statement, instead of any prefix waiting.
+    pub(crate) fn replace_prefix(&self, sql: &'static str) {
+        *self.prefix.lock().unwrap_or_else(PoisonError::into_inner) = Some(sql);
+    }
+
     /// Takes the prefix still waiting: `None` when a statement has sent it.
     pub(crate) fn take_prefix(&self) -> Option<&'static str> {
         self.prefix.lock().unwrap_or_else(PoisonError::into_inner).take()

@@ -205,17 +205,33 @@ async fn run_group(
             *grabs.entry(queue).or_default() += 1;
         }
     }
+    // Each in a savepoint of its own: following a job's update chain, the statement may
+    // wait for a lock despite SKIP LOCKED and give up (`lock_timeout`); then the grabs
+    // take their jobs one by one instead.
+    let mut locking = false;
     for (queue, n) in grabs.into_iter().filter(|(_, n)| *n > 1) {
-        if let Err(e) = w.lock_queued(queue, n).await {
-            return fail_all(group, e);
+        w.replace_prefix(if locking { NEXT_LOCKING } else { LOCKING });
+        if w.lock_queued(queue, n).await.is_err() {
+            if w.take_prefix().is_none() {
+                if let Err(e) = w.batch("ROLLBACK TO SAVEPOINT locking").await {
+                    return fail_all(group, e);
+                }
+            } else if !locking {
+                continue;
+            }
         }
+        locking = true;
     }
     let mut ran: Vec<Box<dyn Queued>> = Vec::with_capacity(group.len());
     let mut ops = group.into_iter().enumerate();
     while let Some((i, mut op)) = ops.next() {
         // Each write takes a savepoint of its own (the first) or releases the previous
         // write's (what it wrote stays) and takes its own, sent with its first statement.
-        w.set_prefix(if i == 0 { FIRST } else { NEXT });
+        w.set_prefix(match i {
+            0 if locking => AFTER_LOCKING,
+            0 => FIRST,
+            _ => NEXT,
+        });
         if op.grabs().is_none() {
             w.forget_locked_jobs();
         }
@@ -277,6 +293,13 @@ async fn alone(db: Arc<Db>, mut op: Box<dyn Queued>) {
 
 /// Before a group's first write.
 const FIRST: &str = "SAVEPOINT op";
+
+/// Before a group's first locking of queued jobs for its grabs, and before each later one.
+const LOCKING: &str = "SAVEPOINT locking";
+const NEXT_LOCKING: &str = "RELEASE SAVEPOINT locking; SAVEPOINT locking";
+
+/// Before a group's first write when it locked jobs for its grabs.
+const AFTER_LOCKING: &str = "RELEASE SAVEPOINT locking; SAVEPOINT op";
 
 /// Before each write after the first: the previous write's savepoint is released (what
 /// it wrote stays) and this one's is taken. When a write sends no statement, the step
