@@ -311,21 +311,20 @@ impl Db {
         F: for<'a> Fn(&'a mut Write, Timestamp) -> BoxFuture<'a, Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        self.check_open()?;
-        self.check_not_holder()?;
-        self.committer.write(work).await
+        self.write_as(None, work).await
     }
 
-    /// As [`Db::write`], for a grab from `queue`: its group locks a queued job for each
-    /// of its grabs from the queue with one statement ([`Write::lock_queued`]).
-    pub(crate) async fn write_grabbing<T, F>(&self, queue: String, work: F) -> Result<T>
+    /// As [`Db::write`]; `grabs`: the queue the write grabs from, so its group locks a
+    /// queued job for each of its grabs from the queue with one statement
+    /// ([`Write::lock_queued`]).
+    pub(crate) async fn write_as<T, F>(&self, grabs: Option<String>, work: F) -> Result<T>
     where
         F: for<'a> Fn(&'a mut Write, Timestamp) -> BoxFuture<'a, Result<T>> + Send + 'static,
         T: Send + 'static,
     {
         self.check_open()?;
         self.check_not_holder()?;
-        self.committer.write_grabbing(queue, work).await
+        self.committer.write(grabs, work).await
     }
 
     /// Starts a commit group: a transaction holding the store's advisory lock shared,

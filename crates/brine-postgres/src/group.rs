@@ -120,24 +120,9 @@ impl Committer {
     /// `work` may run more than once (after a deadlock or a lock wait given up), each
     /// time from the start, so it must build everything it writes from its captured
     /// values each time.
-    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T>
-    where
-        F: for<'a> Fn(&'a mut Write, Timestamp) -> BoxFuture<'a, Result<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.hand_over(work, None).await
-    }
-
-    /// As [`Committer::write`], for a grab from `queue`.
-    pub(crate) async fn write_grabbing<T, F>(&self, queue: String, work: F) -> Result<T>
-    where
-        F: for<'a> Fn(&'a mut Write, Timestamp) -> BoxFuture<'a, Result<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.hand_over(work, Some(queue)).await
-    }
-
-    async fn hand_over<T, F>(&self, work: F, grabs: Option<String>) -> Result<T>
+    ///
+    /// `grabs`: the queue the write grabs from, when it is a grab.
+    pub(crate) async fn write<T, F>(&self, grabs: Option<String>, work: F) -> Result<T>
     where
         F: for<'a> Fn(&'a mut Write, Timestamp) -> BoxFuture<'a, Result<T>> + Send + 'static,
         T: Send + 'static,

@@ -639,22 +639,6 @@ impl PgJobStore {
         self.write_loading(Vec::new(), f).await
     }
 
-    /// As [`PgJobStore::write`], for a grab from `queue`: the group it runs in locks a
-    /// queued job for each of its grabs from the queue with one statement.
-    async fn write_grabbing<R, F>(&self, queue: String, f: F) -> Result<R>
-    where
-        F: Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync + 'static,
-        R: Send + 'static,
-    {
-        let f = Arc::new(f);
-        self.db
-            .write_grabbing(queue, move |w, now| {
-                let f = Arc::clone(&f);
-                Box::pin(async move { run_staged(w, &[], &*f, now).await })
-            })
-            .await
-    }
-
     /// As [`PgJobStore::write`], loading `first` before the first run (rows the
     /// function will read, fetched together rather than one miss at a time).
     async fn write_loading<R, F>(&self, first: Vec<Need>, f: F) -> Result<R>
@@ -662,9 +646,19 @@ impl PgJobStore {
         F: Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync + 'static,
         R: Send + 'static,
     {
+        self.staged_write(None, first, f).await
+    }
+
+    /// Runs `f` through the store's commit groups; `grabs`: the queue it grabs from,
+    /// whose jobs its group locks for all its grabs at once ([`crate::group`]).
+    async fn staged_write<R, F>(&self, grabs: Option<String>, first: Vec<Need>, f: F) -> Result<R>
+    where
+        F: Fn(&mut Staged<'_>, Timestamp) -> Result<R> + Send + Sync + 'static,
+        R: Send + 'static,
+    {
         let (first, f) = (Arc::new(first), Arc::new(f));
         self.db
-            .write(move |w, now| {
+            .write_as(grabs, move |w, now| {
                 let (first, f) = (Arc::clone(&first), Arc::clone(&f));
                 Box::pin(async move { run_staged(w, &first, &*f, now).await })
             })
@@ -1027,7 +1021,7 @@ impl JobStore for PgJobStore {
 
     async fn grab_next(&self, queue: &str) -> Result<Option<Job>> {
         let (queue, hint) = (queue.to_owned(), queue.to_owned());
-        self.write_grabbing(hint, move |s, now| job_write::grab_next(s, &queue, now)).await
+        self.staged_write(Some(hint), Vec::new(), move |s, now| job_write::grab_next(s, &queue, now)).await
     }
 
     async fn finish(&self, id: &JobId, outcome: JobOutcome, output_files: Vec<String>) -> Result<Job> {
