@@ -10,7 +10,7 @@ use brine_store::keys::{parse_printable, printable};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::ui;
+use crate::ui::{self, outln};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -93,15 +93,14 @@ enum DbCommand {
     },
 }
 
-/// Opens the store at `path` for inspection. `brine db` is the RocksDB inspector: a
-/// path that holds no RocksDB store is refused saying so.
-fn open(path: &std::path::Path) -> anyhow::Result<Arc<Inspector>> {
-    match Inspector::open(path) {
-        Ok(ins) => Ok(Arc::new(ins)),
-        Err(e @ brine_rocksdb::OpenError::NotABrineStore { .. }) => {
-            anyhow::bail!("{e} (brine db inspects the RocksDB stores of the embedded backend)")
+/// Why the store could not be opened for inspection. `brine db` is the RocksDB
+/// inspector: a path that holds no RocksDB store is refused saying so.
+fn opened(e: brine_rocksdb::OpenError) -> anyhow::Error {
+    match e {
+        e @ brine_rocksdb::OpenError::NotABrineStore { .. } => {
+            anyhow!("{e} (brine db inspects the RocksDB stores of the embedded backend)")
         }
-        Err(e) => Err(e.into()),
+        e => e.into(),
     }
 }
 
@@ -125,25 +124,28 @@ fn key_bytes(text: &str) -> anyhow::Result<Vec<u8>> {
     parse_printable(text).map_err(|e| anyhow!("bad key {text:?}: {}", e.reason))
 }
 
-/// Prints a check report as `db check` does, and says whether it is clean.
+/// Prints a check report as `db check` does, and says whether it is clean (also when
+/// stdout was closed before all of it was printed).
 fn print_check(report: &brine_store::CheckReport, json: bool) -> anyhow::Result<Outcome> {
-    if json {
-        let problems: Vec<_> =
-            report.problems.iter().map(|p| json!({ "cf": p.place, "key": p.key, "problem": p.what })).collect();
-        ui::print_json(&json!({
-            "ok": report.is_ok(),
-            "keys_checked": report.keys_checked,
-            "problems": problems,
-        }))?;
-    } else if report.is_ok() {
-        println!("OK");
-    } else {
-        for p in &report.problems {
-            println!("{p}");
+    let printed = (|| {
+        if json {
+            let problems: Vec<_> =
+                report.problems.iter().map(|p| json!({ "cf": p.place, "key": p.key, "problem": p.what })).collect();
+            ui::print_json(&json!({
+                "ok": report.is_ok(),
+                "keys_checked": report.keys_checked,
+                "problems": problems,
+            }))
+        } else if report.is_ok() {
+            outln!("OK")
+        } else {
+            for p in &report.problems {
+                outln!("{p}")?;
+            }
+            outln!("{} problem(s) in {} keys", report.problems.len(), report.keys_checked)
         }
-        println!("{} problem(s) in {} keys", report.problems.len(), report.keys_checked);
-    }
-    Ok(if report.is_ok() { Outcome::Ok } else { Outcome::Problems })
+    })();
+    ui::printed(printed, if report.is_ok() { Outcome::Ok } else { Outcome::Problems })
 }
 
 /// `db check --database-url`: every store of a PostgreSQL database, one report.
@@ -172,7 +174,21 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
         | DbCommand::Stats { path, .. }
         | DbCommand::Compact { path, .. } => path.clone(),
     };
-    let ins = open(&path)?;
+    let ins = match Inspector::open(&path) {
+        Ok(ins) => Arc::new(ins),
+        // Damaged files are what `check` is for: a problem it reports, not an error.
+        Err(e) if matches!(args.command, DbCommand::Check { .. }) && brine_rocksdb::reports_corruption(&e) => {
+            let json = matches!(args.command, DbCommand::Check { json: true, .. });
+            let mut report = brine_store::CheckReport::default();
+            report.problem(
+                "store",
+                path.display().to_string(),
+                format!("RocksDB reports corruption, so it cannot be opened: {e}"),
+            );
+            return print_check(&report, json);
+        }
+        Err(e) => return Err(opened(e)),
+    };
     // Closed on every path, errors included, so the store is not left marked open.
     let result = run_on(&ins, &path, args.command).await;
     let closed = ins.close().await;
@@ -194,7 +210,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
                 ui::print_json(&json!({ "kind": ins.kind().as_str(), "buckets": names }))?;
             } else {
                 for n in &names {
-                    println!("{n}");
+                    outln!("{n}")?;
                 }
             }
             Outcome::Ok
@@ -263,7 +279,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             if json {
                 ui::print_json(&json!({ "cf": family.name(), "key": printable(&bytes), "value": value }))?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                outln!("{}", serde_json::to_string_pretty(&value)?)?;
             }
             Outcome::Ok
         }
@@ -272,7 +288,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             if json {
                 ui::print_json(&stats)?;
             } else {
-                print_stats(path, &stats);
+                print_stats(path, &stats)?;
             }
             Outcome::Ok
         }
@@ -289,7 +305,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
                     "source": path, "destination": dest, "before": before, "after": after, "gain": gain,
                 }))?;
             } else {
-                println!("{before} -> {after} bytes (gain={gain:.2}x)");
+                outln!("{before} -> {after} bytes (gain={gain:.2}x)")?;
             }
             Outcome::Ok
         }
@@ -297,15 +313,21 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
     Ok(outcome)
 }
 
-fn print_stats(path: &std::path::Path, stats: &brine_rocksdb::inspect::StoreStats) {
-    println!("Statistics for {} ({} store), {} on disk", path.display(), stats.kind, ui::bytes(stats.disk_bytes));
-    println!(
+fn print_stats(path: &std::path::Path, stats: &brine_rocksdb::inspect::StoreStats) -> anyhow::Result<()> {
+    outln!("Statistics for {} ({} store), {} on disk", path.display(), stats.kind, ui::bytes(stats.disk_bytes))?;
+    outln!(
         "{:<36} {:>10} {:>11} {:>11} {:>5} {:>11} {:>11}",
-        "family", "keys", "data", "live est.", "ssts", "sst bytes", "memtable"
-    );
+        "family",
+        "keys",
+        "data",
+        "live est.",
+        "ssts",
+        "sst bytes",
+        "memtable"
+    )?;
     let (mut keys, mut data, mut ssts, mut sst_bytes) = (0, 0, 0, 0);
     for f in &stats.families {
-        println!(
+        outln!(
             "{:<36} {:>10} {:>11} {:>11} {:>5} {:>11} {:>11}",
             f.name,
             f.keys,
@@ -314,13 +336,13 @@ fn print_stats(path: &std::path::Path, stats: &brine_rocksdb::inspect::StoreStat
             f.sst_files,
             ui::bytes(f.sst_bytes),
             ui::bytes(f.memtable_bytes)
-        );
+        )?;
         keys += f.keys;
         data += f.logical_bytes;
         ssts += f.sst_files;
         sst_bytes += f.sst_bytes;
     }
-    println!(
+    outln!(
         "{:<36} {:>10} {:>11} {:>11} {:>5} {:>11}",
         format!("total ({} families)", stats.families.len()),
         keys,
@@ -328,5 +350,6 @@ fn print_stats(path: &std::path::Path, stats: &brine_rocksdb::inspect::StoreStat
         "",
         ssts,
         ui::bytes(sst_bytes)
-    );
+    )?;
+    Ok(())
 }

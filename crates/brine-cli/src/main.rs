@@ -10,9 +10,10 @@
 //! - `brine migrate status|up PATH`: a store's format version and the steps that
 //!   upgrade it.
 //!
-//! Every command that prints data takes `--json`. Errors a user will hit get one line
-//! on stderr and exit status 1; usage errors print the usage and exit with 1 too;
-//! `db check` exits with 2 when it finds problems (`docs/BAD_INPUT.md`).
+//! Every command that prints data takes `--json`. Exit statuses ([`EXIT_STATUS`]): 0
+//! success, 1 an error (one line on stderr), 2 a usage error (clap's message and the
+//! usage), 3 problems found (`db check`, and `simulate`'s final check). A closed stdout
+//! (`brine … | head`) ends a command quietly with 0 (`docs/BAD_INPUT.md`).
 
 mod backend;
 mod db;
@@ -22,6 +23,7 @@ mod recover;
 mod simulate;
 mod ui;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 /// mimalloc: long runs (purge, recovery, check) allocate and free millions of small
@@ -32,9 +34,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
+/// The exit statuses, as every `--help` lists them.
+pub(crate) const EXIT_STATUS: &str = "\
+Exit status:
+  0  success (also when stdout is closed early, as in `brine ... | head`)
+  1  an error: one line on stderr naming what failed
+  2  a usage error: an unknown command or flag, a missing or unparsable value
+  3  problems found: `db check` (or `simulate`'s final check) found inconsistencies or corruption";
+
+/// The exit status of a command that found problems.
+const EXIT_PROBLEMS: u8 = 3;
+
 /// Inspect, repair and exercise Brine stores.
 #[derive(Debug, Parser)]
-#[command(name = "brine", version, about, propagate_version = true)]
+#[command(name = "brine", version, about, propagate_version = true, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +73,7 @@ enum Command {
 pub(crate) enum Outcome {
     /// Success.
     Ok,
-    /// The command ran but found problems (exit status 2).
+    /// The command ran but found problems (exit status 3).
     Problems,
 }
 
@@ -69,19 +82,19 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BRINE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    // Usage errors exit with 1 like every other error: 2 means "`db check` found
-    // problems", which a mistyped flag must not look like to a script.
+    // Usage errors exit with clap's 2; help and version with 0. Printing them to a
+    // closed pipe is not an error.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -97,9 +110,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
-        Ok(Outcome::Problems) => ExitCode::from(2),
+        Ok(Outcome::Problems) => ExitCode::from(EXIT_PROBLEMS),
+        Err(e) if ui::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", ui::one_line(&e));
+            // Nowhere to report a failure to write to stderr.
+            let _ = writeln!(std::io::stderr(), "error: {}", ui::one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use brine_rocksdb::migrate;
 use clap::{Args, Subcommand};
 
-use crate::ui;
+use crate::ui::{self, outln};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -49,19 +49,19 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 ui::print_json(&status)?;
                 return Ok(Outcome::Ok);
             }
-            println!(
+            outln!(
                 "{} ({} store): format version {}, this build writes {}",
                 status.path.display(),
                 status.kind,
                 status.current,
                 status.target
-            );
+            )?;
             if status.pending.is_empty() {
-                println!("up to date");
+                outln!("up to date")?;
             } else {
-                println!("pending steps (brine migrate up {}):", status.path.display());
+                outln!("pending steps (brine migrate up {}):", status.path.display())?;
                 for step in &status.pending {
-                    println!("  {}: {}", step.to, step.description);
+                    outln!("  {}: {}", step.to, step.description)?;
                 }
             }
         }
@@ -84,21 +84,19 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::Ok);
             }
             match (report.applied.is_empty(), dry_run) {
-                (true, _) => println!("{} is at format version {}: nothing to do", shown.display(), report.to),
-                (false, true) => {
-                    println!(
-                        "dry run (nothing written): {} would go from version {} to {}",
-                        shown.display(),
-                        report.from,
-                        report.to
-                    )
-                }
+                (true, _) => outln!("{} is at format version {}: nothing to do", shown.display(), report.to)?,
+                (false, true) => outln!(
+                    "dry run (nothing written): {} would go from version {} to {}",
+                    shown.display(),
+                    report.from,
+                    report.to
+                )?,
                 (false, false) => {
-                    println!("migrated {} from format version {} to {}", shown.display(), report.from, report.to)
+                    outln!("migrated {} from format version {} to {}", shown.display(), report.from, report.to)?
                 }
             }
             for step in &report.applied {
-                println!("  step {}: {} records", step.to, step.records);
+                outln!("  step {}: {} records", step.to, step.records)?;
             }
         }
     }

@@ -11,7 +11,7 @@ use brine_purge::{purge, read_archived, Compression, PurgeOptions, PurgeReport, 
 use brine_rocksdb::StoreKind;
 use clap::{Args, Subcommand};
 
-use crate::ui;
+use crate::ui::{self, outln};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -127,9 +127,9 @@ fn print(report: &PurgeReport, json: bool) -> anyhow::Result<()> {
     if json {
         ui::print_json(report)
     } else {
-        println!("{report}");
+        outln!("{report}")?;
         for f in &report.files {
-            println!("  {f}");
+            outln!("  {f}")?;
         }
         Ok(())
     }
@@ -214,7 +214,7 @@ pub(crate) async fn run_archive(args: ArchiveArgs) -> anyhow::Result<Outcome> {
             if json {
                 ui::print_json(&record)?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&record)?);
+                outln!("{}", serde_json::to_string_pretty(&record)?)?;
             }
             Ok(Outcome::Ok)
         }

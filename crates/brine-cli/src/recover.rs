@@ -8,7 +8,7 @@ use brine::{ExecutionStore, StoreConfig};
 use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
 use clap::{Args, ValueEnum};
 
-use crate::ui;
+use crate::ui::{self, outln};
 use crate::Outcome;
 
 #[derive(Debug, Args)]
@@ -116,7 +116,7 @@ pub(crate) async fn run(args: RecoverArgs) -> anyhow::Result<Outcome> {
     if args.json {
         ui::print_json(&report)?;
     } else {
-        println!("{report}");
+        outln!("{report}")?;
     }
     Ok(Outcome::Ok)
 }

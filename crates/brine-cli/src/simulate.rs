@@ -40,7 +40,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::ui;
+use crate::ui::{self, outln};
 use crate::Outcome;
 
 const QUEUES: [&str; 3] = ["default", "gpu", "low-priority"];
@@ -616,27 +616,26 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
         purge: purged,
         check: CheckResult { compute: compute_problems, requester: requester_problems, ok },
     };
-    if args.json {
-        ui::print_json(&report)?;
-    } else {
-        print_report(&report, unclean);
-    }
-    Ok(if ok { Outcome::Ok } else { Outcome::Problems })
+    let printed = if args.json { ui::print_json(&report) } else { print_report(&report, unclean) };
+    ui::printed(printed, if ok { Outcome::Ok } else { Outcome::Problems })
 }
 
-fn print_report(r: &SimulationReport, unclean: bool) {
-    println!("brine simulate: {} jobs, seed {}, {} stores in {}", r.jobs, r.seed, r.backend, r.dir.display());
-    println!(
+fn print_report(r: &SimulationReport, unclean: bool) -> anyhow::Result<()> {
+    outln!("brine simulate: {} jobs, seed {}, {} stores in {}", r.jobs, r.seed, r.backend, r.dir.display())?;
+    outln!(
         "workload: {} operations in {:.2} s = {:.0} operations/s ({} executions created)",
-        r.operations, r.seconds, r.operations_per_second, r.executions_created
-    );
+        r.operations,
+        r.seconds,
+        r.operations_per_second,
+        r.executions_created
+    )?;
     let line = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-    println!("compute executions: {}", line(&r.compute_states));
-    println!("requester jobs:     {}", line(&r.requester_states));
+    outln!("compute executions: {}", line(&r.compute_states))?;
+    outln!("requester jobs:     {}", line(&r.requester_states))?;
     if r.backend == StoreType::InMemory.to_string() {
-        println!("restart after {} jobs: watchers restarted; in memory the stores stay open", r.restart_after_jobs);
+        outln!("restart after {} jobs: watchers restarted; in memory the stores stay open", r.restart_after_jobs)?;
     } else {
-        println!(
+        outln!(
             "hard restart after {} jobs: stores dropped without close, reopened ({})",
             r.restart_after_jobs,
             if unclean {
@@ -646,26 +645,31 @@ fn print_report(r: &SimulationReport, unclean: bool) {
             } else {
                 "no unclean shutdown seen"
             }
-        );
+        )?;
     }
     for line in r.recovery.to_string().lines() {
-        println!("  {line}");
+        outln!("  {line}")?;
     }
-    println!("watchers (checkpoint / head):");
+    outln!("watchers (checkpoint / head):")?;
     for w in &r.watchers {
-        println!(
+        outln!(
             "  {:<15} {:>8} / {:<8} lag {:<4} {} entries handled since the restart",
-            w.name, w.checkpoint, w.head, w.lag, w.delivered_since_restart
-        );
+            w.name,
+            w.checkpoint,
+            w.head,
+            w.lag,
+            w.delivered_since_restart
+        )?;
     }
-    println!("requester-sync applied {} terminal states to the requester's jobs", r.requester_sync_applied);
-    println!("{} (archive: {})", r.purge, r.dir.join("archive").display());
+    outln!("requester-sync applied {} terminal states to the requester's jobs", r.requester_sync_applied)?;
+    outln!("{} (archive: {})", r.purge, r.dir.join("archive").display())?;
     if r.check.ok {
-        println!("check: OK");
+        outln!("check: OK")?;
     } else {
-        println!("check: {} problem(s)", r.check.compute.len() + r.check.requester.len());
+        outln!("check: {} problem(s)", r.check.compute.len() + r.check.requester.len())?;
         for p in r.check.compute.iter().chain(&r.check.requester) {
-            println!("  {p}");
+            outln!("  {p}")?;
         }
     }
+    Ok(())
 }

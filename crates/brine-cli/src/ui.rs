@@ -1,9 +1,63 @@
-//! Output helpers: one-line errors, progress bars, byte sizes, JSON.
+//! Output helpers: lines on stdout that end quietly on a closed pipe, one-line errors,
+//! progress bars, byte sizes, JSON.
 
+use std::io::Write;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+
+/// Stdout was closed by its reader (`brine … | head`): the command stops writing and
+/// `main` ends it quietly, with status 0 (as a shell pipeline expects of a producer
+/// whose consumer has seen enough).
+#[derive(Debug)]
+pub(crate) struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// A failed write to stdout as the command's error: [`StdoutClosed`] for a closed pipe.
+pub(crate) fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
+}
+
+/// Whether `e` is a closed stdout ([`StdoutClosed`]).
+pub(crate) fn is_stdout_closed(e: &anyhow::Error) -> bool {
+    e.is::<StdoutClosed>()
+}
+
+/// A command's `outcome` once its report was `printed`: a closed stdout does not hide
+/// the outcome (a check that found problems still exits with 3).
+pub(crate) fn printed(printed: anyhow::Result<()>, outcome: crate::Outcome) -> anyhow::Result<crate::Outcome> {
+    match printed {
+        Ok(()) => Ok(outcome),
+        Err(e) if is_stdout_closed(&e) => Ok(outcome),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes one line to stdout; what [`outln!`] expands to.
+pub(crate) fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args).and_then(|()| out.write_all(b"\n")).map_err(stdout_error)
+}
+
+/// `println!` that returns an error instead of panicking when stdout is closed.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::ui::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
 
 /// An error and its causes on one line, without repeating a cause whose text the
 /// message already includes.
@@ -43,7 +97,7 @@ pub(crate) fn progress(total: Option<u64>, what: &str, quiet: bool) -> ProgressB
 
 /// Prints `value` as one line of JSON.
 pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    outln!("{}", serde_json::to_string(value)?)?;
     Ok(())
 }
 

@@ -30,7 +30,9 @@ struct Checker<'e> {
     db: &'e DB,
     /// Every read of a check goes through one snapshot, so a check of a live store sees
     /// one consistent state and reports no problem a concurrent write only seems to make.
-    snapshot: Snapshot<'e>,
+    /// `None` on a read-only secondary instance, whose state never moves while it is
+    /// open (and which has no snapshots).
+    snapshot: Option<Snapshot<'e>>,
     report: CheckReport,
 }
 
@@ -39,16 +41,21 @@ impl Checker<'_> {
         self.report.problem(cf.name(), printable(key), what);
     }
 
-    fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+    fn read(&self, cf: Cf, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         let handle = self.engine.cf(self.db, cf)?;
-        let found = self.snapshot.get_pinned_cf(handle, key).map_err(|e| StoreError::backend("check", e))?.is_some();
-        Ok(found)
+        let raw = match &self.snapshot {
+            Some(snapshot) => snapshot.get_pinned_cf(handle, key),
+            None => self.db.get_pinned_cf(handle, key),
+        };
+        raw.map_err(|e| read_error(cf, key, e))
+    }
+
+    fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        Ok(self.read(cf, key)?.is_some())
     }
 
     fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<std::result::Result<T, StoreError>>> {
-        let handle = self.engine.cf(self.db, cf)?;
-        let raw = self.snapshot.get_pinned_cf(handle, key).map_err(|e| StoreError::backend("check", e))?;
-        Ok(raw.map(|v| decode(cf, key, &v)))
+        Ok(self.read(cf, key)?.map(|v| decode(cf, key, &v)))
     }
 
     /// Iterates a whole family, decoding each value as `T` and reporting the ones that do
@@ -70,15 +77,18 @@ impl Checker<'_> {
     /// Iterates an index family's keys.
     fn each_key(&mut self, cf: Cf, mut visit: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<()>) -> Result<()> {
         let db = self.db;
-        let mut it = self.engine.iter_at(db, Some(&self.snapshot), cf, &[], None)?;
+        let mut it = self.engine.iter_at(db, self.snapshot.as_ref(), cf, &[], None)?;
         it.seek_to_first();
+        let mut last = Vec::new();
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
             self.report.keys_checked += 1;
             visit(self, k, v)?;
+            last.clear();
+            last.extend_from_slice(k);
             it.next();
         }
-        it.status().map_err(|e| StoreError::backend("check", e))
+        it.status().map_err(|e| read_error(cf, &last, e))
     }
 
     fn executions(&mut self) -> Result<()> {
@@ -339,14 +349,47 @@ fn reason(e: &StoreError) -> String {
     }
 }
 
-/// Checks an open store.
+/// A failed read of the check: corruption RocksDB itself reports (a block checksum
+/// mismatch, a truncated file) is `Corrupt`, naming the family and the key at or after
+/// which it was found, so the check reports it as a problem.
+fn read_error(cf: Cf, key: &[u8], e: rocksdb::Error) -> StoreError {
+    if e.kind() == rocksdb::ErrorKind::Corruption {
+        StoreError::Corrupt {
+            cf: cf.name().to_owned(),
+            key: printable(key),
+            reason: format!("RocksDB reports corruption: {e}"),
+        }
+    } else {
+        StoreError::backend("check", e)
+    }
+}
+
+/// Checks an open store. Each part (the records with their indexes, the event log)
+/// runs to its end unless a read finds corruption, which becomes a problem of the
+/// report and ends that part; the next part still runs.
 pub(crate) fn check(engine: &Engine) -> Result<CheckReport> {
     let db = engine.db()?;
-    let mut c = Checker { engine, db: &db, snapshot: db.snapshot(), report: CheckReport::default() };
-    match engine.kind {
-        StoreKind::Compute => c.executions()?,
-        StoreKind::Requester => c.jobs()?,
-    }
-    c.event_log()?;
+    let snapshot = (!engine.is_read_only()).then(|| db.snapshot());
+    let mut c = Checker { engine, db: &db, snapshot, report: CheckReport::default() };
+    let records = match engine.kind {
+        StoreKind::Compute => c.executions(),
+        StoreKind::Requester => c.jobs(),
+    };
+    c.unless_corrupt(records)?;
+    let log = c.event_log().map(|_| ());
+    c.unless_corrupt(log)?;
     Ok(c.report)
+}
+
+impl Checker<'_> {
+    /// A part's outcome: corruption becomes a problem; other errors end the check.
+    fn unless_corrupt(&mut self, outcome: Result<()>) -> Result<()> {
+        match outcome {
+            Err(StoreError::Corrupt { cf, key, reason }) => {
+                self.report.problem(cf, key, format!("{reason} (the rest of this part was not checked)"));
+                Ok(())
+            }
+            other => other,
+        }
+    }
 }

@@ -22,7 +22,7 @@ use crate::check::CheckReport;
 use crate::codec::decode;
 use crate::engine::{db_options, Engine};
 use crate::layout::meta;
-use crate::{Durability, OpenError, OpenOptions};
+use crate::OpenError;
 
 /// One family's numbers, for `brine db stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,12 +71,17 @@ pub fn disk_usage(path: &Path) -> std::io::Result<u64> {
 }
 
 impl Inspector {
-    /// Opens the existing store at `path`, of whichever kind it is.
+    /// Opens the existing store at `path`, of whichever kind it is, read-only: it takes
+    /// no lock and writes nothing, so a store a node has open can be inspected while the
+    /// node runs (see [`Engine::open_secondary`] for how and why).
     pub fn open(path: impl AsRef<Path>) -> std::result::Result<Inspector, OpenError> {
-        let path = path.as_ref();
-        let kind = crate::engine::store_kind_at(path)?;
-        let options = OpenOptions { durability: Durability::Sync, create_if_missing: false, ..OpenOptions::default() };
-        Ok(Inspector { engine: Engine::open(path, kind, &options)? })
+        Ok(Inspector { engine: Engine::open_secondary(path.as_ref())? })
+    }
+
+    /// Whether the store was marked open when the inspection opened it: a node has it
+    /// open, or the last one to have it open did not close it (a crash).
+    pub fn marked_open(&self) -> bool {
+        self.engine.unclean_shutdown
     }
 
     /// The store's kind.
@@ -169,9 +174,6 @@ impl Inspector {
                 ),
             ));
         }
-        let db = self.engine.db()?;
-        // Flush first so the source's size on disk counts its data, not its WAL alone.
-        db.flush_wal(true).map_err(|e| StoreError::backend("sync the WAL", e))?;
         let before = disk_usage(&self.engine.path).map_err(|e| StoreError::backend("measure the store", e))?;
         let names: Vec<&str> = self.families().iter().map(|c| c.name()).collect();
         let out = DB::open_cf_descriptors(
@@ -205,14 +207,8 @@ impl Inspector {
             }
             progress(copied);
         }
-        // The copy keeps the source's shutdown state as it was before this inspection
-        // opened it: a copy of a store that crashed still gets its repair scan.
-        if let Some(meta_cf) = out.cf_handle(Cf::Meta.name()) {
-            let unclean =
-                self.engine.unclean_shutdown && !self.engine.repaired.load(std::sync::atomic::Ordering::Acquire);
-            out.put_cf(meta_cf, meta::OPEN, crate::codec::encode(&u64::from(unclean)))
-                .map_err(|e| StoreError::backend("write the copy", e))?;
-        }
+        // `meta` is copied as it is, open marker included: a copy of a store that crashed,
+        // or of a live one, still gets its repair scan on its first open.
         for &cf in self.families() {
             if let Some(h) = out.cf_handle(cf.name()) {
                 out.flush_cf(h).map_err(|e| StoreError::backend("flush the copy", e))?;

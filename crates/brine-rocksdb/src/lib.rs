@@ -72,6 +72,20 @@ impl Default for OpenOptions {
     }
 }
 
+/// Whether `e`, or an error it was caused by, is corruption RocksDB itself reports (a
+/// block checksum mismatch, a truncated table file or log): the store's files are
+/// damaged, which `brine db check` reports as a problem rather than a failure to run.
+pub fn reports_corruption(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.downcast_ref::<rocksdb::Error>().is_some_and(|r| r.kind() == rocksdb::ErrorKind::Corruption) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

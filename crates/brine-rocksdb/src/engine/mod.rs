@@ -146,6 +146,9 @@ pub(crate) struct Engine {
     /// A repair ran in this session (after which a clean close clears the marker even
     /// when the previous session was unclean).
     pub(crate) repaired: AtomicBool,
+    /// The scratch directory of a read-only secondary instance ([`Engine::open_secondary`]);
+    /// `None` for a store opened for writing.
+    secondary: Option<tempfile::TempDir>,
     /// Makes the next WAL sync fail (tests of poisoning).
     #[cfg(test)]
     fail_next_sync: AtomicBool,
@@ -297,6 +300,15 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
+        if self.is_read_only() {
+            return Err(StoreError::backend(
+                "write",
+                std::io::Error::new(
+                    std::io::ErrorKind::ReadOnlyFilesystem,
+                    "the store is open read-only for inspection",
+                ),
+            ));
+        }
         if let Some(reason) = self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
             return Err(StoreError::Poisoned { reason });
         }
@@ -348,6 +360,12 @@ impl Engine {
             done.send_replace(Some(Ok(())));
             return;
         };
+        if self.is_read_only() {
+            // A read-only inspection wrote nothing, so there is nothing to flush or mark.
+            drop(db);
+            done.send_replace(Some(Ok(())));
+            return;
+        }
         // Flushing the memtables leaves nothing in the WAL to replay, so the next open
         // is quick however much was written. The marker is written first and made
         // durable by the same flush.
@@ -375,6 +393,11 @@ impl Engine {
             drop(db);
             done.send_replace(Some(outcome.map_err(|e| e.to_string())));
         });
+    }
+
+    /// Whether this is a read-only secondary instance ([`Engine::open_secondary`]).
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.secondary.is_some()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {

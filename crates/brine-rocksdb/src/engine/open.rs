@@ -181,7 +181,29 @@ impl Engine {
                 }
             }
         }
-        let engine = Engine {
+        let engine = Engine::assemble(db, path, kind, options, None);
+        let mut engine = engine;
+        let seqs = engine.initialize(options, exists)?;
+        let (unclean, store_id) =
+            engine.mark_open().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
+        engine.unclean_shutdown = unclean;
+        engine.store_id = store_id;
+        engine.head.send_replace(seqs.log_head);
+        engine.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
+        engine.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
+        engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
+        Ok(Arc::new(engine))
+    }
+
+    /// An engine over `db`, before its sequences are loaded.
+    fn assemble(
+        db: DB,
+        path: &Path,
+        kind: StoreKind,
+        options: &OpenOptions,
+        secondary: Option<tempfile::TempDir>,
+    ) -> Engine {
+        Engine {
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
             kind,
@@ -200,17 +222,78 @@ impl Engine {
             unclean_shutdown: false,
             store_id: String::new(),
             repaired: AtomicBool::new(false),
+            secondary,
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
             #[cfg(test)]
             sync_delay: Mutex::new(std::time::Duration::ZERO),
-        };
-        let mut engine = engine;
-        let seqs = engine.initialize(options, exists)?;
-        let (unclean, store_id) =
-            engine.mark_open().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
-        engine.unclean_shutdown = unclean;
-        engine.store_id = store_id;
+        }
+    }
+
+    /// Opens the existing store at `path` read-only, as a RocksDB *secondary instance*,
+    /// for inspection.
+    ///
+    /// A secondary instance takes no lock and creates no file in the store's directory
+    /// (its own info log goes to a scratch directory under the system temp dir, removed
+    /// on close), so it opens while a node holds the store open for writing, next to
+    /// other inspections, and on a read-only mount, and killing it leaves nothing
+    /// behind. It reads the state the store's files and write-ahead log hold when it
+    /// opens, and keeps that one state (it never catches up with the primary), so every
+    /// read of an inspection sees the same consistent store. RocksDB's plain read-only
+    /// mode is not used because it does not support a primary that keeps running (it
+    /// may lose files the primary deletes after a compaction) and writes its info log
+    /// into the store's directory. The format version and kind are checked as on a
+    /// normal open; `unclean_shutdown` reports the open marker as found (set while a
+    /// node has the store open, or after a crash).
+    pub(crate) fn open_secondary(path: &Path) -> std::result::Result<Arc<Engine>, OpenError> {
+        let kind = store_kind_at(path)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("brine-inspect-")
+            .tempdir()
+            .map_err(|source| OpenError::Io { path: std::env::temp_dir(), source })?;
+        let mut opts = db_options();
+        opts.create_if_missing(false);
+        opts.create_missing_column_families(false);
+        // A secondary keeps every table file open, so a file the primary deletes after a
+        // compaction stays readable until the inspection ends.
+        opts.set_max_open_files(-1);
+        let names = DB::list_cf(&opts, path).map_err(|e| map_open_error(path, e))?;
+        let descriptors = names.iter().map(|n| {
+            let mut cf_opts = db_options();
+            cf_opts.set_max_open_files(-1);
+            ColumnFamilyDescriptor::new(n, cf_opts)
+        });
+        let db = DB::open_cf_descriptors_as_secondary(&opts, path, scratch.path(), descriptors)
+            .map_err(|e| map_open_error(path, e))?;
+        check_version_before_writing(&db, path)?;
+        let options = OpenOptions { durability: crate::Durability::Sync, ..OpenOptions::default() };
+        let mut engine = Engine::assemble(db, path, kind, &options, Some(scratch));
+        let store_err = |e: StoreError| OpenError::Store { path: path.to_path_buf(), source: e };
+        let version: Option<u64> = engine.get_value(Cf::Meta, meta::SCHEMA_VERSION).map_err(store_err)?;
+        if version.is_none() {
+            return Err(OpenError::NotABrineStore {
+                path: path.to_path_buf(),
+                reason: "it has no schema version".into(),
+            });
+        }
+        if let Some(missing) = kind.families().iter().find(|cf| !names.iter().any(|n| n == cf.name())) {
+            return Err(OpenError::NotABrineStore {
+                path: path.to_path_buf(),
+                reason: format!("its {} family is missing", missing.name()),
+            });
+        }
+        let found: Option<String> = engine.get_value(Cf::Meta, meta::STORE_KIND).map_err(store_err)?;
+        if found.as_deref() != Some(kind.as_str()) {
+            return Err(OpenError::WrongKind {
+                path: path.to_path_buf(),
+                found: found.unwrap_or_else(|| "none".into()),
+                expected: kind.as_str(),
+            });
+        }
+        let seqs = engine.load_seqs().map_err(store_err)?;
+        let marker: Option<u64> = engine.get_value(Cf::Meta, meta::OPEN).map_err(store_err)?;
+        engine.unclean_shutdown = marker == Some(1);
+        engine.store_id = engine.get_value(Cf::Meta, meta::STORE_ID).map_err(store_err)?.unwrap_or_default();
         engine.head.send_replace(seqs.log_head);
         engine.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
         engine.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
