@@ -34,7 +34,8 @@ pub(crate) struct PurgeArgs {
     /// Purge only jobs whose last change is at least this many days old.
     #[arg(long, default_value_t = 7.0, value_name = "N")]
     min_age_days: f64,
-    /// Purge at most N jobs, then stop (each daemon pass likewise).
+    /// Purge at most N jobs (at least 1), then stop (each daemon pass likewise); leave it
+    /// out for no limit.
     #[arg(long, value_name = "N")]
     max: Option<u64>,
     /// Write at most N jobs to each archive file.
@@ -50,10 +51,10 @@ pub(crate) struct PurgeArgs {
     #[arg(long)]
     dry_run: bool,
     /// Keep running, a pass every --interval, until SIGTERM or SIGINT (which let the
-    /// archive file in progress finish).
+    /// archive file in progress finish). Not with --dry-run.
     #[arg(long)]
     daemon: bool,
-    /// Time between daemon passes (90s, 15m, 1h…).
+    /// Time between daemon passes (90s, 15m, 1h…; at least 1s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h", requires = "daemon")]
     interval: Duration,
     /// Print JSON (one object per pass).
@@ -141,6 +142,15 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     })?;
     if args.max_per_file == 0 {
         bail!("--max-per-file must be at least 1");
+    }
+    if args.max == Some(0) {
+        bail!("--max must be at least 1 (leave it out for no limit)");
+    }
+    if args.daemon && args.interval < Duration::from_secs(1) {
+        bail!("--interval must be at least 1s (got {})", humantime::format_duration(args.interval));
+    }
+    if args.daemon && args.dry_run {
+        bail!("--daemon and --dry-run together would repeat the same report forever: give one of them");
     }
     let mut config = StoreConfig::from_env()?;
     config.job_store_type = crate::backend::choose(args.backend, config.job_store_type, args.store.as_deref())?;

@@ -315,6 +315,10 @@ async fn bad_purge_options_and_archives_are_named() {
         (&["--min-age-days=-1"][..], "--min-age-days must be a number of days, 0 or more"),
         (&["--min-age-days", "NaN"], "--min-age-days must be a number of days, 0 or more"),
         (&["--max-per-file", "0"], "--max-per-file must be at least 1"),
+        (&["--max", "0"], "--max must be at least 1 (leave it out for no limit)"),
+        (&["--daemon", "--interval", "0s"], "--interval must be at least 1s (got 0s)"),
+        (&["--daemon", "--interval", "500ms"], "--interval must be at least 1s (got 500ms)"),
+        (&["--daemon", "--dry-run"], "--daemon and --dry-run together would repeat the same report forever"),
     ] {
         refused(&path, &mut purge(extra), expected);
     }

@@ -209,11 +209,15 @@ impl std::fmt::Display for PurgeReport {
         let verb = if self.dry_run { "would archive" } else { "archived" };
         write!(
             f,
-            "purge {verb} {} jobs, {} executions, {} events, {} evaluations",
-            self.jobs, self.executions, self.events, self.evaluations
+            "purge {verb} {}, {}, {}, {}",
+            count(self.jobs, "job"),
+            count(self.executions, "execution"),
+            count(self.events, "event"),
+            count(self.evaluations, "evaluation")
         )?;
         if !self.dry_run {
-            write!(f, " into {} file(s), {} bytes ({} bytes of JSON)", self.files.len(), self.bytes, self.raw_bytes)?;
+            let files = count(self.files.len() as u64, "file");
+            write!(f, " into {files}, {} bytes ({} bytes of JSON)", self.bytes, self.raw_bytes)?;
         }
         write!(f, " in {:.0} ms", self.duration_ms)?;
         if !self.resumed.is_empty() {
@@ -226,6 +230,15 @@ impl std::fmt::Display for PurgeReport {
             write!(f, "; stopped early as asked")?;
         }
         Ok(())
+    }
+}
+
+/// `1 job`, `2 jobs`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -733,5 +746,19 @@ pub fn read_archived(dir: &Path, id: &str) -> Result<Option<serde_json::Value>, 
 impl From<StoreError> for PurgeError {
     fn from(e: StoreError) -> Self {
         PurgeError::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_counts_in_words() {
+        let one = PurgeReport { jobs: 1, executions: 1, events: 2, files: vec!["f".into()], ..PurgeReport::default() };
+        let text = one.to_string();
+        assert!(text.starts_with("purge archived 1 job, 1 execution, 2 events, 0 evaluations into 1 file, "), "{text}");
+        let dry = PurgeReport { dry_run: true, jobs: 3, ..PurgeReport::default() };
+        assert!(dry.to_string().starts_with("purge would archive 3 jobs, 0 executions"), "{dry}");
     }
 }
