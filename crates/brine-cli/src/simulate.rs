@@ -456,7 +456,7 @@ async fn job_states(requester: &dyn JobStore) -> anyhow::Result<BTreeMap<String,
 fn fresh_dir() -> anyhow::Result<PathBuf> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("brine-simulate-{stamp}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    brine_store::files::create_private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -470,7 +470,7 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     )?;
     let dir = match &args.dir {
         Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            brine_store::files::create_private_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
             d.clone()
         }
         None => fresh_dir()?,

@@ -25,6 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use brine_store::files::{create_private_file, private_file_options};
 use serde::{Deserialize, Serialize};
 
 use crate::error::PurgeError;
@@ -51,7 +52,7 @@ pub(crate) struct DirLock {
 pub(crate) fn claim(dir: &Path, kind: &str) -> Result<DirLock, PurgeError> {
     let lock = dir.join(LOCK_FILE);
     let file =
-        OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io_err(&lock, "open"))?;
+        private_file_options().create(true).truncate(false).write(true).open(&lock).map_err(io_err(&lock, "open"))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Err(PurgeError::Busy { dir: dir.to_path_buf() }),
@@ -68,7 +69,7 @@ pub(crate) fn claim(dir: &Path, kind: &str) -> Result<DirLock, PurgeError> {
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut f = File::create(&kind_path).map_err(io_err(&kind_path, "write"))?;
+            let mut f = create_private_file(&kind_path).map_err(io_err(&kind_path, "write"))?;
             writeln!(f, "{kind}").map_err(io_err(&kind_path, "write"))?;
             f.sync_all().map_err(io_err(&kind_path, "sync"))?;
             sync_dir(dir)?;
@@ -159,7 +160,7 @@ impl ArchiveWriter {
     pub(crate) fn create(dir: &Path, time: u64, compression: Compression) -> Result<ArchiveWriter, PurgeError> {
         let path = dir.join(archive_name(time, compression));
         let tmp = dir.join(format!("{}.tmp", archive_name(time, compression)));
-        let file = File::create(&tmp).map_err(io_err(&tmp, "create an archive file"))?;
+        let file = create_private_file(&tmp).map_err(io_err(&tmp, "create an archive file"))?;
         let out = BufWriter::with_capacity(1 << 20, file);
         let sink = match compression {
             Compression::None => Sink::Plain(out),
@@ -337,7 +338,7 @@ impl Index {
     /// Appends `ID     TIME` lines and fsyncs.
     pub(crate) fn append<'a>(&self, ids: impl IntoIterator<Item = &'a str>, time: u64) -> Result<(), PurgeError> {
         let existed = self.path.exists();
-        let file = OpenOptions::new()
+        let file = private_file_options()
             .create(true)
             .append(true)
             .open(&self.path)
@@ -477,7 +478,7 @@ impl Pending {
     pub(crate) fn write(&self, dir: &Path) -> Result<(), PurgeError> {
         let path = Self::path(dir, self.time);
         let tmp = dir.join(format!("{PENDING_FILE}.tmp"));
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "write a pending marker"))?;
+        let mut f = create_private_file(&tmp).map_err(io_err(&tmp, "write a pending marker"))?;
         writeln!(f, "{} {} {}", self.time, self.file, self.store).map_err(io_err(&tmp, "write a pending marker"))?;
         f.sync_all().map_err(io_err(&tmp, "sync a pending marker"))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path, "write a pending marker"))?;

@@ -582,7 +582,7 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
     } else {
         let (owned, kind) = (dir.clone(), source.kind());
         let lock = blocking(move || {
-            std::fs::create_dir_all(&owned).map_err(|source| PurgeError::Io {
+            brine_store::files::create_private_dir(&owned).map_err(|source| PurgeError::Io {
                 what: "create the archive directory",
                 path: owned.clone(),
                 source,

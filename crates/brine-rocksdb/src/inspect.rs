@@ -164,16 +164,25 @@ impl Inspector {
     /// empty), compacts the copy, and returns the sizes on disk of the store and the
     /// copy. Copies in batches of `batch` keys, calling `progress` with the keys copied.
     pub fn compact_into(&self, dest: &Path, batch: usize, mut progress: impl FnMut(u64)) -> Result<(u64, u64)> {
+        let refuse =
+            |kind: std::io::ErrorKind, why: String| Err(StoreError::backend("compact", std::io::Error::new(kind, why)));
+        let source = resolved(&self.engine.path);
+        let target = resolved(dest);
+        if target == source {
+            return refuse(std::io::ErrorKind::InvalidInput, format!("{} is the store itself", dest.display()));
+        }
+        if target.starts_with(&source) {
+            return refuse(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is inside the store {}: write the copy elsewhere", dest.display(), source.display()),
+            );
+        }
         let busy = dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true);
         if busy {
-            return Err(StoreError::backend(
-                "compact",
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not empty", dest.display()),
-                ),
-            ));
+            return refuse(std::io::ErrorKind::AlreadyExists, format!("{} exists and is not empty", dest.display()));
         }
+        brine_store::files::create_private_dir(dest)
+            .map_err(|e| StoreError::backend(format!("create {}", dest.display()), e))?;
         let before = disk_usage(&self.engine.path).map_err(|e| StoreError::backend("measure the store", e))?;
         let names: Vec<&str> = self.families().iter().map(|c| c.name()).collect();
         let out = DB::open_cf_descriptors(
@@ -225,6 +234,36 @@ impl Inspector {
     pub async fn close(&self) -> Result<()> {
         self.engine.close().await
     }
+}
+
+/// `path` made absolute with its existing part's symbolic links and `..` resolved, and
+/// the rest (which does not exist yet) normalised by its names: what a destination
+/// really names, to compare it with a store's directory.
+fn resolved(path: &Path) -> std::path::PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    let base = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            }
+            // `..` or a root that does not resolve: compare as given.
+            _ => break std::path::absolute(existing).unwrap_or_else(|_| existing.to_path_buf()),
+        }
+    };
+    let mut out = base;
+    for part in rest.iter().rev() {
+        if part == ".." {
+            out.pop();
+        } else if part != "." {
+            out.push(part);
+        }
+    }
+    out
 }
 
 /// Decodes a stored value of `cf` to JSON.

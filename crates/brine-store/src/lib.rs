@@ -18,6 +18,7 @@ pub mod codec;
 pub mod config;
 mod error;
 mod execution;
+pub mod files;
 mod job;
 pub mod job_write;
 pub mod keys;

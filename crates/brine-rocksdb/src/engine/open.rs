@@ -18,14 +18,6 @@ use crate::{OpenError, OpenOptions};
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 2;
 
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path)
-}
-
 /// The block cache every store of this process shares (64 MiB).
 fn shared_block_cache() -> &'static rocksdb::Cache {
     static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
@@ -142,7 +134,8 @@ impl Engine {
             if path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
                 return Err(not_a_store("the directory holds other files"));
             }
-            create_private_dir(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+            brine_store::files::create_private_dir(path)
+                .map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
         }
         let opts = db_options();
         let mut names: Vec<String> = kind.families().iter().map(|cf| cf.name().to_owned()).collect();
