@@ -42,12 +42,31 @@ Exit status:
   2  a usage error: an unknown command or flag, a missing or unparsable value
   3  problems found: `db check` (or `simulate`'s final check) found inconsistencies or corruption";
 
+/// The environment, as `brine --help` lists it.
+pub(crate) const ENVIRONMENT: &str = "\
+Environment (each BRINE_* name falls back to Bacalhau's BACALHAU_* name):
+  BRINE_DIR                 where stores and archives live (default ~/.brine)
+  BRINE_NODE_ID             this node's id, part of its store file names (default node-0;
+                            no '/', not starting with '.')
+  BRINE_JOB_STORE_TYPE      the requester store's backend: rocksdb (default; boltdb names it
+                            too), inmemory or postgres
+  BRINE_COMPUTE_STORE_TYPE  the compute store's backend, likewise
+  BRINE_JOB_STORE_PATH      the requester store (default {BRINE_DIR}/{NODE_ID}-requester.db)
+  BRINE_COMPUTE_STORE_PATH  the compute store (default {BRINE_DIR}/{NODE_ID}-compute.db)
+  BRINE_DATABASE_URL        the PostgreSQL database of the postgres backend
+  BRINE_LOG                 what to log on stderr: error, warn (default), info, debug, trace";
+
+/// What every `--help` ends with: the environment and the exit statuses.
+fn footer() -> String {
+    format!("{ENVIRONMENT}\n\n{EXIT_STATUS}")
+}
+
 /// The exit status of a command that found problems.
 const EXIT_PROBLEMS: u8 = 3;
 
 /// Inspect, repair and exercise Brine stores.
 #[derive(Debug, Parser)]
-#[command(name = "brine", version, about, propagate_version = true, after_help = EXIT_STATUS)]
+#[command(name = "brine", version, about, propagate_version = true, after_help = footer())]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -88,21 +88,25 @@ fn default_archive_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Opens the store to purge through the facade: on RocksDB the store at the path, as
-/// whichever kind it is; in memory an (empty) job store.
-async fn open_source(mut config: StoreConfig, path: Option<PathBuf>) -> anyhow::Result<Source> {
+/// whichever kind it is; otherwise the configured job store. Returns it with the words
+/// that say what was opened.
+async fn open_source(mut config: StoreConfig, path: Option<PathBuf>) -> anyhow::Result<(Source, String)> {
     let options = brine::Options { create_if_missing: false, ..brine::Options::default() };
     if config.job_store_type != StoreType::RocksDb {
-        return Ok(Source::Jobs(brine::open_job_store_with(&config, &options).await?));
+        let store = brine::open_job_store_with(&config, &options).await?;
+        return Ok((Source::Jobs(store), brine::describe(&config, brine::Side::Requester)));
     }
     let path = path.unwrap_or_else(|| config.job_store_path.clone());
     Ok(match brine_rocksdb::store_kind_at(&path)? {
         StoreKind::Requester => {
             config.job_store_path = path;
-            Source::Jobs(brine::open_job_store_with(&config, &options).await?)
+            let store = brine::open_job_store_with(&config, &options).await?;
+            (Source::Jobs(store), brine::describe(&config, brine::Side::Requester))
         }
         StoreKind::Compute => {
             (config.compute_store_type, config.compute_store_path) = (StoreType::RocksDb, path);
-            Source::Executions(brine::open_execution_store_with(&config, &options).await?)
+            let store = brine::open_execution_store_with(&config, &options).await?;
+            (Source::Executions(store), brine::describe(&config, brine::Side::Compute))
         }
     })
 }
@@ -124,9 +128,9 @@ fn watch_signals(stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) -> anyho
     Ok(())
 }
 
-fn print(report: &PurgeReport, json: bool) -> anyhow::Result<()> {
+fn print(report: &PurgeReport, opened: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        ui::print_json(report)
+        ui::print_json(&ui::with_opened(report, opened)?)
     } else {
         outln!("{report}")?;
         for f in &report.files {
@@ -156,7 +160,11 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     config.job_store_type = crate::backend::choose(args.backend, config.job_store_type, args.store.as_deref())?;
     let backend = config.job_store_type;
     crate::backend::database_url(&mut config, backend, args.database_url.clone())?;
-    let source = open_source(config, args.store).await?;
+    let (source, opened) = open_source(config, args.store).await?;
+    tracing::debug!(%opened, dry_run = args.dry_run, "purging");
+    if !args.json {
+        outln!("opened {opened}")?;
+    }
     let archive_dir = match (args.archive_dir, &source) {
         (Some(d), _) => d,
         (None, Source::Jobs(_)) => default_archive_dir()?,
@@ -188,7 +196,7 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
             };
             let report = purge(&source, &options).await;
             bar.finish_and_clear();
-            print(&report?, args.json)?;
+            print(&report?, &opened, args.json)?;
             if !args.daemon || stop.load(Ordering::Acquire) {
                 return Ok(());
             }

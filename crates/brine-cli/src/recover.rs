@@ -110,12 +110,15 @@ pub(crate) async fn run(args: RecoverArgs) -> anyhow::Result<Outcome> {
     }
     let options = brine::Options { create_if_missing: false, ..brine::Options::default() };
     let store = brine::open_execution_store_with(&config, &options).await?;
+    let opened = brine::describe(&config, brine::Side::Compute);
+    tracing::debug!(%opened, dry_run = args.dry_run, policy = %policy.name(), "recovering");
     let report = run_with_progress(&*store, &policy, args.dry_run, args.cleanup.into(), args.json).await;
     store.close().await?;
     let report = report?;
     if args.json {
-        ui::print_json(&report)?;
+        ui::print_json(&ui::with_opened(&report, &opened)?)?;
     } else {
+        outln!("opened {opened}")?;
         outln!("{report}")?;
     }
     Ok(Outcome::Ok)

@@ -101,6 +101,19 @@ pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `report` as a JSON object with `"opened": opened` (what the command opened) added.
+pub(crate) fn with_opened(report: &impl Serialize, opened: &str) -> anyhow::Result<serde_json::Value> {
+    let mut object = serde_json::Map::new();
+    object.insert("opened".into(), opened.into());
+    match serde_json::to_value(report)? {
+        serde_json::Value::Object(fields) => object.extend(fields),
+        other => {
+            object.insert("report".into(), other);
+        }
+    }
+    Ok(serde_json::Value::Object(object))
+}
+
 /// `1234567` as `1.2 MiB`.
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -274,7 +274,11 @@ async fn bad_environment_values_are_refused_naming_the_variable() {
         ("BRINE_NODE_ID", non_utf8(), "BRINE_NODE_ID: not valid UTF-8"),
         ("BRINE_COMPUTE_STORE_TYPE", OsStr::new("mysql"), "BRINE_COMPUTE_STORE_TYPE: "),
         ("BRINE_COMPUTE_STORE_TYPE", non_utf8(), "BRINE_COMPUTE_STORE_TYPE: not valid UTF-8"),
-        ("BRINE_COMPUTE_STORE_TYPE", OsStr::new("postgres"), "BRINE_DATABASE_URL: must be set"),
+        (
+            "BRINE_COMPUTE_STORE_TYPE",
+            OsStr::new("postgres"),
+            "the postgres backend needs a database: give --database-url URL or set BRINE_DATABASE_URL",
+        ),
         ("BRINE_LOG", OsStr::new("[[["), ""),
     ] {
         let mut cmd = with_env(name, value);

@@ -190,7 +190,11 @@ async fn recover_prints_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let path = store(dir.path()).await;
     let text = stdout(brine().args(["recover", "--dry-run", "--preset", "fail-live", "--store"]).arg(&path));
-    assert!(text.starts_with("recovery (dry run: nothing changed) with policy fail-live"), "{text}");
+    let expected = format!(
+        "opened rocksdb compute store at {}\nrecovery (dry run: nothing changed) with policy fail-live",
+        path.display()
+    );
+    assert!(text.starts_with(&expected), "{text}");
     assert!(text.contains("mark-failed"), "{text}");
     let running =
         stdout(brine().args(["db", "keys"]).arg(&path).args(["idx_executions_by_state", "--prefix", "\\x02"]));

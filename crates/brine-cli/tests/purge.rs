@@ -17,7 +17,9 @@ async fn purge_then_read_back() {
     let archive = dir.path().join("archive");
 
     let text = stdout(brine().args(["purge", "--dry-run", "--store"]).arg(&path).arg("--archive-dir").arg(&archive));
-    assert!(text.starts_with("purge would archive 12 jobs, 0 executions, 24 events, 0 evaluations in "), "{text}");
+    assert_eq!(text.lines().next().unwrap(), format!("opened rocksdb requester store at {}", path.display()));
+    let report = text.lines().nth(1).unwrap();
+    assert!(report.starts_with("purge would archive 12 jobs, 0 executions, 24 events, 0 evaluations in "), "{text}");
     assert!(!archive.exists());
 
     let v: Value = serde_json::from_str(&stdout(

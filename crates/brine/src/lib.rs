@@ -107,6 +107,50 @@ pub enum OpenError {
     Postgres(#[from] brine_postgres::OpenError),
 }
 
+/// What opening the `side` store of `config` opens, in words a command can print:
+/// `rocksdb compute store at PATH`, `postgres compute store of node N in URL` (the
+/// URL's password hidden), `inmemory … (empty: nothing outlives the command)`.
+pub fn describe(config: &StoreConfig, side: Side) -> String {
+    let (store_type, path) = match side {
+        Side::Compute => (config.compute_store_type, &config.compute_store_path),
+        Side::Requester => (config.job_store_type, &config.job_store_path),
+    };
+    match store_type {
+        StoreType::InMemory => format!("inmemory {side} store (empty: nothing outlives the command)"),
+        StoreType::RocksDb => format!("rocksdb {side} store at {}", path.display()),
+        StoreType::Postgres => {
+            let node = match side {
+                Side::Compute => format!(" of node {}", config.node_id),
+                Side::Requester => String::new(),
+            };
+            let url = config.database_url.as_deref().map_or_else(|| "(no database URL)".to_owned(), redact_password);
+            format!("postgres {side} store{node} in {url}")
+        }
+    }
+}
+
+/// A connection string with its password replaced by `***`, in URL form
+/// (`postgresql://user:secret@host/db`) and key-value form (`password=secret`).
+fn redact_password(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        if let Some(at) = out[start..].find('@').map(|i| start + i) {
+            if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    for key in ["password=", "PASSWORD="] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(key).map(|i| from + i + key.len()) {
+            let end = out[i..].find(['&', ' ']).map_or(out.len(), |j| i + j);
+            out.replace_range(i..end, "***");
+            from = i + 3;
+        }
+    }
+    out
+}
+
 fn unavailable(side: Side, store_type: StoreType) -> OpenError {
     let reason = format!("this build of brine was compiled without the `{store_type}` cargo feature");
     OpenError::Unavailable { side, store_type, reason }
@@ -194,5 +238,32 @@ pub async fn open_job_store_with(
         // Reached in builds without a backend's cargo feature.
         #[allow(unreachable_patterns)]
         other => Err(unavailable(Side::Requester, other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_name_the_backend_and_hide_passwords() {
+        let mut config = StoreConfig::from_lookup(|k| (k == "BRINE_DIR").then(|| "/d".to_owned())).unwrap();
+        assert_eq!(describe(&config, Side::Compute), "rocksdb compute store at /d/node-0-compute.db");
+        config.job_store_type = StoreType::InMemory;
+        assert_eq!(
+            describe(&config, Side::Requester),
+            "inmemory requester store (empty: nothing outlives the command)"
+        );
+        config.compute_store_type = StoreType::Postgres;
+        config.database_url = Some("postgresql://brine:s3cret@db.example/brine?sslmode=require".into());
+        assert_eq!(
+            describe(&config, Side::Compute),
+            "postgres compute store of node node-0 in postgresql://brine:***@db.example/brine?sslmode=require"
+        );
+        assert_eq!(redact_password("host=/tmp user=u password=pw dbname=x"), "host=/tmp user=u password=*** dbname=x");
+        assert_eq!(
+            redact_password("postgresql:///postgres?host=/tmp&password=pw"),
+            "postgresql:///postgres?host=/tmp&password=***"
+        );
     }
 }
