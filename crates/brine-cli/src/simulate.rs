@@ -50,7 +50,7 @@ const WINDOW: usize = 64;
 #[derive(Debug, Args)]
 pub(crate) struct SimulateArgs {
     /// Directory for the two stores (default: a new directory under the system temp dir,
-    /// kept afterwards for `brine db`).
+    /// kept afterwards for `brine db`); one an earlier run used is refused.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Jobs (one execution each, more when requeued) to run.
@@ -470,6 +470,20 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     )?;
     let dir = match &args.dir {
         Some(d) => {
+            // The workload's ids start from 0 again: in an earlier run's stores they would
+            // collide with its jobs (and with the ids its purge archived).
+            let used: Vec<String> = ["sim-node-requester.db", "sim-node-compute.db", "archive"]
+                .into_iter()
+                .filter(|name| d.join(name).exists())
+                .map(str::to_owned)
+                .collect();
+            if !used.is_empty() {
+                anyhow::bail!(
+                    "--dir {} already holds an earlier run ({}): give a new or empty directory",
+                    d.display(),
+                    used.join(", ")
+                );
+            }
             brine_store::files::create_private_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
             d.clone()
         }

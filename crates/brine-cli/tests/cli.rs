@@ -268,6 +268,31 @@ fn simulate_runs_end_to_end_and_repeats_with_a_seed() {
     assert!(text.trim_end().ends_with("check: OK"), "{text}");
     assert_eq!(stdout(brine().args(["db", "check"]).arg(dir.path().join("c/sim-node-compute.db"))), "OK\n");
     assert_eq!(stdout(brine().args(["db", "check"]).arg(dir.path().join("c/sim-node-requester.db"))), "OK\n");
+
+    // Again into the used directory: refused before anything is opened.
+    let requester = dir.path().join("c/sim-node-requester.db");
+    let before = support::contents(&requester);
+    let err = error_line(brine().args(["simulate", "--executions", "30", "--dir"]).arg(dir.path().join("c")));
+    assert!(
+        err.contains("already holds an earlier run (sim-node-requester.db, sim-node-compute.db, archive)"),
+        "{err}"
+    );
+    assert!(support::contents(&requester) == before);
+
+    // A job stored under a purged id (as an older brine let a re-run write) is a problem
+    // `check` names.
+    {
+        let opts = brine_rocksdb::db_options();
+        let cfs = rocksdb::DB::list_cf(&opts, &requester).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &requester, cfs).unwrap();
+        let jobs = db.cf_handle("jobs").unwrap();
+        let (key, _) = db.iterator_cf(jobs, rocksdb::IteratorMode::Start).next().unwrap().unwrap();
+        let purged = db.cf_handle("purged_jobs").unwrap();
+        db.put_cf(purged, &key, brine_rocksdb::codec::encode("job_archive_1.jsonl")).unwrap();
+    }
+    let out = brine().args(["db", "check"]).arg(&requester).assert().code(3).get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("a stored job has the id of a job purged to job_archive_1.jsonl"), "{text}");
 }
 
 #[test]
@@ -358,21 +383,21 @@ async fn simulate_on_postgres_and_check_the_database() {
     let database = brine_postgres::testing::fresh_database().await;
     let url = brine_postgres::testing::url_for(&database);
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
+    let run = |sub: &str| {
         let mut cmd = brine();
         cmd.args(["simulate", "--backend", "postgres", "--database-url", &url, "--executions", "60", "--dir"])
-            .arg(dir.path())
-            .args(args);
+            .arg(dir.path().join(sub));
         cmd
     };
-    let text = stdout(&mut run(&[]));
+    let text = stdout(&mut run("first"));
     assert!(text.contains("postgres stores in"), "{text}");
     assert!(text.trim_end().ends_with("check: OK"), "{text}");
     assert_eq!(stdout(brine().args(["db", "check", "--database-url", &url])), "OK\n");
     let report = json(brine().args(["db", "check", "--json", "--database-url", &url]));
     assert_eq!(report["ok"], true, "{report}");
-    // The database now holds jobs: a second run is refused, saying what to do.
-    let err = error_line(&mut run(&[]));
+    // The database now holds jobs: a second run (into a new directory) is refused,
+    // saying what to do.
+    let err = error_line(&mut run("second"));
     assert!(err.contains("the database already holds jobs"), "{err}");
     // recover and purge reach the same stores through the facade.
     let recovered = json(

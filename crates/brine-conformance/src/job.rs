@@ -746,7 +746,8 @@ pub async fn job_changes_are_logged(f: &dyn Factory) {
 /// Purge: `purgeable_jobs` lists terminal jobs modified at or before the cutoff, oldest
 /// first, pages with its cursor; `job_bundle` holds everything of a job; `purge_jobs`
 /// deletes it all in one write, logs the deletes, and leaves a retained entry so that
-/// `get_job` answers `Archived`; ids already gone are skipped.
+/// `get_job` answers `Archived`; ids already gone are skipped. A purged id stays taken:
+/// creating or enqueueing a job under it answers `AlreadyPurged`, naming the archive.
 pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory) {
     let env = Env::new(f).await;
     let jobs = env.jobs();
@@ -832,6 +833,21 @@ pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory)
     assert!(jobs.purgeable_jobs(cutoff, None, 10).await.unwrap().is_empty(), "j4 is young again");
     let again = [(jid("j1"), bundle.stamp())];
     assert_eq!(jobs.purge_jobs(&again, "job_archive_101.jsonl").await.unwrap(), 0, "already gone");
+    let head = jobs.event_log().head().await.unwrap();
+    let reused = jobs.create_job(job("j1")).await.unwrap_err();
+    assert!(
+        matches!(&reused, StoreError::AlreadyPurged { id, file } if id == "j1" && file == "job_archive_100.jsonl"),
+        "{reused}"
+    );
+    assert!(reused.is_already_exists() && reused.is_archived(), "{reused:?}");
+    assert_eq!(
+        reused.to_string(),
+        "job j1 already purged, archived in job_archive_100.jsonl: its id cannot be used again"
+    );
+    let requeued = jobs.enqueue("default", job("j3")).await.unwrap_err();
+    assert!(matches!(&requeued, StoreError::AlreadyPurged { id, .. } if id == "j3"), "{requeued}");
+    assert_eq!(jobs.event_log().head().await.unwrap(), head, "the refused creates wrote nothing");
+    assert!(jobs.get_job(&jid("j1")).await.unwrap_err().is_archived());
     assert_eq!(jobs.get_job(&jid("j2")).await.unwrap().state(), JobState::Pending);
     env.assert_consistent().await;
 }

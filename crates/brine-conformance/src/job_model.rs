@@ -369,10 +369,9 @@ impl Model {
         if !valid_name(&job.name) || !valid_name(&job.namespace) {
             return Err(Class::Invalid);
         }
-        // Only stored jobs hold an id: a purged id's retained entry does not, so a new
-        // job may take it (and `get_job` answers `Archived` again once that one is
-        // deleted). The trait docs leave this open ("its id must be new").
-        if self.jobs.contains_key(&job.id) {
+        // A purged id stays taken by its archive (`AlreadyPurged`, one of the
+        // already-exists answers).
+        if self.jobs.contains_key(&job.id) || self.purged.contains_key(&job.id) {
             return Err(Class::AlreadyExists);
         }
         if self.name_taken(&job.namespace, &job.name) {

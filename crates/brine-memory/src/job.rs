@@ -361,6 +361,9 @@ fn check(s: &State) -> CheckReport {
         if file.is_empty() {
             report.problem("purged jobs", id.as_str(), "names no archive file");
         }
+        if t.jobs.contains_key(id) {
+            report.problem("purged jobs", id.as_str(), format!("a stored job has the id of a job purged to {file}"));
+        }
     }
     s.log.check(&mut report);
     report
@@ -374,6 +377,10 @@ impl JobStorage for State {
 
     fn name_taken(&self, namespace: &str, name: &str) -> Result<bool> {
         Ok(self.tables.by_name.contains_key(&(namespace.to_owned(), name.to_owned())))
+    }
+
+    fn purged(&self, id: &JobId) -> Result<Option<String>> {
+        Ok(self.tables.purged.get(id).cloned())
     }
 
     fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>> {

@@ -57,6 +57,8 @@ enum Need {
 #[derive(Default)]
 struct Loaded {
     jobs: HashMap<JobId, Option<Job>>,
+    /// The archive of each job loaded by `Need::Job`, if it was purged.
+    purged: HashMap<JobId, Option<String>>,
     names: HashMap<(String, String), bool>,
     evaluations: HashMap<EvaluationId, Option<Evaluation>>,
     executions: HashMap<ExecutionId, Option<Execution>>,
@@ -138,6 +140,13 @@ impl JobStorage for Staged<'_> {
     fn name_taken(&self, namespace: &str, name: &str) -> Result<bool> {
         let key = (namespace.to_owned(), name.to_owned());
         lookup(self, &self.names, &self.loaded.names, &key, || Need::Name(key.0.clone(), key.1.clone()))
+    }
+
+    fn purged(&self, id: &JobId) -> Result<Option<String>> {
+        match self.loaded.purged.get(id) {
+            Some(file) => Ok(file.clone()),
+            None => self.miss(Need::Job(id.clone())),
+        }
     }
 
     fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>> {
@@ -281,9 +290,22 @@ fn decode_history(row: &Row) -> Result<JobHistory> {
 async fn load(w: &mut Write, loaded: &mut Loaded, need: Need, now: Timestamp) -> Result<()> {
     match need {
         Need::Job(id) => {
-            let row =
-                w.query_opt("SELECT id, record FROM compute.jobs WHERE id = $1 FOR UPDATE", &[&id.as_str()]).await?;
-            let job = row.map(|r| decode_job(&r, 0, 1)).transpose()?;
+            // The job row (locked) and its retained purge entry, in one round trip: one
+            // row always, with NULLs for what is not there.
+            let row = w
+                .query_opt(
+                    "WITH j AS (SELECT id, record FROM compute.jobs WHERE id = $1 FOR UPDATE) \
+                     SELECT j.id, j.record, (SELECT archive FROM compute.purged_jobs WHERE id = $1) \
+                     FROM (SELECT 1) one LEFT JOIN j ON true",
+                    &[&id.as_str()],
+                )
+                .await?;
+            let (job, purged) = match &row {
+                Some(r) if r.get::<_, Option<&str>>(0).is_some() => (Some(decode_job(r, 0, 1)?), r.get(2)),
+                Some(r) => (None, r.get(2)),
+                None => (None, None),
+            };
+            loaded.purged.insert(id.clone(), purged);
             loaded.jobs.insert(id, job);
         }
         Need::Jobs(ids) => {
@@ -1265,6 +1287,15 @@ async fn check(read: &Write, report: &mut CheckReport) -> Result<()> {
         for row in read.query(sql, &[]).await? {
             report.problem(table, row.get::<_, String>(0), format!("{} rows of a missing job", row.get::<_, i64>(1)));
         }
+    }
+    let reused = "SELECT j.id, p.archive FROM compute.jobs j JOIN compute.purged_jobs p ON p.id = j.id ORDER BY j.id";
+    for row in read.query(reused, &[]).await? {
+        let file: String = row.get(1);
+        report.problem(
+            "compute.jobs",
+            row.get::<_, String>(0),
+            format!("a stored job has the id of a job purged to {file}"),
+        );
     }
     Ok(())
 }

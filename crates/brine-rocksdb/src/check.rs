@@ -187,6 +187,9 @@ impl Checker<'_> {
             if k != layout::job(&job.id).as_slice() {
                 c.problem(Cf::Jobs, k, format!("key does not match the record's id {}", job.id));
             }
+            if let Some(Ok(file)) = c.get::<String>(Cf::PurgedJobs, &layout::job(&job.id))? {
+                c.problem(Cf::Jobs, k, format!("a stored job has the id of a job purged to {file}"));
+            }
             for (cf, key, _) in layout::job_indexes(&job) {
                 if !c.exists(cf, &key)? {
                     c.problem(Cf::Jobs, k, format!("missing from {cf} at {}", printable(&key)));

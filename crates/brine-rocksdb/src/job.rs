@@ -39,6 +39,10 @@ impl JobStorage for Txn {
         self.exists(Cf::IdxJobsByName, &layout::job_name(namespace, name))
     }
 
+    fn purged(&self, id: &JobId) -> Result<Option<String>> {
+        self.get(Cf::PurgedJobs, &layout::job(id))
+    }
+
     fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>> {
         self.get(Cf::Evaluations, &layout::evaluation(id))
     }

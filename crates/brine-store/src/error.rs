@@ -209,6 +209,16 @@ pub enum StoreError {
         /// The archive file holding it.
         file: String,
     },
+    /// A create named a job id that was purged: the archive keeps it, so it cannot be
+    /// used again (a new job would shadow the archived one for `get_job` and `brine
+    /// archive get`).
+    #[error("job {id} already purged, archived in {file}: its id cannot be used again")]
+    AlreadyPurged {
+        /// The job's id.
+        id: String,
+        /// The archive file holding it.
+        file: String,
+    },
     /// A stored value or key does not decode.
     #[error("corrupt value in {cf} at key {key}: {reason}")]
     Corrupt {
@@ -276,9 +286,10 @@ impl StoreError {
         )
     }
 
-    /// Whether a create was refused because the id (or a job's name) is taken.
+    /// Whether a create was refused because the id (or a job's name) is taken, by a
+    /// stored object or by a purged job ([`StoreError::AlreadyPurged`]).
     pub fn is_already_exists(&self) -> bool {
-        matches!(self, StoreError::AlreadyExists { .. })
+        matches!(self, StoreError::AlreadyExists { .. } | StoreError::AlreadyPurged { .. })
     }
 
     /// Whether the caller's input was refused (a field, a page token, a checkpoint
@@ -297,7 +308,7 @@ impl StoreError {
 
     /// Whether the job was purged to an archive file (read it there).
     pub fn is_archived(&self) -> bool {
-        matches!(self, StoreError::Archived { .. })
+        matches!(self, StoreError::Archived { .. } | StoreError::AlreadyPurged { .. })
     }
 
     /// Whether retention deleted the event-log entries asked for.
@@ -360,6 +371,7 @@ mod tests {
             (StoreError::InvalidToken { token: s(), reason: s() }, &["invalid_input"]),
             (StoreError::Compacted { requested: 1, oldest: 2 }, &["compacted"]),
             (StoreError::Archived { id: s(), file: s() }, &["archived"]),
+            (StoreError::AlreadyPurged { id: s(), file: s() }, &["already_exists", "archived"]),
             (StoreError::Corrupt { cf: s(), key: s(), reason: s() }, &["corrupt"]),
             (StoreError::Closed, &["unavailable"]),
             (StoreError::Poisoned { reason: s() }, &["unavailable"]),

@@ -27,8 +27,9 @@ use crate::{
 /// midway, the jobs of the writes done are expired and the rest are not.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a new job at version 1, revision 1. Its id must be new, and its name new
-    /// within its namespace.
+    /// Stores a new job at version 1, revision 1. Its id must be new (`AlreadyExists`),
+    /// and never purged (`AlreadyPurged`, naming the archive), and its name new within
+    /// its namespace.
     async fn create_job(&self, job: Job) -> Result<Job>;
 
     /// The job with `id`. A purged job gives `Archived` naming its archive.

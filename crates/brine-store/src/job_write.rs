@@ -49,6 +49,8 @@ pub trait JobStorage {
     fn evaluation(&self, id: &EvaluationId) -> Result<Option<Evaluation>>;
     /// The execution stored under `id`.
     fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>>;
+    /// The archive job `id` was purged to, if it was (the retained entry).
+    fn purged(&self, id: &JobId) -> Result<Option<String>>;
     /// The first job of `queue`'s [`JobIndex::Queued`] entries.
     fn first_queued(&self, queue: &str) -> Result<Option<JobId>>;
     /// Up to `limit` jobs of the [`JobIndex::Idle`] entries last accessed before
@@ -181,6 +183,9 @@ pub fn create_job<S: JobStorage + ?Sized>(s: &mut S, job: Job, now: Timestamp) -
     let job = rules::new_job(job, now)?;
     if s.job(&job.id)?.is_some() {
         return Err(StoreError::already_exists(ObjectKind::Job, &job.id));
+    }
+    if let Some(file) = s.purged(&job.id)? {
+        return Err(StoreError::AlreadyPurged { id: job.id.to_string(), file });
     }
     check_name_free(s, &job)?;
     move_indexes(s, &job.id, None, Some(&job))?;
