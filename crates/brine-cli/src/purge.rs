@@ -1,5 +1,6 @@
 //! `brine purge` (BOINC's `db_purge`) and `brine archive get`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use brine::{StoreConfig, StoreType};
-use brine_purge::{purge, read_archived, Compression, PurgeOptions, PurgeReport, Source};
+use brine_purge::{purge, Compression, PurgeOptions, PurgeReport, Source};
 use brine_rocksdb::StoreKind;
 use clap::{Args, Subcommand};
 
@@ -72,12 +73,33 @@ pub(crate) struct ArchiveArgs {
 enum ArchiveCommand {
     /// Read a purged job back from its archive, through the index.
     Get {
-        /// The job id (an execution id, for a compute store's archives).
+        /// The job id.
         id: String,
-        /// The archive directory (default: {BRINE_DIR}/archive).
+        /// The archive directory (default: {BRINE_DIR}/archive, then
+        /// {BRINE_DIR}/archive-compute).
         #[arg(long, value_name = "DIR")]
         archive_dir: Option<PathBuf>,
         /// Print compact JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the archive files, oldest first, with their sizes.
+    List {
+        /// The archive directory (default: {BRINE_DIR}/archive).
+        #[arg(long, value_name = "DIR")]
+        archive_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an archive directory: every file decodes to its end, every index line
+    /// names a job its archive holds, no id is indexed twice for one archive, no
+    /// archived job is missing from the index. Exits with 3 when it finds problems.
+    Verify {
+        /// The archive directory (default: {BRINE_DIR}/archive).
+        #[arg(long, value_name = "DIR")]
+        archive_dir: Option<PathBuf>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -128,10 +150,24 @@ fn watch_signals(stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) -> anyho
     Ok(())
 }
 
-fn print(report: &PurgeReport, opened: &str, json: bool) -> anyhow::Result<()> {
+/// Prints a pass's report; the first pass's text starts with what was opened and where
+/// archives go (printed with the report, so a run that fails prints only its error).
+fn print(
+    report: &PurgeReport,
+    opened: &str,
+    archive_dir: &std::path::Path,
+    json: bool,
+    first: bool,
+) -> anyhow::Result<()> {
     if json {
-        ui::print_json(&ui::with_opened(report, opened)?)
+        let mut value = ui::with_opened(report, opened)?;
+        value["archive_dir"] = archive_dir.display().to_string().into();
+        ui::print_json(&value)
     } else {
+        if first {
+            outln!("opened {opened}")?;
+            outln!("archive directory: {}", archive_dir.display())?;
+        }
         outln!("{report}")?;
         for f in &report.files {
             outln!("  {f}")?;
@@ -162,14 +198,12 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     crate::backend::database_url(&mut config, backend, args.database_url.clone())?;
     let (source, opened) = open_source(config, args.store).await?;
     tracing::debug!(%opened, dry_run = args.dry_run, "purging");
-    if !args.json {
-        outln!("opened {opened}")?;
-    }
     let archive_dir = match (args.archive_dir, &source) {
         (Some(d), _) => d,
         (None, Source::Jobs(_)) => default_archive_dir()?,
         (None, Source::Executions(_)) => StoreConfig::from_env()?.dir.join("archive-compute"),
     };
+
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(tokio::sync::Notify::new());
     if args.daemon {
@@ -180,6 +214,7 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
         (_, true) => Compression::Zstd,
         _ => Compression::None,
     };
+    let mut first = true;
     let result: anyhow::Result<()> = async {
         loop {
             let bar = ui::progress(None, if args.dry_run { "jobs (dry run)" } else { "jobs archived" }, args.json);
@@ -196,7 +231,8 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
             };
             let report = purge(&source, &options).await;
             bar.finish_and_clear();
-            print(&report?, &opened, args.json)?;
+            print(&report?, &opened, &archive_dir, args.json, first)?;
+            first = false;
             if !args.daemon || stop.load(Ordering::Acquire) {
                 return Ok(());
             }
@@ -217,24 +253,125 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// Looks `id` up in `dirs` in turn (the first that exists and names it wins), warning
+/// on stderr about index lines that had to be skipped.
+fn look_up(dirs: &[PathBuf], id: &str) -> anyhow::Result<(serde_json::Value, PathBuf)> {
+    let existing: Vec<&PathBuf> = dirs.iter().filter(|d| d.is_dir()).collect();
+    if existing.is_empty() {
+        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        bail!("no archive directory at {}", names.join(" or "));
+    }
+    let mut searched = Vec::new();
+    let mut last_error = None;
+    for dir in existing {
+        let lookup = match brine_purge::find_archived(dir, id) {
+            Ok(lookup) => lookup,
+            // With several default directories, one without an index is not the answer.
+            Err(e @ brine_purge::PurgeError::NoIndex { .. }) if dirs.len() > 1 => {
+                last_error = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let index = dir.join(brine_purge::INDEX_FILE);
+        for line in &lookup.skipped_lines {
+            let _ =
+                writeln!(std::io::stderr(), "warning: {} line {line}: not an index line (skipped)", index.display());
+        }
+        if let (Some(record), Some(file)) = (lookup.record, lookup.file) {
+            return Ok((record, file));
+        }
+        searched.push(index.display().to_string());
+    }
+    match (searched.is_empty(), last_error) {
+        (true, Some(e)) => Err(e.into()),
+        _ => bail!("{id} is not in the archive index {}", searched.join(" nor ")),
+    }
+}
+
+/// The archive directory a command names, else `{BRINE_DIR}/archive`.
+fn archive_dir_or_default(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    dir.map_or_else(default_archive_dir, Ok)
+}
+
 pub(crate) async fn run_archive(args: ArchiveArgs) -> anyhow::Result<Outcome> {
     match args.command {
         ArchiveCommand::Get { id, archive_dir, json } => {
             // Job and execution ids share their rules; a bad one cannot be in any index.
             brine_store::model::validate_name("id", &id, brine_store::model::MAX_ID_LEN)?;
-            let dir = match archive_dir {
-                Some(d) => d,
-                None => default_archive_dir()?,
+            let dirs = match archive_dir {
+                Some(d) => vec![d],
+                None => {
+                    let base = StoreConfig::from_env()?.dir;
+                    vec![base.join("archive"), base.join("archive-compute")]
+                }
             };
-            let Some(record) = read_archived(&dir, &id)? else {
-                bail!("{id} is not in the archive index {}", dir.join(brine_purge::INDEX_FILE).display());
-            };
+            let (record, file) = tokio::task::spawn_blocking(move || look_up(&dirs, &id))
+                .await
+                .context("the archive lookup failed")??;
+            tracing::debug!(file = %file.display(), "read from the archive");
             if json {
                 ui::print_json(&record)?;
             } else {
                 outln!("{}", serde_json::to_string_pretty(&record)?)?;
             }
             Ok(Outcome::Ok)
+        }
+        ArchiveCommand::List { archive_dir, json } => {
+            let dir = archive_dir_or_default(archive_dir)?;
+            let files = brine_purge::verify::list(&dir)?;
+            if json {
+                ui::print_json(&serde_json::json!({ "archive_dir": dir, "files": files }))?;
+                return Ok(Outcome::Ok);
+            }
+            outln!("{:<40} {:>12} {:>6} {}", "file", "size", "kind", "created (UTC)")?;
+            for f in &files {
+                let created = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(f.created));
+                let kind = serde_json::to_value(f.compression)?;
+                outln!("{:<40} {:>12} {:>6} {created}", f.name, ui::bytes(f.bytes), kind.as_str().unwrap_or(""))?;
+            }
+            outln!("{} archive file(s) in {}", files.len(), dir.display())?;
+            Ok(Outcome::Ok)
+        }
+        ArchiveCommand::Verify { archive_dir, json } => {
+            let dir = archive_dir_or_default(archive_dir)?;
+            let bar = ui::progress(None, "archive files read", json);
+            let (b, owned) = (bar.clone(), dir.clone());
+            let report =
+                tokio::task::spawn_blocking(move || brine_purge::verify::verify(&owned, |n| b.set_position(n)))
+                    .await
+                    .context("the verification failed")?;
+            bar.finish_and_clear();
+            let report = report?;
+            let outcome = if report.is_ok() { Outcome::Ok } else { Outcome::Problems };
+            let printed = if json {
+                let mut value = serde_json::to_value(&report)?;
+                value["archive_dir"] = dir.display().to_string().into();
+                value["ok"] = report.is_ok().into();
+                ui::print_json(&value)
+            } else {
+                (|| {
+                    for p in &report.problems {
+                        outln!("{p}")?;
+                    }
+                    for marker in &report.pending {
+                        outln!("{marker}: an interrupted purge (the next purge finishes it)")?;
+                    }
+                    let jobs: u64 = report.files.iter().filter_map(|f| f.jobs).sum();
+                    let summary = format!(
+                        "{} archive file(s), {jobs} job(s), {} index line(s) in {}",
+                        report.files.len(),
+                        report.index_lines,
+                        dir.display()
+                    );
+                    if report.is_ok() {
+                        outln!("OK: {summary}")
+                    } else {
+                        outln!("{} problem(s); {summary}", report.problems.len())
+                    }
+                })()
+            };
+            ui::printed(printed, outcome)
         }
     }
 }

@@ -379,8 +379,14 @@ async fn bad_purge_options_and_archives_are_named() {
     let last = text.lines().last().unwrap();
     std::fs::write(&index, format!("{}{}", &text[..text.len() - last.len() - 1], &last[..4])).unwrap();
     let cut = last.split_whitespace().next().unwrap();
-    let err = error_line(&mut archive_get(cut));
-    assert!(err.starts_with(&format!("error: {cut} is not in the archive index")), "{err}");
+    let out = archive_get(cut).assert().code(1).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines = text.lines().count();
+    let warning = format!("warning: {} line {lines}: not an index line (skipped)", index.display());
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [warning, format!("error: {cut} is not in the archive index {}", index.display())]
+    );
     std::fs::write(&index, &text).unwrap();
     let whole = std::fs::read(&file).unwrap();
     std::fs::write(&file, &whole[..whole.len() - 7]).unwrap();

@@ -18,7 +18,8 @@ async fn purge_then_read_back() {
 
     let text = stdout(brine().args(["purge", "--dry-run", "--store"]).arg(&path).arg("--archive-dir").arg(&archive));
     assert_eq!(text.lines().next().unwrap(), format!("opened rocksdb requester store at {}", path.display()));
-    let report = text.lines().nth(1).unwrap();
+    assert_eq!(text.lines().nth(1).unwrap(), format!("archive directory: {}", archive.display()));
+    let report = text.lines().nth(2).unwrap();
     assert!(report.starts_with("purge would archive 12 jobs, 0 executions, 24 events, 0 evaluations in "), "{text}");
     assert!(!archive.exists());
 

@@ -1,24 +1,27 @@
 //! Archive files, the index file and the pending marker: everything purge writes to the
 //! archive directory, and the reader `brine archive get` uses.
 //!
-//! - `job_archive_<TIME>.jsonl` (`.gz`, `.zst` when compressed): one JSON object per
-//!   line, one line per job with everything that belonged to it. `TIME` is the Unix time
-//!   the file was created (bumped by one second while a file of that time exists).
-//!   Written to a `.tmp` name, fsynced, renamed, and the directory fsynced.
-//! - `job_index`: one line per archived id, `ID     TIME` (the id, five spaces, the
-//!   archive's time), appended and fsynced before the records are deleted.
+//! - `job_archive_<STAMP>.jsonl` (`.gz`, `.zst` when compressed): one JSON object per
+//!   line, one line per job with everything that belonged to it. The [`Stamp`] is the
+//!   Unix time the file was created, with `-N` added for the N-th file created within
+//!   that second (the real time is kept, never bumped). Written to a `.tmp` name,
+//!   fsynced, renamed, and the directory fsynced.
+//! - `job_index`: one line per archived id, `ID     STAMP` (the id, five spaces, the
+//!   archive's stamp), appended and fsynced before the records are deleted. Readers take
+//!   it line by line as bytes: a line that is not UTF-8 or not of that form is skipped
+//!   (and reported), not fatal to every lookup.
 //! - `job_purge.lock`: locked (`flock`) by the purge running on the directory; a second
 //!   one is refused. `archive_kind`: `requester` or `compute`, the kind of store whose
 //!   archives the directory holds; a purge of the other kind is refused.
-//! - `job_purge.pending.<TIME>`: names an archive in progress and the store it is of
-//!   (`TIME FILE STORE_ID`), from before its file is written until its records are
+//! - `job_purge.pending.<STAMP>`: names an archive in progress and the store it is of
+//!   (`STAMP FILE STORE_ID`), from before its file is written until its records are
 //!   deleted and those deletions are durable (at most two at once: one being written
 //!   while the previous one's records are deleted). A run that finds markers finishes
 //!   those archives first, so a crash at any point leaves every record in the store, in
 //!   a synced archive, or both, and the index never holds an id twice. A marker of
 //!   another store (another node's store sharing the directory) is refused, and a marker
-//!   whose file is not the archive name of its time is refused as damaged. Markers of
-//!   builds that did not record the store (`TIME FILE`) are finished as before.
+//!   whose file is not the archive name of its stamp is refused as damaged. Markers of
+//!   builds that did not record the store (`STAMP FILE`) are finished as before.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -32,7 +35,7 @@ use crate::error::PurgeError;
 
 /// The index file's name.
 pub const INDEX_FILE: &str = "job_index";
-/// The pending markers' name prefix (`job_purge.pending.<TIME>`).
+/// The pending markers' name prefix (`job_purge.pending.<STAMP>`).
 pub const PENDING_FILE: &str = "job_purge.pending";
 /// The archive files' name prefix.
 pub const ARCHIVE_PREFIX: &str = "job_archive_";
@@ -58,25 +61,30 @@ pub(crate) fn claim(dir: &Path, kind: &str) -> Result<DirLock, PurgeError> {
         Err(std::fs::TryLockError::WouldBlock) => return Err(PurgeError::Busy { dir: dir.to_path_buf() }),
         Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock, "lock")(e)),
     }
-    let kind_path = dir.join(KIND_FILE);
-    match std::fs::read_to_string(&kind_path) {
-        Ok(found) if found.trim() == kind => {}
-        Ok(found) => {
-            return Err(PurgeError::WrongDirectory {
-                dir: dir.to_path_buf(),
-                holds: found.trim().to_owned(),
-                kind: kind.to_owned(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut f = create_private_file(&kind_path).map_err(io_err(&kind_path, "write"))?;
-            writeln!(f, "{kind}").map_err(io_err(&kind_path, "write"))?;
-            f.sync_all().map_err(io_err(&kind_path, "sync"))?;
-            sync_dir(dir)?;
-        }
-        Err(e) => return Err(io_err(&kind_path, "read")(e)),
+    if !check_kind(dir, kind)? {
+        let kind_path = dir.join(KIND_FILE);
+        let mut f = create_private_file(&kind_path).map_err(io_err(&kind_path, "write"))?;
+        writeln!(f, "{kind}").map_err(io_err(&kind_path, "write"))?;
+        f.sync_all().map_err(io_err(&kind_path, "sync"))?;
+        sync_dir(dir)?;
     }
     Ok(DirLock { _file: file })
+}
+
+/// Refuses a directory holding the archives of the other kind of store; returns
+/// whether the directory names its kind yet (a dry run checks this and writes nothing).
+pub(crate) fn check_kind(dir: &Path, kind: &str) -> Result<bool, PurgeError> {
+    let kind_path = dir.join(KIND_FILE);
+    match std::fs::read_to_string(&kind_path) {
+        Ok(found) if found.trim() == kind => Ok(true),
+        Ok(found) => Err(PurgeError::WrongDirectory {
+            dir: dir.to_path_buf(),
+            holds: found.trim().to_owned(),
+            kind: kind.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(&kind_path, "read")(e)),
+    }
 }
 
 /// How archive files are compressed.
@@ -119,25 +127,90 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), PurgeError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir, "sync the archive directory"))
 }
 
-/// The archive file name for `time` and `compression`.
-pub fn archive_name(time: u64, compression: Compression) -> String {
-    format!("{ARCHIVE_PREFIX}{time}{}", compression.extension())
+/// An archive's name in the directory: the Unix time it was created at, and a number
+/// for a second (third, …) archive created within that same second. Written `TIME` for
+/// the first and `TIME-N` for the others (`1700000000`, `1700000000-2`), in file names,
+/// index lines and pending markers; stamps sort by time, then number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    /// Unix time in seconds.
+    pub time: u64,
+    /// 1 for the first archive of that second.
+    pub n: u32,
 }
 
-/// The path of the archive of `time` in `dir`, whatever its compression.
-pub fn find_archive(dir: &Path, time: u64) -> Option<PathBuf> {
-    Compression::ALL.into_iter().map(|c| dir.join(archive_name(time, c))).find(|p| p.exists())
+impl Stamp {
+    /// The first archive of second `time`.
+    pub fn at(time: u64) -> Stamp {
+        Stamp { time, n: 1 }
+    }
 }
 
-/// The first time at or after `now` with no archive file, finished or not, in `dir`.
-pub(crate) fn free_time(dir: &Path, now: u64) -> u64 {
-    let taken = |t: u64| {
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.n <= 1 {
+            write!(f, "{}", self.time)
+        } else {
+            write!(f, "{}-{}", self.time, self.n)
+        }
+    }
+}
+
+impl std::str::FromStr for Stamp {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Stamp, String> {
+        let bad = || format!("bad archive stamp {text:?} (expected TIME or TIME-N)");
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        let (time, n) = match text.split_once('-') {
+            Some((time, n)) if digits(time) && digits(n) => (time, n.parse::<u32>().map_err(|_| bad())?),
+            None if digits(text) => (text, 1),
+            _ => return Err(bad()),
+        };
+        if n < 2 && text.contains('-') {
+            return Err(bad());
+        }
+        Ok(Stamp { time: time.parse().map_err(|_| bad())?, n })
+    }
+}
+
+/// The file name of the archive `stamp`, compressed as `compression`.
+pub fn archive_name(stamp: Stamp, compression: Compression) -> String {
+    format!("{ARCHIVE_PREFIX}{stamp}{}", compression.extension())
+}
+
+/// The archive file of `stamp` in `dir`, whichever compression it has.
+pub fn find_archive(dir: &Path, stamp: Stamp) -> Option<PathBuf> {
+    Compression::ALL.into_iter().map(|c| dir.join(archive_name(stamp, c))).find(|p| p.exists())
+}
+
+/// The stamp of an archive created now: the real time `now`, numbered past any archive
+/// (or unfinished `.tmp`) of that second in `dir`, and after `last` (the run's previous
+/// archive) so a run's files sort in the order it wrote them even if the clock stepped
+/// back.
+pub(crate) fn free_stamp(dir: &Path, now: u64, last: Option<Stamp>) -> Stamp {
+    let taken = |s: Stamp| {
         Compression::ALL.into_iter().any(|c| {
-            let name = archive_name(t, c);
+            let name = archive_name(s, c);
             dir.join(&name).exists() || dir.join(format!("{name}.tmp")).exists()
         })
     };
-    (now..).find(|&t| !taken(t)).unwrap_or(now)
+    let mut stamp = match last {
+        Some(l) if l.time >= now => Stamp { time: l.time, n: l.n + 1 },
+        _ => Stamp::at(now),
+    };
+    while taken(stamp) {
+        stamp.n += 1;
+    }
+    stamp
+}
+
+/// The stamp of an archive file's name, and its compression.
+pub fn parse_archive_name(name: &str) -> Option<(Stamp, Compression)> {
+    let rest = name.strip_prefix(ARCHIVE_PREFIX)?;
+    let compression = Compression::of_file(rest)?;
+    let stamp = rest.strip_suffix(compression.extension())?.parse().ok()?;
+    Some((stamp, compression))
 }
 
 enum Sink {
@@ -157,9 +230,9 @@ pub(crate) struct ArchiveWriter {
 
 impl ArchiveWriter {
     /// Starts the archive of `time` in `dir` (written under a `.tmp` name).
-    pub(crate) fn create(dir: &Path, time: u64, compression: Compression) -> Result<ArchiveWriter, PurgeError> {
-        let path = dir.join(archive_name(time, compression));
-        let tmp = dir.join(format!("{}.tmp", archive_name(time, compression)));
+    pub(crate) fn create(dir: &Path, stamp: Stamp, compression: Compression) -> Result<ArchiveWriter, PurgeError> {
+        let path = dir.join(archive_name(stamp, compression));
+        let tmp = dir.join(format!("{}.tmp", archive_name(stamp, compression)));
         let file = create_private_file(&tmp).map_err(io_err(&tmp, "create an archive file"))?;
         let out = BufWriter::with_capacity(1 << 20, file);
         let sink = match compression {
@@ -299,6 +372,15 @@ pub(crate) struct Index {
     path: PathBuf,
 }
 
+/// What the index says about one id.
+#[derive(Debug, Default)]
+pub(crate) struct IndexLookup {
+    /// The archive of the id's last line, if any.
+    pub(crate) stamp: Option<Stamp>,
+    /// Numbers of the lines that are not UTF-8 or not `ID     STAMP`, skipped.
+    pub(crate) skipped: Vec<usize>,
+}
+
 impl Index {
     pub(crate) fn new(dir: &Path) -> Index {
         Index { path: dir.join(INDEX_FILE) }
@@ -317,26 +399,23 @@ impl Index {
     }
 
     /// The ids indexed under `time`.
-    pub(crate) fn ids_at(&self, time: u64) -> Result<BTreeSet<String>, PurgeError> {
+    pub(crate) fn ids_at(&self, stamp: Stamp) -> Result<BTreeSet<String>, PurgeError> {
         let mut out = BTreeSet::new();
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err(&self.path, "open the index")(e)),
-        };
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(io_err(&self.path, "read the index"))?;
-            if let Some((id, t)) = parse_index_line(&line) {
-                if t == time {
+        if !self.path.exists() {
+            return Ok(out);
+        }
+        self.each_line(|_, line| {
+            if let Some((id, t)) = line.and_then(parse_index_line) {
+                if t == stamp {
                     out.insert(id.to_owned());
                 }
             }
-        }
+        })?;
         Ok(out)
     }
 
-    /// Appends `ID     TIME` lines and fsyncs.
-    pub(crate) fn append<'a>(&self, ids: impl IntoIterator<Item = &'a str>, time: u64) -> Result<(), PurgeError> {
+    /// Appends `ID     STAMP` lines and fsyncs.
+    pub(crate) fn append<'a>(&self, ids: impl IntoIterator<Item = &'a str>, stamp: Stamp) -> Result<(), PurgeError> {
         let existed = self.path.exists();
         let file = private_file_options()
             .create(true)
@@ -345,7 +424,7 @@ impl Index {
             .map_err(io_err(&self.path, "open the index"))?;
         let mut w = BufWriter::new(file);
         for id in ids {
-            writeln!(w, "{id}     {time}").map_err(io_err(&self.path, "append to the index"))?;
+            writeln!(w, "{id}     {stamp}").map_err(io_err(&self.path, "append to the index"))?;
         }
         let file = w.into_inner().map_err(|e| PurgeError::Io {
             what: "append to the index",
@@ -363,80 +442,91 @@ impl Index {
 
     /// The archive time of `id`, if indexed: the newest line naming it (an id purged,
     /// re-created and purged again is read back as it was last).
-    pub(crate) fn find(&self, id: &str) -> Result<Option<u64>, PurgeError> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&self.path, "open the index")(e)),
-        };
-        let mut newest = None;
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(io_err(&self.path, "read the index"))?;
-            if let Some((found, t)) = parse_index_line(&line) {
-                if found == id {
-                    newest = Some(t);
-                }
+    pub(crate) fn find(&self, id: &str) -> Result<IndexLookup, PurgeError> {
+        let mut out = IndexLookup::default();
+        self.each_line(|n, line| match line.and_then(parse_index_line) {
+            Some((found, stamp)) if found == id => out.stamp = Some(stamp),
+            Some(_) => {}
+            None => out.skipped.push(n),
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with each line's number (from 1) and text: `None` for a line that
+    /// is not UTF-8. Fails when the index does not exist.
+    pub(crate) fn each_line(&self, mut visit: impl FnMut(usize, Option<&str>)) -> Result<(), PurgeError> {
+        let file = File::open(&self.path).map_err(io_err(&self.path, "open the index"))?;
+        let mut reader = BufReader::new(file);
+        let mut buf = Vec::new();
+        let mut n = 0;
+        loop {
+            buf.clear();
+            let read = reader.read_until(b'\n', &mut buf).map_err(io_err(&self.path, "read the index"))?;
+            if read == 0 {
+                return Ok(());
             }
+            n += 1;
+            let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            visit(n, std::str::from_utf8(bytes).ok());
         }
-        Ok(newest)
     }
 }
 
-/// Parses `ID     TIME`.
-pub fn parse_index_line(line: &str) -> Option<(&str, u64)> {
-    let (id, time) = line.split_once("     ")?;
-    Some((id, time.trim().parse().ok()?))
+/// Parses `ID     STAMP`.
+pub fn parse_index_line(line: &str) -> Option<(&str, Stamp)> {
+    let (id, stamp) = line.split_once("     ")?;
+    Some((id, stamp.trim().parse().ok()?))
 }
 
 /// The run in progress, as the pending marker records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
-    pub(crate) time: u64,
+    pub(crate) stamp: Stamp,
     pub(crate) file: String,
     /// The id of the store whose records the archive holds (empty in markers written
     /// before markers named their store).
     pub(crate) store: String,
 }
 
-/// Parses a pending marker's text (`TIME FILE STORE_ID`, or `TIME FILE` from older
+/// Parses a pending marker's text (`STAMP FILE STORE_ID`, or `STAMP FILE` from older
 /// builds) into its time, archive file and store id (empty when not recorded); the
 /// reason when it is damaged. For tools and the fuzz targets; purge reads markers
 /// through the same parser.
-pub fn parse_marker(text: &str) -> Result<(u64, String, String), String> {
-    Pending::parse(text).map(|p| (p.time, p.file, p.store))
+pub fn parse_marker(text: &str) -> Result<(Stamp, String, String), String> {
+    Pending::parse(text).map(|p| (p.stamp, p.file, p.store))
 }
 
 /// Whether `file` is the name of the archive of `time` (in some compression): the only
 /// file a marker may name, so a damaged marker can never point outside the directory.
-pub(crate) fn is_archive_of(file: &str, time: u64) -> bool {
-    Compression::ALL.into_iter().any(|c| file == archive_name(time, c))
+pub(crate) fn is_archive_of(file: &str, stamp: Stamp) -> bool {
+    Compression::ALL.into_iter().any(|c| file == archive_name(stamp, c))
 }
 
 impl Pending {
-    fn path(dir: &Path, time: u64) -> PathBuf {
-        dir.join(format!("{PENDING_FILE}.{time}"))
+    fn path(dir: &Path, stamp: Stamp) -> PathBuf {
+        dir.join(format!("{PENDING_FILE}.{stamp}"))
     }
 
     /// The marker's file name.
     pub(crate) fn marker_name(&self) -> String {
-        format!("{PENDING_FILE}.{}", self.time)
+        format!("{PENDING_FILE}.{}", self.stamp)
     }
 
-    /// Parses a marker's text (`TIME FILE STORE_ID`, or `TIME FILE` from older builds).
+    /// Parses a marker's text (`STAMP FILE STORE_ID`, or `STAMP FILE` from older builds).
     pub(crate) fn parse(text: &str) -> Result<Pending, String> {
         let mut parts = text.split_whitespace();
         let (Some(time), Some(file)) = (parts.next(), parts.next()) else {
-            return Err("expected `TIME FILE STORE_ID`".into());
+            return Err("expected `STAMP FILE STORE_ID`".into());
         };
-        let time: u64 = time.parse().map_err(|_| format!("bad time {time:?}"))?;
-        if !is_archive_of(file, time) {
-            return Err(format!("{file:?} is not the archive file of time {time}"));
+        let stamp: Stamp = time.parse()?;
+        if !is_archive_of(file, stamp) {
+            return Err(format!("{file:?} is not the archive file of {stamp}"));
         }
         let store = parts.next().unwrap_or_default().to_owned();
         if parts.next().is_some() {
-            return Err("expected `TIME FILE STORE_ID`".into());
+            return Err("expected `STAMP FILE STORE_ID`".into());
         }
-        Ok(Pending { time, file: file.to_owned(), store })
+        Ok(Pending { stamp, file: file.to_owned(), store })
     }
 
     /// Every pending marker in `dir`, oldest first.
@@ -451,7 +541,7 @@ impl Pending {
             let entry = entry.map_err(io_err(dir, "list the archive directory"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(suffix) = name.strip_prefix(&format!("{PENDING_FILE}.")) else { continue };
-            if suffix.parse::<u64>().is_err() {
+            if suffix.parse::<Stamp>().is_err() {
                 continue;
             }
             let path = entry.path();
@@ -461,25 +551,25 @@ impl Pending {
                 line: 1,
                 reason,
             })?;
-            if suffix != pending.time.to_string() {
+            if suffix != pending.stamp.to_string() {
                 return Err(PurgeError::BadArchive {
                     path: path.clone(),
                     line: 1,
-                    reason: format!("the marker of time {suffix} names time {}", pending.time),
+                    reason: format!("the marker of {suffix} names {}", pending.stamp),
                 });
             }
             out.push(pending);
         }
-        out.sort_by_key(|p| p.time);
+        out.sort_by_key(|p| p.stamp);
         Ok(out)
     }
 
     /// Writes (and syncs) the marker of this archive.
     pub(crate) fn write(&self, dir: &Path) -> Result<(), PurgeError> {
-        let path = Self::path(dir, self.time);
+        let path = Self::path(dir, self.stamp);
         let tmp = dir.join(format!("{PENDING_FILE}.tmp"));
         let mut f = create_private_file(&tmp).map_err(io_err(&tmp, "write a pending marker"))?;
-        writeln!(f, "{} {} {}", self.time, self.file, self.store).map_err(io_err(&tmp, "write a pending marker"))?;
+        writeln!(f, "{} {} {}", self.stamp, self.file, self.store).map_err(io_err(&tmp, "write a pending marker"))?;
         f.sync_all().map_err(io_err(&tmp, "sync a pending marker"))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path, "write a pending marker"))?;
         sync_dir(dir)
@@ -487,7 +577,7 @@ impl Pending {
 
     /// Removes the marker of this archive: its records are deleted.
     pub(crate) fn clear(&self, dir: &Path) -> Result<(), PurgeError> {
-        let path = Self::path(dir, self.time);
+        let path = Self::path(dir, self.stamp);
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -499,6 +589,38 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_read_and_sort() {
+        let first: Stamp = "1700000000".parse().unwrap();
+        let second: Stamp = "1700000000-2".parse().unwrap();
+        assert_eq!((first, second), (Stamp::at(1_700_000_000), Stamp { time: 1_700_000_000, n: 2 }));
+        assert!(first < second && second < Stamp::at(1_700_000_001));
+        assert_eq!((first.to_string(), second.to_string()), ("1700000000".to_owned(), "1700000000-2".to_owned()));
+        for bad in ["", "-2", "17-", "17-1", "17-x", "x", "17 ", "17-2-3"] {
+            let e = bad.parse::<Stamp>().unwrap_err();
+            assert!(e.starts_with("bad archive stamp"), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            parse_archive_name("job_archive_17-3.jsonl.zst"),
+            Some((Stamp { time: 17, n: 3 }, Compression::Zstd))
+        );
+        assert_eq!(parse_index_line("job-1     17-2"), Some(("job-1", Stamp { time: 17, n: 2 })));
+        // A second archive in the same second keeps the second and takes the next number.
+        let dir = std::env::temp_dir().join(format!("brine-stamps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(free_stamp(&dir, 17, None), Stamp::at(17));
+        std::fs::write(dir.join(archive_name(Stamp::at(17), Compression::None)), b"").unwrap();
+        assert_eq!(free_stamp(&dir, 17, None), Stamp { time: 17, n: 2 });
+        assert_eq!(free_stamp(&dir, 17, Some(Stamp { time: 17, n: 4 })), Stamp { time: 17, n: 5 });
+        assert_eq!(
+            free_stamp(&dir, 16, Some(Stamp { time: 17, n: 1 })),
+            Stamp { time: 17, n: 2 },
+            "the clock stepped back"
+        );
+        assert_eq!(free_stamp(&dir, 18, Some(Stamp { time: 17, n: 9 })), Stamp::at(18));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_line_past_the_bound_is_an_error_not_an_allocation() {

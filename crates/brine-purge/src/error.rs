@@ -36,13 +36,25 @@ pub enum PurgeError {
         reason: String,
     },
     /// The index names an archive file that is not there.
-    #[error("the index puts {id} in the archive of time {time}, which is not in {}", dir.display())]
+    #[error("the index puts {id} in archive {stamp}, which is not in {}", dir.display())]
     MissingArchive {
         /// The id looked up.
         id: String,
-        /// Its archive's time.
-        time: u64,
+        /// Its archive's stamp.
+        stamp: crate::archive::Stamp,
         /// The archive directory.
+        dir: PathBuf,
+    },
+    /// The archive directory does not exist.
+    #[error("no archive directory at {}", dir.display())]
+    NoArchiveDir {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The archive directory has no index: no purge has written to it.
+    #[error("{} has no archive index ({}): no purge has archived into it", dir.display(), crate::archive::INDEX_FILE)]
+    NoIndex {
+        /// The directory.
         dir: PathBuf,
     },
     /// Another purge holds the archive directory.

@@ -26,6 +26,7 @@
 
 pub mod archive;
 mod error;
+pub mod verify;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -192,8 +193,11 @@ pub struct PurgeReport {
     pub bytes: u64,
     /// Bytes of JSON before compression.
     pub raw_bytes: u64,
-    /// Archives an interrupted run left pending, finished first.
+    /// Archives an interrupted run left pending, finished first (in a dry run: that
+    /// the real run would finish first).
     pub resumed: Vec<String>,
+    /// Jobs those archives hold: the interrupted jobs finished (or to finish).
+    pub resumed_jobs: u64,
     /// Whether the run stopped early because it was asked to.
     pub stopped: bool,
     /// Jobs written to an archive but changed in the store before their deletion:
@@ -221,7 +225,12 @@ impl std::fmt::Display for PurgeReport {
         }
         write!(f, " in {:.0} ms", self.duration_ms)?;
         if !self.resumed.is_empty() {
-            write!(f, "; finished the interrupted archive(s) {} first", self.resumed.join(", "))?;
+            let (jobs, files) = (count(self.resumed_jobs, "job"), self.resumed.join(", "));
+            if self.dry_run {
+                write!(f, "; would first finish {jobs} of the interrupted archive(s) {files}")?;
+            } else {
+                write!(f, "; finished {jobs} of the interrupted archive(s) {files} first")?;
+            }
         }
         if self.changed_since_archived > 0 {
             write!(f, "; {} changed after being archived and stay for a later run", self.changed_since_archived)?;
@@ -505,25 +514,52 @@ fn picks_of(path: &Path, kind: &'static str) -> Result<Vec<Pick>, PurgeError> {
     Ok(picks)
 }
 
+/// Refuses a pending marker of another store (another node's store sharing the
+/// directory): finishing it against this store would delete this store's records.
+fn refuse_foreign(dir: &Path, pending: &Pending, store: &str) -> Result<(), PurgeError> {
+    if pending.store.is_empty() || pending.store == store {
+        return Ok(());
+    }
+    Err(PurgeError::ForeignMarker {
+        dir: dir.to_path_buf(),
+        marker: pending.marker_name(),
+        marker_store: pending.store.clone(),
+        store: store.to_owned(),
+    })
+}
+
+/// What a dry run checks, as the real run would, without writing: the directory holds
+/// archives of this kind of store and no marker of another store; returns the archives
+/// the real run would finish first and the jobs they hold.
+fn dry_run_checks(dir: &Path, kind: &'static str, store: &str) -> Result<(Vec<String>, u64), PurgeError> {
+    if !dir.exists() {
+        return Ok((Vec::new(), 0));
+    }
+    archive::check_kind(dir, kind)?;
+    let (mut files, mut jobs) = (Vec::new(), 0);
+    for pending in Pending::read_all(dir)? {
+        refuse_foreign(dir, &pending, store)?;
+        let path = dir.join(&pending.file);
+        if path.exists() {
+            jobs += picks_of(&path, kind)?.len() as u64;
+        }
+        files.push(pending.file);
+    }
+    Ok((files, jobs))
+}
+
 /// Finishes the archives an interrupted run left pending, oldest first; returns their
-/// names.
-async fn finish_pending(source: &Source, options: &PurgeOptions) -> Result<Vec<String>, PurgeError> {
+/// names and the jobs they hold.
+async fn finish_pending(source: &Source, options: &PurgeOptions) -> Result<(Vec<String>, u64), PurgeError> {
     let dir = &options.archive_dir;
-    let mut finished = Vec::new();
+    let (mut finished, mut jobs) = (Vec::new(), 0);
     let store = source.store_id();
     let all = {
         let dir = dir.clone();
         blocking(move || Pending::read_all(&dir)).await?
     };
     for pending in all {
-        if !pending.store.is_empty() && pending.store != store {
-            return Err(PurgeError::ForeignMarker {
-                dir: dir.clone(),
-                marker: pending.marker_name(),
-                marker_store: pending.store,
-                store,
-            });
-        }
+        refuse_foreign(dir, &pending, &store)?;
         let picks = {
             let (dir, pending, kind) = (dir.clone(), pending.clone(), source.kind());
             blocking(move || {
@@ -545,13 +581,14 @@ async fn finish_pending(source: &Source, options: &PurgeOptions) -> Result<Vec<S
                 let picks = picks_of(&path, kind)?;
                 let index = Index::new(&dir);
                 index.repair_tail()?;
-                let indexed = index.ids_at(pending.time)?;
-                index.append(picks.iter().map(Pick::id).filter(|id| !indexed.contains(*id)), pending.time)?;
+                let indexed = index.ids_at(pending.stamp)?;
+                index.append(picks.iter().map(Pick::id).filter(|id| !indexed.contains(*id)), pending.stamp)?;
                 Ok(Some(picks))
             })
             .await?
         };
         let Some(picks) = picks else { continue };
+        jobs += picks.len() as u64;
         delete(source, &picks, &pending.file, options.delete_batch).await?;
         {
             let (dir, pending) = (dir.clone(), pending.clone());
@@ -559,7 +596,7 @@ async fn finish_pending(source: &Source, options: &PurgeOptions) -> Result<Vec<S
         }
         finished.push(pending.file);
     }
-    Ok(finished)
+    Ok((finished, jobs))
 }
 
 /// Waits for the deletion of the previous archive's records.
@@ -578,6 +615,8 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
     let dir = &options.archive_dir;
     // Held to the end of the run: one purge per archive directory.
     let _lock = if options.dry_run {
+        let (owned, kind, store) = (dir.clone(), source.kind(), source.store_id());
+        (report.resumed, report.resumed_jobs) = blocking(move || dry_run_checks(&owned, kind, &store)).await?;
         None
     } else {
         let (owned, kind) = (dir.clone(), source.kind());
@@ -590,7 +629,7 @@ pub async fn purge(source: &Source, options: &PurgeOptions) -> Result<PurgeRepor
             archive::claim(&owned, kind)
         })
         .await?;
-        report.resumed = finish_pending(source, options).await?;
+        (report.resumed, report.resumed_jobs) = finish_pending(source, options).await?;
         Some(lock)
     };
     let now = options.clock.now();
@@ -623,7 +662,7 @@ async fn archive_files(
 ) -> Result<(), PurgeError> {
     let dir = &options.archive_dir;
     let mut remaining = options.max.unwrap_or(u64::MAX);
-    let mut last_time = 0;
+    let mut last_stamp = None;
     while remaining > 0 {
         if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
             report.stopped = true;
@@ -646,19 +685,19 @@ async fn archive_files(
             }
             continue;
         }
-        let (time, file, pending) = {
+        let (stamp, file, pending) = {
             let (owned, now, compression, store) =
                 (dir.clone(), options.clock.now().as_secs(), options.compression, source.store_id());
             blocking(move || {
-                let time = archive::free_time(&owned, now.max(last_time + 1));
-                let file = archive::archive_name(time, compression);
-                let pending = Pending { time, file: file.clone(), store };
+                let stamp = archive::free_stamp(&owned, now, last_stamp);
+                let file = archive::archive_name(stamp, compression);
+                let pending = Pending { stamp, file: file.clone(), store };
                 pending.write(&owned)?;
-                Ok((time, file, pending))
+                Ok((stamp, file, pending))
             })
             .await?
         };
-        last_time = time;
+        last_stamp = Some(stamp);
         // The file is written on a blocking thread fed one record at a time through a
         // bounded channel: memory holds a few jobs' records, and compression and fsync
         // stay off the async runtime.
@@ -666,7 +705,7 @@ async fn archive_files(
         let writer = {
             let (owned, compression) = (dir.clone(), options.compression);
             tokio::task::spawn_blocking(move || -> Result<(u64, u64), PurgeError> {
-                let mut writer = ArchiveWriter::create(&owned, time, compression)?;
+                let mut writer = ArchiveWriter::create(&owned, stamp, compression)?;
                 while let Some(message) = rx.blocking_recv() {
                     match message {
                         Some(loaded) => loaded.write(&mut writer)?,
@@ -702,7 +741,7 @@ async fn archive_files(
         {
             let (owned, ids): (PathBuf, Vec<String>) =
                 (dir.clone(), written.iter().map(|p| p.id().to_owned()).collect());
-            blocking(move || Index::new(&owned).append(ids.iter().map(String::as_str), time)).await?;
+            blocking(move || Index::new(&owned).append(ids.iter().map(String::as_str), stamp)).await?;
         }
         // The records go while the next archive is written: at most one deletion runs,
         // and each archive's marker stays until its records are gone.
@@ -717,7 +756,7 @@ async fn archive_files(
         report.executions += counts.executions;
         report.events += counts.events;
         report.evaluations += counts.evaluations;
-        report.files.push(archive::archive_name(time, options.compression));
+        report.files.push(archive::archive_name(stamp, options.compression));
         report.bytes += size;
         if let Some(p) = &options.progress {
             p(report.jobs);
@@ -726,18 +765,48 @@ async fn archive_files(
     Ok(())
 }
 
-/// Reads job `id` back from the archives in `dir`, through the index.
+/// What [`find_archived`] found for an id.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// The record, when the index names an archive for the id.
+    pub record: Option<serde_json::Value>,
+    /// The archive file it was read from.
+    pub file: Option<PathBuf>,
+    /// Index lines skipped because they are not UTF-8 or not `ID     STAMP` (numbers
+    /// from 1): damage `brine archive verify` reports; the other lines still answer.
+    pub skipped_lines: Vec<usize>,
+}
+
+/// Reads job `id` back from the archives in `dir`, through the index (`None` when the
+/// index does not name it).
 pub fn read_archived(dir: &Path, id: &str) -> Result<Option<serde_json::Value>, PurgeError> {
-    let Some(time) = Index::new(dir).find(id)? else { return Ok(None) };
-    let path = archive::find_archive(dir, time).ok_or_else(|| PurgeError::MissingArchive {
+    Ok(find_archived(dir, id)?.record)
+}
+
+/// Reads job `id` back from the archives in `dir`, through the index, saying which file
+/// held it and which index lines had to be skipped. A directory or index that does not
+/// exist is an error naming it, never "not archived".
+pub fn find_archived(dir: &Path, id: &str) -> Result<Lookup, PurgeError> {
+    if !dir.is_dir() {
+        return Err(PurgeError::NoArchiveDir { dir: dir.to_path_buf() });
+    }
+    if !dir.join(INDEX_FILE).exists() {
+        return Err(PurgeError::NoIndex { dir: dir.to_path_buf() });
+    }
+    let found = Index::new(dir).find(id)?;
+    let mut lookup = Lookup { skipped_lines: found.skipped, ..Lookup::default() };
+    let Some(stamp) = found.stamp else { return Ok(lookup) };
+    let path = archive::find_archive(dir, stamp).ok_or_else(|| PurgeError::MissingArchive {
         id: id.to_owned(),
-        time,
+        stamp,
         dir: dir.to_path_buf(),
     })?;
     for record in archive::read_archive(&path)? {
         let record = record?;
         if archive::record_id(&record) == Some(id) {
-            return Ok(Some(record));
+            lookup.record = Some(record);
+            lookup.file = Some(path);
+            return Ok(lookup);
         }
     }
     Err(PurgeError::BadArchive { path, line: 0, reason: format!("the index names this file for {id}, which it lacks") })

@@ -85,14 +85,14 @@ async fn max_bounds_a_run_and_max_per_file_rolls_over() {
         let text = std::fs::read_to_string(archive.join(brine_purge::INDEX_FILE)).unwrap();
         for line in text.lines() {
             let (id, time) = line.split_once("     ").unwrap_or_else(|| panic!("{line:?}"));
-            assert!(!id.contains(' ') && time.chars().all(|c| c.is_ascii_digit()), "{line:?}");
+            assert!(!id.contains(' ') && time.parse::<brine_purge::archive::Stamp>().is_ok(), "{line:?}");
         }
         let lines = index_lines(&archive);
         assert_eq!(lines.len(), 25);
         let ids: BTreeSet<&str> = lines.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids.len(), 25, "no id twice");
-        let times: BTreeSet<u64> = lines.iter().map(|(_, t)| *t).collect();
-        assert_eq!(times.len(), 4, "four archive files, four times");
+        let stamps: BTreeSet<brine_purge::archive::Stamp> = lines.iter().map(|(_, t)| *t).collect();
+        assert_eq!(stamps.len(), 4, "four archive files, four stamps");
         for (id, time) in &lines {
             let path = brine_purge::archive::find_archive(&archive, *time).unwrap();
             assert!(

@@ -122,8 +122,8 @@ pub fn archived_ids(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The index's lines as (id, time).
-pub fn index_lines(dir: &Path) -> Vec<(String, u64)> {
+/// The index's lines as (id, archive stamp).
+pub fn index_lines(dir: &Path) -> Vec<(String, brine_purge::archive::Stamp)> {
     let text = std::fs::read_to_string(dir.join(brine_purge::INDEX_FILE)).unwrap_or_default();
     text.lines()
         .map(|l| {
