@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
+use brine_rocksdb::readable;
 use brine_rocksdb::{Cf, Inspector};
-use brine_store::keys::{parse_printable, printable};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -44,33 +44,59 @@ enum DbCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List the keys of a column family, in order (binary parts as \xNN, separators as /).
+    /// List the keys of a column family, in order, as their layout reads: parts joined
+    /// by `/`, numbers as numbers, states by name (`Running/e-job-0000004-4`).
     Keys {
         /// The store directory.
         path: PathBuf,
         /// The column family.
         cf: String,
-        /// Only keys starting with this (same notation as the output).
+        /// Only keys starting with this, written as `keys` prints them (`Running`,
+        /// `job-0000004/`, `Running/e-job-00`).
         #[arg(long)]
         prefix: Option<String>,
+        /// Only keys after this one (as `keys` prints it): give the last key of a page to
+        /// get the next.
+        #[arg(long, value_name = "KEY")]
+        start_after: Option<String>,
         /// At most this many keys.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Print only how many keys there are.
+        #[arg(long, conflicts_with_all = ["values", "keys_only", "limit", "start_after"])]
+        count: bool,
+        /// Print the keys alone (the default).
+        #[arg(long, conflicts_with = "values")]
+        keys_only: bool,
+        /// Print each key with its value, decoded: `KEY<TAB>JSON` per line.
+        #[arg(long)]
+        values: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Print one value, decoded, as pretty JSON.
+    /// Print one value, decoded, as pretty JSON (times also as RFC 3339). In
+    /// `executions`, a job id lists that job's executions.
     Get {
         /// The store directory.
         path: PathBuf,
         /// The column family.
         cf: String,
-        /// The key (as `keys` prints it).
+        /// The key, as `keys` prints it.
         key: String,
         /// Print compact JSON with the family and key.
         #[arg(long)]
         json: bool,
+    },
+    /// Stream a family as JSON lines: `{"key": …, "value": …}` per key, in order.
+    Dump {
+        /// The store directory.
+        path: PathBuf,
+        /// The column family.
+        cf: String,
+        /// Only keys starting with this (as `keys` prints them).
+        #[arg(long)]
+        prefix: Option<String>,
     },
     /// Per family: keys, data size, SST files; and the size on disk.
     Stats {
@@ -120,8 +146,37 @@ fn family(ins: &Inspector, name: &str) -> anyhow::Result<Cf> {
     })
 }
 
-fn key_bytes(text: &str) -> anyhow::Result<Vec<u8>> {
-    parse_printable(text).map_err(|e| anyhow!("bad key {text:?}: {}", e.reason))
+/// A key of `cf` as typed (the form `keys` prints), whole or (`prefix`) its start.
+fn key_bytes(cf: Cf, text: &str, prefix: bool) -> anyhow::Result<Vec<u8>> {
+    readable::parse(cf, text, prefix).map_err(|reason| anyhow!("bad key {text:?}: {reason}"))
+}
+
+/// `value` with every time field (`…_time`, `time`: nanoseconds since the epoch) also
+/// given as RFC 3339 in a `…_rfc3339` field beside it.
+fn with_times(mut value: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(fields) => {
+                let mut times = Vec::new();
+                for (name, field) in fields.iter_mut() {
+                    match field.as_u64() {
+                        Some(ns) if name == "time" || name.ends_with("_time") => {
+                            let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+                            times.push((format!("{name}_rfc3339"), humantime::format_rfc3339_nanos(at).to_string()));
+                        }
+                        _ => walk(field),
+                    }
+                }
+                for (name, text) in times {
+                    fields.insert(name, text.into());
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
 }
 
 /// Prints a check report as `db check` does, and says whether it is clean (also when
@@ -170,6 +225,7 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
         DbCommand::Check { path, .. } => path.clone().context("give the store directory or --database-url")?,
         DbCommand::Buckets { path, .. }
         | DbCommand::Keys { path, .. }
+        | DbCommand::Dump { path, .. }
         | DbCommand::Get { path, .. }
         | DbCommand::Stats { path, .. }
         | DbCommand::Compact { path, .. } => path.clone(),
@@ -215,51 +271,31 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             }
             Outcome::Ok
         }
-        DbCommand::Keys { cf, prefix, limit, json, .. } => {
+        DbCommand::Keys { cf, prefix, start_after, limit, count, values, json, .. } => {
             let cf = family(ins, &cf)?;
-            let prefix = prefix.as_deref().map(key_bytes).transpose()?.unwrap_or_default();
+            let prefix = prefix.as_deref().map(|p| key_bytes(cf, p, true)).transpose()?.unwrap_or_default();
+            let after = start_after.as_deref().map(|k| key_bytes(cf, k, false)).transpose()?;
             let limit = limit.unwrap_or(usize::MAX);
+            let listing = Listing { cf, json, values, count };
+            blocking(ins, move |i| listing.run(i, &prefix, after.as_deref(), limit)).await?;
+            Outcome::Ok
+        }
+        DbCommand::Dump { cf, prefix, .. } => {
+            let cf = family(ins, &cf)?;
+            let prefix = prefix.as_deref().map(|p| key_bytes(cf, p, true)).transpose()?.unwrap_or_default();
             blocking(ins, move |i| {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                let mut n = 0usize;
                 let mut failed = None;
-                if json {
-                    write!(out, "[")?;
-                }
-                i.keys(cf, &prefix, |k| {
-                    if n >= limit {
-                        return false;
-                    }
-                    let text = printable(k);
-                    let written = if json {
-                        let sep = if n == 0 { "" } else { "," };
-                        serde_json::to_string(&text)
-                            .map_err(std::io::Error::other)
-                            .and_then(|t| write!(out, "{sep}{t}"))
-                    } else {
-                        writeln!(out, "{text}")
-                    };
-                    n += 1;
-                    match written {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    }
+                i.scan(cf, &prefix, None, |k, v| {
+                    let line = entry_json(cf, k, v)
+                        .and_then(|e| serde_json::to_string(&e).map_err(anyhow::Error::from))
+                        .and_then(|t| writeln!(out, "{t}").map_err(ui::stdout_error));
+                    line.map_err(|e| failed = Some(e)).is_ok()
                 })?;
                 if let Some(e) = failed {
-                    // A closed pipe (`| head`) ends the listing quietly.
-                    if e.kind() != std::io::ErrorKind::BrokenPipe {
-                        return Err(e.into());
-                    }
-                    return Ok(());
+                    return Err(e);
                 }
-                if json {
-                    writeln!(out, "]")?;
-                }
-                out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
-                Ok(())
+                out.flush().map_err(ui::stdout_error)
             })
             .await?;
             Outcome::Ok
@@ -269,15 +305,16 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             if key.is_empty() {
                 bail!("bad key \"\": empty (every key Brine writes has at least one byte)");
             }
-            let bytes = key_bytes(&key)?;
+            let bytes = key_bytes(family, &key, false)?;
             let value = match ins.get_json(family, &bytes) {
-                Ok(Some(v)) => v,
+                Ok(Some(v)) => with_times(v),
+                Ok(None) if family == Cf::Executions => return job_executions(ins, &key, json).await,
                 Ok(None) => bail!("key not found: {} {key}", family.name()),
                 Err(e) if e.is_corrupt() => bail!(e),
                 Err(e) => return Err(e.into()),
             };
             if json {
-                ui::print_json(&json!({ "cf": family.name(), "key": printable(&bytes), "value": value }))?;
+                ui::print_json(&json!({ "cf": family.name(), "key": readable::show(family, &bytes), "value": value }))?;
             } else {
                 outln!("{}", serde_json::to_string_pretty(&value)?)?;
             }
@@ -311,6 +348,106 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
         }
     };
     Ok(outcome)
+}
+
+/// One key and its decoded value, as `dump` and `keys --values --json` give it.
+fn entry_json(cf: Cf, key: &[u8], raw: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let value = brine_rocksdb::inspect::decode_json(cf, key, raw)?;
+    Ok(json!({ "key": readable::show(cf, key), "value": with_times(value) }))
+}
+
+/// What `keys` prints, and how.
+struct Listing {
+    cf: Cf,
+    json: bool,
+    values: bool,
+    count: bool,
+}
+
+impl Listing {
+    /// Streams the listing to stdout; a closed stdout ends it quietly.
+    fn run(&self, ins: &Inspector, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> anyhow::Result<()> {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let (mut n, mut failed) = (0usize, None);
+        if self.json && !self.count {
+            write!(out, "[").map_err(ui::stdout_error)?;
+        }
+        ins.scan(self.cf, prefix, after, |k, v| {
+            if n >= limit {
+                return false;
+            }
+            n += 1;
+            if self.count {
+                return true;
+            }
+            match self.line(&mut out, n, k, v) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match (self.count, self.json) {
+            (true, true) => writeln!(out, "{}", json!({ "count": n })),
+            (true, false) => writeln!(out, "{n}"),
+            (false, true) => writeln!(out, "]"),
+            (false, false) => Ok(()),
+        }
+        .and_then(|()| out.flush())
+        .map_err(ui::stdout_error)
+    }
+
+    fn line(&self, out: &mut impl Write, n: usize, key: &[u8], raw: &[u8]) -> anyhow::Result<()> {
+        let sep = if n == 1 { "" } else { "," };
+        let shown = readable::show(self.cf, key);
+        let written = match (self.values, self.json) {
+            (false, false) => writeln!(out, "{shown}"),
+            (false, true) => write!(out, "{sep}{}", serde_json::to_string(&shown)?),
+            (true, false) => {
+                let value = with_times(brine_rocksdb::inspect::decode_json(self.cf, key, raw)?);
+                writeln!(out, "{shown}\t{}", serde_json::to_string(&value)?)
+            }
+            (true, true) => write!(out, "{sep}{}", serde_json::to_string(&entry_json(self.cf, key, raw)?)?),
+        };
+        written.map_err(ui::stdout_error)
+    }
+}
+
+/// `db get S executions JOB`: the executions of job `job` (an operator often has the
+/// job id, not the execution id), or the not-found error when it has none.
+async fn job_executions(ins: &Arc<Inspector>, job: &str, json: bool) -> anyhow::Result<Outcome> {
+    let prefix = readable::parse(Cf::IdxExecutionsByJobId, &format!("{job}/"), true).ok();
+    let job_name = job.to_owned();
+    let found = blocking(ins, move |i| {
+        let mut found = Vec::new();
+        let Some(prefix) = prefix else { return Ok(found) };
+        let mut ids = Vec::new();
+        i.keys(Cf::IdxExecutionsByJobId, &prefix, |k| {
+            ids.push(k[prefix.len()..].to_vec());
+            true
+        })?;
+        for id in ids {
+            if let Some(v) = i.get_json(Cf::Executions, &id)? {
+                found.push(json!({ "key": readable::show(Cf::Executions, &id), "value": with_times(v) }));
+            }
+        }
+        Ok(found)
+    })
+    .await?;
+    if found.is_empty() {
+        bail!("key not found: executions {job_name} (neither an execution id nor a job with executions)");
+    }
+    if json {
+        ui::print_json(&json!({ "cf": "executions", "job_id": job_name, "executions": found }))?;
+    } else {
+        let values: Vec<&serde_json::Value> = found.iter().map(|f| &f["value"]).collect();
+        outln!("{}", serde_json::to_string_pretty(&values)?)?;
+    }
+    Ok(Outcome::Ok)
 }
 
 fn print_stats(path: &std::path::Path, stats: &brine_rocksdb::inspect::StoreStats) -> anyhow::Result<()> {

@@ -212,7 +212,7 @@ async fn corrupt_and_truncated_values_are_named_by_family_and_key() {
     let out = brine().args(["db", "check"]).arg(&path).assert().code(3).get_output().stdout.clone();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("executions e-3: value does not decode"), "{text}");
-    assert!(text.contains("idx_executions_by_state ce-1: unknown state code 99"), "{text}");
+    assert!(text.contains("idx_executions_by_state 99/e-1: unknown state code 99"), "{text}");
     assert!(contents(&path) == before, "check changed nothing");
     // Recovery refuses to act on a store it cannot read, naming the key.
     let err = refused(&path, brine().args(["recover", "--preset", "fail-live", "--store"]).arg(&path), "");

@@ -26,7 +26,7 @@ async fn check_names_each_injected_fault() {
         (Fault::DropStateIndexEntry(id("e-1")), "executions e-1: missing from idx_executions_by_state under Running"),
         (
             Fault::OrphanStateIndexEntry(ExecutionState::Running, id("ghost")),
-            "idx_executions_by_state \\x02ghost: points at missing execution ghost",
+            "idx_executions_by_state Running/ghost: points at missing execution ghost",
         ),
         (
             Fault::SetCounter(ExecutionState::Running, 7),
@@ -166,7 +166,7 @@ async fn errors_a_user_will_hit_are_one_line() {
     let err = error_line(brine().args(["db", "keys"]).arg(&path).arg("jobs"));
     assert!(err.starts_with("error: unknown column family \"jobs\" (this compute store has: executions,"), "{err}");
     let err = error_line(brine().args(["db", "get"]).arg(&path).args(["executions", "e-404"]));
-    assert_eq!(err, "error: key not found: executions e-404");
+    assert_eq!(err, "error: key not found: executions e-404 (neither an execution id nor a job with executions)");
 
     let corrupt = with_fault(&dir.path().join("c"), Fault::CorruptExecution(id("e-2"))).await;
     let err = error_line(brine().args(["db", "get"]).arg(&corrupt).args(["executions", "e-2"]));
@@ -198,7 +198,7 @@ async fn recover_prints_its_report() {
     assert!(text.contains("mark-failed"), "{text}");
     let running =
         stdout(brine().args(["db", "keys"]).arg(&path).args(["idx_executions_by_state", "--prefix", "\\x02"]));
-    assert_eq!(running, "\\x02e-1\n\\x02e-3\n", "the dry run changed nothing");
+    assert_eq!(running, "Running/e-1\nRunning/e-3\n", "the dry run changed nothing");
 
     let v = json(brine().args(["recover", "--json", "--preset", "fail-live", "--store"]).arg(&path));
     assert_eq!(v["dry_run"], false);

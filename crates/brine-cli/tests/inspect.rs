@@ -180,7 +180,7 @@ async fn an_inspection_killed_midway_leaves_no_crash_behind() {
     }
     let before = contents(&path);
     let mut child = Process::new(env!("CARGO_BIN_EXE_brine"))
-        .args(["db", "keys", path.to_str().unwrap(), "events"])
+        .args(["db", "keys", path.to_str().unwrap(), "events", "--values"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -6,7 +6,6 @@
 //! is its newest key; and that checkpoints are at or below the head. Memory stays bounded:
 //! families are iterated once and cross-checks are point reads.
 
-use brine_store::keys::printable;
 use brine_store::model::{Evaluation, Execution, ExecutionState, Job, JobHistory, LogEntry};
 use brine_store::{Result, StoreError};
 use rocksdb::DB;
@@ -38,7 +37,7 @@ struct Checker<'e> {
 
 impl Checker<'_> {
     fn problem(&mut self, cf: Cf, key: &[u8], what: impl Into<String>) {
-        self.report.problem(cf.name(), printable(key), what);
+        self.report.problem(cf.name(), crate::readable::show(cf, key), what);
     }
 
     fn read(&self, cf: Cf, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
@@ -192,7 +191,7 @@ impl Checker<'_> {
             }
             for (cf, key, _) in layout::job_indexes(&job) {
                 if !c.exists(cf, &key)? {
-                    c.problem(Cf::Jobs, k, format!("missing from {cf} at {}", printable(&key)));
+                    c.problem(Cf::Jobs, k, format!("missing from {cf} at {}", crate::readable::show(cf, &key)));
                 }
             }
             Ok(())
@@ -359,7 +358,7 @@ fn read_error(cf: Cf, key: &[u8], e: rocksdb::Error) -> StoreError {
     if e.kind() == rocksdb::ErrorKind::Corruption {
         StoreError::Corrupt {
             cf: cf.name().to_owned(),
-            key: printable(key),
+            key: crate::readable::show(cf, key),
             reason: format!("RocksDB reports corruption: {e}"),
         }
     } else {

@@ -104,6 +104,36 @@ impl Inspector {
         self.engine.scan_prefix(cf, prefix, |k, _| Ok(visit(k)))
     }
 
+    /// Visits the keys and raw values of `cf` under `prefix` that sort after `after`
+    /// (all of them when `None`), in order, until `visit` returns `false`: one page of a
+    /// listing, the next page starting after the last key of this one.
+    pub fn scan(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let db = self.engine.db()?;
+        let mut it = self.engine.iter(&db, cf, prefix, brine_store::keys::prefix_end(prefix))?;
+        match after {
+            Some(after) if after >= prefix => it.seek(after),
+            _ => it.seek(prefix),
+        }
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if after.is_some_and(|a| k <= a) {
+                it.next();
+                continue;
+            }
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(|e| StoreError::backend("scan", e))
+    }
+
     /// The raw value of `key` in `cf`.
     pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let db = self.engine.db()?;
@@ -266,8 +296,9 @@ fn resolved(path: &Path) -> std::path::PathBuf {
     out
 }
 
-/// Decodes a stored value of `cf` to JSON.
-fn decode_json(cf: Cf, key: &[u8], raw: &[u8]) -> Result<serde_json::Value> {
+/// Decodes a stored value of `cf` (under `key`) to JSON, by family; `Corrupt` when it
+/// does not decode.
+pub fn decode_json(cf: Cf, key: &[u8], raw: &[u8]) -> Result<serde_json::Value> {
     fn json<T: serde::de::DeserializeOwned + Serialize>(cf: Cf, key: &[u8], raw: &[u8]) -> Result<serde_json::Value> {
         let value: T = decode(cf, key, raw)?;
         serde_json::to_value(value).map_err(|e| StoreError::backend("render JSON", e))

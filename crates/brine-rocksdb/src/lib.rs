@@ -30,6 +30,7 @@ mod job;
 pub mod layout;
 mod log;
 pub mod migrate;
+pub mod readable;
 mod repair;
 
 use std::path::PathBuf;
