@@ -25,6 +25,14 @@ enum DbCommand {
     /// log has no gap, checkpoints are at or below the head. Prints OK or each problem;
     /// exits with 2 when there are problems. With `--database-url`, checks every store in
     /// a PostgreSQL database instead (the job store and each compute node's).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db check /var/lib/brine/node-0-compute.db",
+            "brine db check --json /var/lib/brine/node-0-compute.db | jq .problems",
+            "brine db check --database-url postgresql://brine@db/brine",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Check {
         /// The store directory.
         #[arg(required_unless_present = "database_url")]
@@ -37,6 +45,12 @@ enum DbCommand {
         json: bool,
     },
     /// List the column families (the buckets).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db buckets /var/lib/brine/node-0-compute.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Buckets {
         /// The store directory.
         path: PathBuf,
@@ -46,6 +60,14 @@ enum DbCommand {
     },
     /// List the keys of a column family, in order, as their layout reads: parts joined
     /// by `/`, numbers as numbers, states by name (`Running/e-job-0000004-4`).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db keys /var/lib/brine/node-0-compute.db idx_executions_by_state --prefix Running --limit 20",
+            "brine db keys /var/lib/brine/node-0-compute.db executions --start-after e-job-0000019-19 --limit 20",
+            "brine db keys /var/lib/brine/node-0-compute.db executions --count",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Keys {
         /// The store directory.
         path: PathBuf,
@@ -77,6 +99,14 @@ enum DbCommand {
     },
     /// Print one value, decoded, as pretty JSON (times also as RFC 3339). In
     /// `executions`, a job id lists that job's executions.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db get /var/lib/brine/node-0-compute.db executions e-job-0000004-4",
+            "brine db get /var/lib/brine/node-0-compute.db executions job-0000004          # that job's executions",
+            "brine db get /var/lib/brine/node-0-compute.db meta count/Running --json",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Get {
         /// The store directory.
         path: PathBuf,
@@ -89,6 +119,13 @@ enum DbCommand {
         json: bool,
     },
     /// Stream a family as JSON lines: `{"key": …, "value": …}` per key, in order.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db dump /var/lib/brine/node-0-compute.db executions > executions.jsonl",
+            "brine db dump /var/lib/brine/node-0-compute.db idx_executions_by_state --prefix Failed",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Dump {
         /// The store directory.
         path: PathBuf,
@@ -99,6 +136,13 @@ enum DbCommand {
         prefix: Option<String>,
     },
     /// Per family: keys, data size, SST files; and the size on disk.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db stats /var/lib/brine/node-0-compute.db",
+            "brine db stats --json /var/lib/brine/node-0-compute.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Stats {
         /// The store directory.
         path: PathBuf,
@@ -107,6 +151,12 @@ enum DbCommand {
         json: bool,
     },
     /// Copy the store into a fresh, compacted one at DEST.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db compact /var/lib/brine/node-0-compute.db -o /var/lib/brine/compacted.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Compact {
         /// The store directory.
         path: PathBuf,
@@ -245,7 +295,12 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
         }
         Err(e) => return Err(opened(e)),
     };
-    // Closed on every path, errors included, so the store is not left marked open.
+    tracing::debug!(
+        path = %path.display(),
+        kind = ins.kind().as_str(),
+        marked_open = ins.marked_open(),
+        "opened the store read-only (a RocksDB secondary instance)"
+    );
     let result = run_on(&ins, &path, args.command).await;
     let closed = ins.close().await;
     let outcome = result?;

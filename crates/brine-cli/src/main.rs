@@ -10,13 +10,14 @@
 //! - `brine migrate status|up PATH`: a store's format version and the steps that
 //!   upgrade it.
 //!
-//! Every command that prints data takes `--json`. Exit statuses ([`EXIT_STATUS`]): 0
+//! Every command that prints data takes `--json`. Exit statuses (`help::EXIT_STATUS`): 0
 //! success, 1 an error (one line on stderr), 2 a usage error (clap's message and the
 //! usage), 3 problems found (`db check`, and `simulate`'s final check). A closed stdout
 //! (`brine … | head`) ends a command quietly with 0 (`docs/BAD_INPUT.md`).
 
 mod backend;
 mod db;
+mod help;
 mod migrate;
 mod purge;
 mod recover;
@@ -34,39 +35,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
-/// The exit statuses, as every `--help` lists them.
-pub(crate) const EXIT_STATUS: &str = "\
-Exit status:
-  0  success (also when stdout is closed early, as in `brine ... | head`)
-  1  an error: one line on stderr naming what failed
-  2  a usage error: an unknown command or flag, a missing or unparsable value
-  3  problems found: `db check` (or `simulate`'s final check) found inconsistencies or corruption";
-
-/// The environment, as `brine --help` lists it.
-pub(crate) const ENVIRONMENT: &str = "\
-Environment (each BRINE_* name falls back to Bacalhau's BACALHAU_* name):
-  BRINE_DIR                 where stores and archives live (default ~/.brine)
-  BRINE_NODE_ID             this node's id, part of its store file names (default node-0;
-                            no '/', not starting with '.')
-  BRINE_JOB_STORE_TYPE      the requester store's backend: rocksdb (default; boltdb names it
-                            too), inmemory or postgres
-  BRINE_COMPUTE_STORE_TYPE  the compute store's backend, likewise
-  BRINE_JOB_STORE_PATH      the requester store (default {BRINE_DIR}/{NODE_ID}-requester.db)
-  BRINE_COMPUTE_STORE_PATH  the compute store (default {BRINE_DIR}/{NODE_ID}-compute.db)
-  BRINE_DATABASE_URL        the PostgreSQL database of the postgres backend
-  BRINE_LOG                 what to log on stderr: error, warn (default), info, debug, trace";
-
-/// What every `--help` ends with: the environment and the exit statuses.
-fn footer() -> String {
-    format!("{ENVIRONMENT}\n\n{EXIT_STATUS}")
-}
-
 /// The exit status of a command that found problems.
 const EXIT_PROBLEMS: u8 = 3;
 
 /// Inspect, repair and exercise Brine stores.
 #[derive(Debug, Parser)]
-#[command(name = "brine", version, about, propagate_version = true, after_help = footer())]
+#[command(name = "brine", version, about, propagate_version = true, after_help = help::footer())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,10 +51,34 @@ enum Command {
     /// Inspect a store directory (the bbolt commands: check, buckets, keys, get, stats, compact).
     Db(db::DbArgs),
     /// Run restart recovery on a compute store and print its report.
+    #[command(after_help = help::page(
+        &[
+            "brine recover --dry-run --preset fail-live        # the configured compute store",
+            "brine recover --store /var/lib/brine/node-0-compute.db --policy policy.toml",
+            "brine recover --backend postgres --database-url postgresql://brine@db/brine --json",
+        ],
+        &["BRINE_DIR", "BRINE_NODE_ID", "BRINE_COMPUTE_STORE_TYPE", "BRINE_COMPUTE_STORE_PATH", "BRINE_DATABASE_URL", "BRINE_LOG"],
+    ))]
     Recover(recover::RecoverArgs),
     /// Run the demo: a requester and a compute node under a workload, with a hard restart.
+    #[command(after_help = help::page(
+        &[
+            "brine simulate                                     # 2000 jobs in a new temp directory",
+            "brine simulate --executions 500 --seed 7 --dir /tmp/demo --json",
+            "brine simulate --backend postgres --database-url postgresql:///brine_demo",
+        ],
+        &["BRINE_DATABASE_URL", "BRINE_LOG"],
+    ))]
     Simulate(simulate::SimulateArgs),
     /// Archive old terminal jobs to files, then delete them from the store (db_purge).
+    #[command(after_help = help::page(
+        &[
+            "brine purge --dry-run                              # what would go, from the configured job store",
+            "brine purge --min-age-days 30 --zstd --archive-dir /srv/brine/archive",
+            "brine purge --daemon --interval 1h --store /var/lib/brine/node-0-requester.db",
+        ],
+        &["BRINE_DIR", "BRINE_NODE_ID", "BRINE_JOB_STORE_TYPE", "BRINE_JOB_STORE_PATH", "BRINE_DATABASE_URL", "BRINE_LOG"],
+    ))]
     Purge(purge::PurgeArgs),
     /// Read purged jobs back from the archives.
     Archive(purge::ArchiveArgs),
@@ -94,12 +92,17 @@ pub(crate) enum Outcome {
     Ok,
     /// The command ran but found problems (exit status 3).
     Problems,
+    /// Interrupted (SIGINT or SIGTERM): the command stopped at a safe point and said
+    /// so (exit status 130, as a shell reports a command ended by Ctrl-C).
+    Interrupted,
 }
 
 fn main() -> ExitCode {
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BRINE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Usage errors exit with clap's 2; help and version with 0. Printing them to a
     // closed pipe is not an error.
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::from(EXIT_PROBLEMS),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) if ui::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // Nowhere to report a failure to write to stderr.

@@ -18,6 +18,12 @@ pub(crate) struct MigrateArgs {
 #[derive(Debug, Subcommand)]
 enum MigrateCommand {
     /// Print the store's format version, this build's, and the steps `up` would apply.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine migrate status /var/lib/brine/node-0-compute.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Status {
         /// The store directory.
         path: PathBuf,
@@ -27,6 +33,13 @@ enum MigrateCommand {
     },
     /// Apply the pending steps in order (if interrupted, run it again: a step only
     /// counts once it has finished).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine migrate up --dry-run /var/lib/brine/node-0-compute.db",
+            "brine migrate up /var/lib/brine/node-0-compute.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
     Up {
         /// The store directory.
         path: PathBuf,

@@ -72,6 +72,13 @@ pub(crate) struct ArchiveArgs {
 #[derive(Debug, Subcommand)]
 enum ArchiveCommand {
     /// Read a purged job back from its archive, through the index.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine archive get job-0000004                     # looks in {BRINE_DIR}/archive, then archive-compute",
+            "brine archive get job-0000004 --archive-dir /srv/brine/archive --json",
+        ],
+        &["BRINE_DIR", "BRINE_LOG"],
+    ))]
     Get {
         /// The job id.
         id: String,
@@ -84,6 +91,12 @@ enum ArchiveCommand {
         json: bool,
     },
     /// List the archive files, oldest first, with their sizes.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine archive list --archive-dir /srv/brine/archive",
+        ],
+        &["BRINE_DIR", "BRINE_LOG"],
+    ))]
     List {
         /// The archive directory (default: {BRINE_DIR}/archive).
         #[arg(long, value_name = "DIR")]
@@ -95,6 +108,13 @@ enum ArchiveCommand {
     /// Check an archive directory: every file decodes to its end, every index line
     /// names a job its archive holds, no id is indexed twice for one archive, no
     /// archived job is missing from the index. Exits with 3 when it finds problems.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine archive verify --archive-dir /srv/brine/archive",
+            "brine archive verify --json | jq .problems",
+        ],
+        &["BRINE_DIR", "BRINE_LOG"],
+    ))]
     Verify {
         /// The archive directory (default: {BRINE_DIR}/archive).
         #[arg(long, value_name = "DIR")]
@@ -131,23 +151,6 @@ async fn open_source(mut config: StoreConfig, path: Option<PathBuf>) -> anyhow::
             (Source::Executions(store), brine::describe(&config, brine::Side::Compute))
         }
     })
-}
-
-/// Sets `stop` on SIGTERM or SIGINT and wakes the daemon's sleep.
-fn watch_signals(stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("stop requested: finishing the archive file in progress");
-        stop.store(true, Ordering::Release);
-        wake.notify_one();
-    });
-    Ok(())
 }
 
 /// Prints a pass's report; the first pass's text starts with what was opened and where
@@ -206,9 +209,8 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(tokio::sync::Notify::new());
-    if args.daemon {
-        watch_signals(stop.clone(), wake.clone())?;
-    }
+    // Ctrl-C or SIGTERM lets the archive file in progress finish, then stops.
+    ui::watch_signals(stop.clone(), wake.clone(), "finishing the archive file in progress")?;
     let compression = match (args.gzip, args.zstd) {
         (true, _) => Compression::Gzip,
         (_, true) => Compression::Zstd,
@@ -250,6 +252,15 @@ pub(crate) async fn run_purge(args: PurgeArgs) -> anyhow::Result<Outcome> {
     let closed = source.close().await;
     result?;
     closed?;
+    // A daemon stops on a signal by design; a single run stopped by one was cut short.
+    if !args.daemon && stop.load(Ordering::Acquire) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "interrupted: the purge stopped after the archive file in progress; the store and its archives are \
+             consistent (run it again to go on)"
+        );
+        return Ok(Outcome::Interrupted);
+    }
     Ok(Outcome::Ok)
 }
 

@@ -18,6 +18,7 @@
 //! then both stores are checked.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -519,11 +520,19 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
         in_flight: Vec::new(),
     };
     let restart_at = args.executions.div_ceil(2);
+    // Ctrl-C (or SIGTERM) stops the workload between two operations.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    ui::watch_signals(stop.clone(), Arc::new(tokio::sync::Notify::new()), "stopping the workload")?;
+    let stopped = || stop.load(Ordering::Acquire);
     let bar = ui::progress(Some(args.executions), "jobs (before restart)", quiet);
     let started = Instant::now();
-    while work.submitted < restart_at {
+    while work.submitted < restart_at && !stopped() {
         work.step(&nodes).await?;
         bar.set_position(work.submitted);
+    }
+    if stopped() {
+        bar.finish_and_clear();
+        return interrupted(nodes, &work, "before the restart").await;
     }
 
     // Hard restart: stop following, then drop both stores without closing them.
@@ -553,9 +562,13 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     work.reload(&*nodes.compute).await?;
 
     bar.set_message("jobs (after restart)".to_owned());
-    while !work.done() {
+    while !work.done() && !stopped() {
         work.step(&nodes).await?;
         bar.set_position(work.submitted);
+    }
+    if stopped() {
+        bar.finish_and_clear();
+        return interrupted(nodes, &work, "after the restart and its recovery").await;
     }
     let seconds = started.elapsed().as_secs_f64();
     bar.set_message("watchers catching up");
@@ -632,6 +645,32 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<Outcome> {
     };
     let printed = if args.json { ui::print_json(&report) } else { print_report(&report, unclean) };
     ui::printed(printed, if ok { Outcome::Ok } else { Outcome::Problems })
+}
+
+/// Ends a run that Ctrl-C (or SIGTERM) stopped between two operations: stops the
+/// watchers (their checkpoints are durable), checks and closes both stores cleanly, and
+/// says on stderr what was interrupted and whether the stores are consistent.
+async fn interrupted(nodes: Nodes, work: &Workload, phase: &str) -> anyhow::Result<Outcome> {
+    for w in &nodes.watchers {
+        w.stop().await?;
+    }
+    let problems = nodes.compute.check().await?.problems.len() + nodes.requester.check().await?.problems.len();
+    let Nodes { requester, compute, watchers } = nodes;
+    drop(watchers);
+    compute.close().await?;
+    requester.close().await?;
+    let consistent = if problems == 0 {
+        "both stores are consistent (check: OK) and closed cleanly".to_owned()
+    } else {
+        format!("check found {problems} problem(s); the stores are closed")
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "interrupted: simulate stopped {phase}, after {} of {} jobs, between two operations; {consistent}",
+        work.submitted,
+        work.total
+    );
+    Ok(if problems == 0 { Outcome::Interrupted } else { Outcome::Problems })
 }
 
 fn print_report(r: &SimulationReport, unclean: bool) -> anyhow::Result<()> {

@@ -101,6 +101,29 @@ pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets `stop` on SIGINT (Ctrl-C) or SIGTERM and wakes `wake`, logging `doing` (what
+/// the command finishes before it stops).
+pub(crate) fn watch_signals(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    doing: &'static str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested: {doing}");
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        wake.notify_one();
+    });
+    Ok(())
+}
+
 /// `report` as a JSON object with `"opened": opened` (what the command opened) added.
 pub(crate) fn with_opened(report: &impl Serialize, opened: &str) -> anyhow::Result<serde_json::Value> {
     let mut object = serde_json::Map::new();
