@@ -389,6 +389,13 @@ async fn simulate_on_postgres_and_check_the_database() {
             .arg(dir.path().join(sub));
         cmd
     };
+    // Inspecting a database without Brine's schema creates nothing: asked twice, it
+    // answers the same.
+    let empty = brine_postgres::testing::url_for(&brine_postgres::testing::empty_database().await);
+    for _ in 0..2 {
+        let err = error_line(brine().args(["db", "check", "--database-url", &empty]));
+        assert!(err.contains("holds no Brine stores (no compute schema)"), "{err}");
+    }
     let text = stdout(&mut run("first"));
     assert!(text.contains("postgres stores in"), "{text}");
     assert!(text.trim_end().ends_with("check: OK"), "{text}");

@@ -52,11 +52,16 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Where timestamps come from.
     pub clock: Arc<dyn Clock>,
+    /// Open for inspection only: every session is read-only on the server
+    /// (`default_transaction_read_only`), the schema is checked but never created or
+    /// migrated, and a store whose event log is not registered is refused instead of
+    /// created. Writes fail.
+    pub read_only: bool,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { pool_size: 16, clock: Arc::new(brine_store::SystemClock) }
+        PgOptions { pool_size: 16, clock: Arc::new(brine_store::SystemClock), read_only: false }
     }
 }
 
@@ -196,7 +201,13 @@ impl Db {
         node: String,
         options: &PgOptions,
     ) -> std::result::Result<Arc<Db>, OpenError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| OpenError::BadUrl { reason: e.to_string() })?;
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| OpenError::BadUrl { reason: e.to_string() })?;
+        if options.read_only {
+            // The server itself refuses every write of these sessions.
+            let given = config.get_options().unwrap_or_default().to_owned();
+            config.options(format!("{given} -c default_transaction_read_only=on").trim_start());
+        }
         let database = config.get_dbname().or(config.get_user()).unwrap_or("postgres").to_owned();
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -214,21 +225,28 @@ impl Db {
             }
             Err(e) => return Err(OpenError::Store(StoreError::backend("get a PostgreSQL connection", e))),
         };
-        schema::migrate(&mut first, &database).await?;
-        let new_id = brine_store::new_store_id();
-        first
-            .execute(
-                "INSERT INTO compute.logs (name, store_id) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                &[&log, &new_id],
-            )
-            .await
-            .map_err(|e| OpenError::Store(pg_error("register the event log", e)))?;
+        if options.read_only {
+            schema::check_version(&first, &database).await?;
+        } else {
+            schema::migrate(&mut first, &database).await?;
+            let new_id = brine_store::new_store_id();
+            first
+                .execute(
+                    "INSERT INTO compute.logs (name, store_id) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    &[&log, &new_id],
+                )
+                .await
+                .map_err(|e| OpenError::Store(pg_error("register the event log", e)))?;
+        }
         let row = first
-            .query_one("SELECT store_id, last_seq FROM compute.logs WHERE name = $1", &[&log])
+            .query_opt("SELECT store_id, last_seq FROM compute.logs WHERE name = $1", &[&log])
             .await
             .map_err(|e| OpenError::Store(pg_error("read the event log", e)))?;
+        let Some(row) = row else {
+            return Err(OpenError::NoStores { database, reason: format!("no event log {log}") });
+        };
         let (store_id, head): (String, i64) = (row.get(0), row.get(1));
-        if !node.is_empty() {
+        if !node.is_empty() && !options.read_only {
             first
                 .execute(
                     "INSERT INTO compute.execution_counts (node, state, count) \

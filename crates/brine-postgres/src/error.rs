@@ -68,6 +68,15 @@ pub enum OpenError {
         /// The value found.
         value: String,
     },
+    /// Opened read-only (for inspection), a database without Brine's stores: nothing is
+    /// created to inspect.
+    #[error("database {database} holds no Brine stores ({reason}); nothing to inspect")]
+    NoStores {
+        /// The database.
+        database: String,
+        /// What is missing.
+        reason: String,
+    },
     /// Any other failure while opening.
     #[error(transparent)]
     Store(#[from] StoreError),

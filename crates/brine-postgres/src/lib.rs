@@ -81,8 +81,13 @@ pub type DatabaseCheck = Vec<(String, brine_store::CheckReport)>;
 /// checks their `check` methods run (every record decodes and agrees with its columns,
 /// labels and counters; what belongs to a job or an execution belongs to a stored one;
 /// each log holds exactly `trimmed + 1 ..= head`; checkpoints are at or below the head).
+///
+/// It opens the stores read-only ([`PgOptions::read_only`]): it creates, migrates and
+/// registers nothing, so it can run against a live database, and a database without
+/// Brine's schema is refused (`NoStores`) rather than set up.
 pub async fn check_database(url: &str, options: PgOptions) -> Result<DatabaseCheck, OpenError> {
     use brine_store::{ExecutionStore, JobStore};
+    let options = PgOptions { read_only: true, ..options };
     let jobs = open_job_store(url, options.clone()).await?;
     let mut out = vec![(REQUESTER_LOG.to_owned(), jobs.check().await?)];
     let nodes = jobs.db.compute_nodes().await?;

@@ -208,6 +208,39 @@ fn parse_version(key: &str, value: Option<String>) -> Result<u32, OpenError> {
     }
 }
 
+/// The schema version of the database, read without writing anything (a read-only
+/// open, for inspection): a database without Brine's schema, or of a version this code
+/// cannot read, is refused.
+pub async fn check_version(client: &Client, database: &str) -> Result<u32, OpenError> {
+    let exists = client
+        .query_one("SELECT to_regclass('compute.meta') IS NOT NULL", &[])
+        .await
+        .map_err(|e| OpenError::from_pg(format!("look for compute.meta (database {database})"), e))?;
+    if !exists.get::<_, bool>(0) {
+        return Err(OpenError::NoStores { database: database.to_owned(), reason: "no compute schema".into() });
+    }
+    let mut read = Vec::new();
+    for key in ["schema_version", "min_code_version"] {
+        let row = client
+            .query_opt("SELECT value FROM compute.meta WHERE key = $1", &[&key])
+            .await
+            .map_err(|e| OpenError::from_pg(format!("read compute.meta (database {database})"), e))?;
+        read.push(parse_version(key, row.map(|r| r.get::<_, String>(0)))?);
+    }
+    let (version, min_code) = (read[0], read[1]);
+    if version == 0 {
+        return Err(OpenError::NoStores { database: database.to_owned(), reason: "no schema version".into() });
+    }
+    if version > SCHEMA_VERSION && (min_code > SCHEMA_VERSION || min_code == 0) {
+        return Err(OpenError::NewerSchema {
+            database: database.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction under the migration lock:
 /// four processes opening a fresh database at once end with one schema. Refuses a
 /// database that is newer than this code can open.

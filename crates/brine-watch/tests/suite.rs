@@ -100,7 +100,7 @@ struct PgEnv {
 async fn open_pg(database: &str, clock: Arc<dyn Clock>) -> Arc<brine_postgres::PgExecutionStore> {
     let url = brine_postgres::testing::url_for(database);
     let node = brine_store::model::NodeId::new("watch-node").unwrap();
-    let options = brine_postgres::PgOptions { pool_size: 8, clock };
+    let options = brine_postgres::PgOptions { pool_size: 8, clock, ..Default::default() };
     Arc::new(brine_postgres::open_execution_store(&url, &node, options).await.expect("open"))
 }
 

@@ -37,7 +37,7 @@ pub fn node() -> NodeId {
 
 /// Opens both stores on `database`.
 pub async fn open(database: &str, clock: Arc<dyn Clock>) -> (PgExecutionStore, PgJobStore) {
-    let options = PgOptions { pool_size: 8, clock };
+    let options = PgOptions { pool_size: 8, clock, ..PgOptions::default() };
     let url = url_for(database);
     let executions = brine_postgres::open_execution_store(&url, &node(), options.clone()).await.unwrap();
     let jobs = brine_postgres::open_job_store(&url, options).await.unwrap();

@@ -26,7 +26,10 @@ pub fn jid(s: &str) -> JobId {
 /// The options of a PostgreSQL store in a fresh test database, and its URL.
 async fn postgres(clock: Arc<ManualClock>) -> (String, brine_postgres::PgOptions) {
     let database = brine_postgres::testing::fresh_database().await;
-    (brine_postgres::testing::url_for(&database), brine_postgres::PgOptions { pool_size: 4, clock })
+    (
+        brine_postgres::testing::url_for(&database),
+        brine_postgres::PgOptions { pool_size: 4, clock, ..Default::default() },
+    )
 }
 
 /// A requester store of `backend` ("memory", "rocksdb" or "postgres") under `dir` (a

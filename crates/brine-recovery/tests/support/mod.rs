@@ -54,7 +54,7 @@ impl Store {
                 let database = brine_postgres::testing::fresh_database().await;
                 let url = brine_postgres::testing::url_for(&database);
                 let node = brine_store::model::NodeId::new("node").unwrap();
-                let options = brine_postgres::PgOptions { pool_size: 4, clock };
+                let options = brine_postgres::PgOptions { pool_size: 4, clock, ..Default::default() };
                 let store = brine_postgres::open_execution_store(&url, &node, options).await.expect("open the store");
                 Store::Postgres(store, database)
             }
