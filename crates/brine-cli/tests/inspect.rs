@@ -181,6 +181,8 @@ async fn an_inspection_killed_midway_leaves_no_crash_behind() {
     let before = contents(&path);
     let mut child = Process::new(env!("CARGO_BIN_EXE_brine"))
         .args(["db", "keys", path.to_str().unwrap(), "events", "--values"])
+        // The killed inspection cannot remove its scratch directory: keep it in ours.
+        .env("TMPDIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
