@@ -150,6 +150,25 @@ enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take a consistent copy of the store at DEST while its node keeps writing, check
+    /// the copy, and report. Restore by opening the copy (point the node's store path at
+    /// it, or copy it into place while the node is stopped).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db backup /var/lib/brine/node-0-compute.db /backup/node-0-compute-2026-11-28.db",
+            "brine db backup --json /var/lib/brine/node-0-requester.db /backup/requester.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
+    Backup {
+        /// The store directory.
+        path: PathBuf,
+        /// Where to write the copy (must not exist, or be empty; not inside the store).
+        dest: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the store into a fresh, compacted one at DEST.
     #[command(after_help = crate::help::page(
         &[
@@ -178,6 +197,11 @@ fn opened(e: brine_rocksdb::OpenError) -> anyhow::Error {
         }
         e => e.into(),
     }
+}
+
+/// Opens a copy just written, read-only, to check it.
+fn open_copy(path: &std::path::Path) -> anyhow::Result<Arc<Inspector>> {
+    Inspector::open(path).map(Arc::new).map_err(|e| anyhow!("cannot open the copy to check it: {e}"))
 }
 
 /// Runs a blocking read on the store off the async workers.
@@ -278,7 +302,8 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
         | DbCommand::Dump { path, .. }
         | DbCommand::Get { path, .. }
         | DbCommand::Stats { path, .. }
-        | DbCommand::Compact { path, .. } => path.clone(),
+        | DbCommand::Compact { path, .. }
+        | DbCommand::Backup { path, .. } => path.clone(),
     };
     let ins = match Inspector::open(&path) {
         Ok(ins) => Arc::new(ins),
@@ -383,6 +408,49 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
                 print_stats(path, &stats)?;
             }
             Outcome::Ok
+        }
+        DbCommand::Backup { dest, json, .. } => {
+            let bar = ui::progress(None, "copying keys", json);
+            let (b, target) = (bar.clone(), dest.clone());
+            let copied = blocking(ins, move |i| {
+                let mut keys = 0;
+                let sizes = i.compact_into(&target, 10_000, |n| {
+                    keys = n;
+                    b.set_position(n)
+                })?;
+                Ok((keys, sizes.1))
+            })
+            .await;
+            bar.finish_and_clear();
+            let (keys, bytes) = copied?;
+            // The copy is checked, read-only, before the backup is reported.
+            let copy = open_copy(&dest)?;
+            let report = blocking(&copy, |c| Ok(c.check()?)).await;
+            copy.close().await?;
+            let report = report?;
+            let ok = report.is_ok();
+            if json {
+                ui::print_json(&json!({
+                    "source": path, "destination": dest, "keys": keys, "bytes": bytes,
+                    "source_was_open": ins.marked_open(),
+                    "check": { "ok": ok, "keys_checked": report.keys_checked, "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>() },
+                }))?;
+            } else {
+                outln!("backed up {} to {}: {keys} keys, {}", path.display(), dest.display(), ui::bytes(bytes))?;
+                if ok {
+                    outln!("check: OK")?;
+                } else {
+                    for p in &report.problems {
+                        outln!("{p}")?;
+                    }
+                    outln!("check: {} problem(s) in the copy", report.problems.len())?;
+                }
+            }
+            if ok {
+                Outcome::Ok
+            } else {
+                Outcome::Problems
+            }
         }
         DbCommand::Compact { dest, json, .. } => {
             let bar = ui::progress(None, "copying keys", json);

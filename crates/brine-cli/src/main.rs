@@ -1,6 +1,6 @@
 //! `brine`: the operator's command for Brine stores (CONTRACT §7).
 //!
-//! - `brine db check|buckets|keys|get|stats|compact PATH …`: the `bbolt` commands of
+//! - `brine db check|buckets|keys|get|dump|stats|compact|backup PATH …`: the `bbolt` commands of
 //!   Bacalhau's `bbolt` commands, on a Brine store directory of either kind;
 //! - `brine recover`: restart recovery with a policy table, printing its report;
 //! - `brine simulate`: the demo, a requester and a compute node under a workload with a
@@ -48,7 +48,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Inspect a store directory (the bbolt commands: check, buckets, keys, get, stats, compact).
+    /// Inspect a store directory, read-only (the bbolt commands: check, buckets, keys, get,
+    /// dump, stats, compact, backup).
     Db(db::DbArgs),
     /// Run restart recovery on a compute store and print its report.
     #[command(after_help = help::page(

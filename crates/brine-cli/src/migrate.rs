@@ -46,6 +46,13 @@ enum MigrateCommand {
         /// Print the steps that would run; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Where to put the checkpoint of the store taken before the first step
+        /// (default: next to it, `PATH.before-v<N>` for the version it goes to).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_backup")]
+        backup: Option<PathBuf>,
+        /// Take no checkpoint first.
+        #[arg(long)]
+        no_backup: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -78,12 +85,20 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        MigrateCommand::Up { path, dry_run, json } => {
+        MigrateCommand::Up { path, dry_run, backup, no_backup, json } => {
             let bar = ui::progress(None, "records migrated", json);
             let b = bar.clone();
             let shown = path.clone();
+            let backup = match (no_backup, backup) {
+                (true, _) => None,
+                (false, Some(dir)) => Some(dir),
+                (false, None) => {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    Some(path.with_file_name(format!("{name}.before-v{}", brine_rocksdb::SCHEMA_VERSION)))
+                }
+            };
             let report = tokio::task::spawn_blocking(move || {
-                migrate::up(&path, dry_run, |to, n| {
+                migrate::up_with_backup(&path, dry_run, backup.as_deref(), |to, n| {
                     b.set_message(format!("step {to}"));
                     b.set_position(n);
                 })
@@ -107,6 +122,9 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 (false, false) => {
                     outln!("migrated {} from format version {} to {}", shown.display(), report.from, report.to)?
                 }
+            }
+            if let Some(backup) = &report.backup {
+                outln!("  backup of version {} at {} (a RocksDB checkpoint)", report.from, backup.display())?;
             }
             for step in &report.applied {
                 outln!("  step {}: {} records", step.to, step.records)?;

@@ -371,9 +371,15 @@ async fn migrate_reports_and_upgrades_an_older_store() {
         "{text}"
     );
     assert!(text.contains(&format!("step {current}: 4 records")), "{text}");
+    // A checkpoint of the store as it was came first, next to it.
+    let backup = path.with_file_name(format!("{}.before-v{current}", path.file_name().unwrap().to_str().unwrap()));
+    assert!(text.contains(&format!("backup of version {} at {}", current - 1, backup.display())), "{text}");
+    let v = json(brine().args(["migrate", "status", "--json"]).arg(&backup));
+    assert_eq!(v["current"], current - 1, "the backup is the store before the migration");
     assert_eq!(stdout(brine().args(["db", "check"]).arg(&path)), "OK\n");
     let v = json(brine().args(["migrate", "up", "--json"]).arg(&path));
     assert_eq!(v["applied"], serde_json::json!([]), "nothing left to do");
+    assert_eq!(v["backup"], serde_json::Value::Null, "nothing to do, nothing backed up");
 }
 
 /// The demo's workload on PostgreSQL: both stores in one database, each with its own

@@ -7,7 +7,7 @@ use support::{brine, stdout};
 
 #[test]
 fn every_subcommand_has_examples_its_environment_and_the_exit_statuses() {
-    let leaves: [&[&str]; 15] = [
+    let leaves: [&[&str]; 16] = [
         &["db", "check"],
         &["db", "buckets"],
         &["db", "keys"],
@@ -15,6 +15,7 @@ fn every_subcommand_has_examples_its_environment_and_the_exit_statuses() {
         &["db", "dump"],
         &["db", "stats"],
         &["db", "compact"],
+        &["db", "backup"],
         &["recover"],
         &["simulate"],
         &["purge"],

@@ -65,6 +65,17 @@ pub enum MigrateError {
     /// The store cannot be opened (missing, not a store, in use, …).
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The checkpoint taken before the first step could not be made; nothing was
+    /// migrated.
+    #[error("cannot back up {} to {} before migrating: {reason}", path.display(), dest.display())]
+    Backup {
+        /// The store.
+        path: PathBuf,
+        /// Where the checkpoint was to go.
+        dest: PathBuf,
+        /// Why it could not be made.
+        reason: String,
+    },
     /// A step failed; the store stays at the version before it.
     #[error("step {to} of {}: {source}", path.display())]
     Step {
@@ -113,6 +124,9 @@ pub struct Report {
     pub applied: Vec<AppliedStep>,
     /// Nothing was written (a dry run).
     pub dry_run: bool,
+    /// Where the checkpoint of the store as it was before the first step went, if one
+    /// was taken.
+    pub backup: Option<PathBuf>,
 }
 
 /// One applied step.
@@ -184,9 +198,32 @@ pub fn status(path: &Path) -> Result<Status, MigrateError> {
 /// Applies every pending step to the store at `path`, in order, calling `progress` with
 /// the records each step has handled so far. With `dry_run`, reports the steps and
 /// writes nothing.
-pub fn up(path: &Path, dry_run: bool, mut progress: impl FnMut(u64, u64)) -> Result<Report, MigrateError> {
+pub fn up(path: &Path, dry_run: bool, progress: impl FnMut(u64, u64)) -> Result<Report, MigrateError> {
+    up_with_backup(path, dry_run, None, progress)
+}
+
+/// [`up`], first taking a RocksDB checkpoint of the store at `backup` (hard links where
+/// the filesystem allows, copies otherwise; it must not exist yet) when there is a step
+/// to apply: the store as it was, to go back to if a step goes wrong.
+pub fn up_with_backup(
+    path: &Path,
+    dry_run: bool,
+    backup: Option<&Path>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report, MigrateError> {
     let (db, kind, from) = open(path)?;
-    let mut report = Report { from, to: from, applied: Vec::new(), dry_run };
+    let mut report = Report { from, to: from, applied: Vec::new(), dry_run, backup: None };
+    if let (Some(dest), false, true) = (backup, dry_run, pending(from).next().is_some()) {
+        let failed =
+            |reason: String| MigrateError::Backup { path: path.to_path_buf(), dest: dest.to_path_buf(), reason };
+        if dest.exists() {
+            return Err(failed("it exists already".into()));
+        }
+        db.flush_wal(true).map_err(|e| failed(e.to_string()))?;
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&db).map_err(|e| failed(e.to_string()))?;
+        checkpoint.create_checkpoint(dest).map_err(|e| failed(e.to_string()))?;
+        report.backup = Some(dest.to_path_buf());
+    }
     for step in pending(from) {
         if dry_run {
             report.applied.push(AppliedStep { to: step.to, records: 0 });
