@@ -53,6 +53,9 @@ enum MigrateCommand {
         /// Take no checkpoint first.
         #[arg(long)]
         no_backup: bool,
+        /// Stop at this format version (default: this build's).
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -85,7 +88,7 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        MigrateCommand::Up { path, dry_run, backup, no_backup, json } => {
+        MigrateCommand::Up { path, dry_run, backup, no_backup, to, json } => {
             let bar = ui::progress(None, "records migrated", json);
             let b = bar.clone();
             let shown = path.clone();
@@ -94,11 +97,12 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 (false, Some(dir)) => Some(dir),
                 (false, None) => {
                     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    Some(path.with_file_name(format!("{name}.before-v{}", brine_rocksdb::SCHEMA_VERSION)))
+                    Some(path.with_file_name(format!("{name}.before-v{}", to.unwrap_or(brine_rocksdb::SCHEMA_VERSION))))
                 }
             };
             let report = tokio::task::spawn_blocking(move || {
-                migrate::up_with_backup(&path, dry_run, backup.as_deref(), |to, n| {
+                let options = migrate::UpOptions { dry_run, to, backup };
+                migrate::up_with(&path, &options, |to, n| {
                     b.set_message(format!("step {to}"));
                     b.set_position(n);
                 })

@@ -65,6 +65,16 @@ pub enum MigrateError {
     /// The store cannot be opened (missing, not a store, in use, …).
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The target version cannot be reached from the store's.
+    #[error("cannot migrate {} to version {to}: {reason}", path.display())]
+    Target {
+        /// The store.
+        path: PathBuf,
+        /// The version asked for.
+        to: u64,
+        /// Why not.
+        reason: String,
+    },
     /// The checkpoint taken before the first step could not be made; nothing was
     /// migrated.
     #[error("cannot back up {} to {} before migrating: {reason}", path.display(), dest.display())]
@@ -199,32 +209,47 @@ pub fn status(path: &Path) -> Result<Status, MigrateError> {
 /// the records each step has handled so far. With `dry_run`, reports the steps and
 /// writes nothing.
 pub fn up(path: &Path, dry_run: bool, progress: impl FnMut(u64, u64)) -> Result<Report, MigrateError> {
-    up_with_backup(path, dry_run, None, progress)
+    up_with(path, &UpOptions { dry_run, ..UpOptions::default() }, progress)
 }
 
-/// [`up`], first taking a RocksDB checkpoint of the store at `backup` (hard links where
-/// the filesystem allows, copies otherwise; it must not exist yet) when there is a step
-/// to apply: the store as it was, to go back to if a step goes wrong.
-pub fn up_with_backup(
-    path: &Path,
-    dry_run: bool,
-    backup: Option<&Path>,
-    mut progress: impl FnMut(u64, u64),
-) -> Result<Report, MigrateError> {
+/// How [`up_with`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Report the steps; write nothing.
+    pub dry_run: bool,
+    /// Stop at this version (default: this build's).
+    pub to: Option<u64>,
+    /// Take a RocksDB checkpoint of the store here first (hard links where the
+    /// filesystem allows, copies otherwise; it must not exist yet), when there is a
+    /// step to apply: the store as it was, to go back to if a step goes wrong.
+    pub backup: Option<PathBuf>,
+}
+
+/// [`up`] with a target version and a backup first (see [`UpOptions`]).
+pub fn up_with(path: &Path, options: &UpOptions, mut progress: impl FnMut(u64, u64)) -> Result<Report, MigrateError> {
     let (db, kind, from) = open(path)?;
+    let to = options.to.unwrap_or(SCHEMA_VERSION);
+    let target = |reason: String| MigrateError::Target { path: path.to_path_buf(), to, reason };
+    if to > SCHEMA_VERSION {
+        return Err(target(format!("this build knows versions up to {SCHEMA_VERSION}")));
+    }
+    if to < from {
+        return Err(target(format!("the store is at version {from} already, and steps only go up")));
+    }
+    let dry_run = options.dry_run;
+    let steps: Vec<&Step> = pending(from).filter(|s| s.to <= to).collect();
     let mut report = Report { from, to: from, applied: Vec::new(), dry_run, backup: None };
-    if let (Some(dest), false, true) = (backup, dry_run, pending(from).next().is_some()) {
-        let failed =
-            |reason: String| MigrateError::Backup { path: path.to_path_buf(), dest: dest.to_path_buf(), reason };
+    if let (Some(dest), false, false) = (&options.backup, dry_run, steps.is_empty()) {
+        let failed = |reason: String| MigrateError::Backup { path: path.to_path_buf(), dest: dest.clone(), reason };
         if dest.exists() {
             return Err(failed("it exists already".into()));
         }
         db.flush_wal(true).map_err(|e| failed(e.to_string()))?;
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&db).map_err(|e| failed(e.to_string()))?;
         checkpoint.create_checkpoint(dest).map_err(|e| failed(e.to_string()))?;
-        report.backup = Some(dest.to_path_buf());
+        report.backup = Some(dest.clone());
     }
-    for step in pending(from) {
+    for step in steps {
         if dry_run {
             report.applied.push(AppliedStep { to: step.to, records: 0 });
             report.to = step.to;
