@@ -362,7 +362,7 @@ fn check(s: &State) -> CheckReport {
             report.problem("purged jobs", id.as_str(), "names no archive file");
         }
         if t.jobs.contains_key(id) {
-            report.problem("purged jobs", id.as_str(), format!("a stored job has the id of a job purged to {file}"));
+            report.problem("purged jobs", id.as_str(), brine_store::rules::purged_id_reused(file));
         }
     }
     s.log.check(&mut report);

@@ -1291,11 +1291,7 @@ async fn check(read: &Write, report: &mut CheckReport) -> Result<()> {
     let reused = "SELECT j.id, p.archive FROM compute.jobs j JOIN compute.purged_jobs p ON p.id = j.id ORDER BY j.id";
     for row in read.query(reused, &[]).await? {
         let file: String = row.get(1);
-        report.problem(
-            "compute.jobs",
-            row.get::<_, String>(0),
-            format!("a stored job has the id of a job purged to {file}"),
-        );
+        report.problem("compute.jobs", row.get::<_, String>(0), rules::purged_id_reused(&file));
     }
     Ok(())
 }

@@ -187,7 +187,7 @@ impl Checker<'_> {
                 c.problem(Cf::Jobs, k, format!("key does not match the record's id {}", job.id));
             }
             if let Some(Ok(file)) = c.get::<String>(Cf::PurgedJobs, &layout::job(&job.id))? {
-                c.problem(Cf::Jobs, k, format!("a stored job has the id of a job purged to {file}"));
+                c.problem(Cf::Jobs, k, brine_store::rules::purged_id_reused(&file));
             }
             for (cf, key, _) in layout::job_indexes(&job) {
                 if !c.exists(cf, &key)? {

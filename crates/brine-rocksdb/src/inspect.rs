@@ -101,7 +101,7 @@ impl Inspector {
 
     /// Visits the keys of `cf` under `prefix`, in order, until `visit` returns `false`.
     pub fn keys(&self, cf: Cf, prefix: &[u8], mut visit: impl FnMut(&[u8]) -> bool) -> Result<()> {
-        self.engine.scan_prefix(cf, prefix, |k, _| Ok(visit(k)))
+        self.scan(cf, prefix, None, |k, _| visit(k))
     }
 
     /// Visits the keys and raw values of `cf` under `prefix` that sort after `after`

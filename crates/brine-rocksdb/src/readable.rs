@@ -20,17 +20,6 @@ use brine_store::model::{ExecutionState, JobState, JobType};
 use crate::cf::Cf;
 use crate::layout::{self, meta, Part, Value};
 
-/// Writes a string part: printable ASCII as itself, `/`, `\` and every other byte as
-/// `\xNN`.
-fn escape(text: &[u8], out: &mut String) {
-    for &b in text {
-        match b {
-            0x21..=0x7e if b != b'\\' && b != b'/' => out.push(char::from(b)),
-            other => out.push_str(&format!("\\x{other:02x}")),
-        }
-    }
-}
-
 /// What the one-byte part `name` codes, by name.
 fn code_name(name: &str, code: u8) -> Option<&'static str> {
     match name {
@@ -66,7 +55,9 @@ pub fn show(cf: Cf, key: &[u8]) -> String {
             out.push('/');
         }
         match *value {
-            Value::Str(s) => escape(s.as_bytes(), &mut out),
+            // A string part holds no zero byte, so the raw notation writes it whole,
+            // with `/` and `\` escaped.
+            Value::Str(s) => out.push_str(&printable(s.as_bytes())),
             Value::U64(n) => out.push_str(&n.to_string()),
             Value::U8(c) => match code_name(name, c) {
                 Some(text) => out.push_str(text),
@@ -89,9 +80,7 @@ fn show_meta(key: &[u8]) -> String {
         n.copy_from_slice(rest);
         return format!("migrated/{}", u64::from_be_bytes(n));
     }
-    let mut out = String::new();
-    escape(key, &mut out);
-    out
+    printable(key)
 }
 
 /// Reads a key of `cf` typed as [`show`] prints it: the whole key, or (with `prefix`)

@@ -181,10 +181,7 @@ impl Engine {
             engine.mark_open().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
         engine.unclean_shutdown = unclean;
         engine.store_id = store_id;
-        engine.head.send_replace(seqs.log_head);
-        engine.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
-        engine.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
-        engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
+        engine.install(seqs);
         Ok(Arc::new(engine))
     }
 
@@ -221,6 +218,15 @@ impl Engine {
             #[cfg(test)]
             sync_delay: Mutex::new(std::time::Duration::ZERO),
         }
+    }
+
+    /// Makes the sequences loaded from `meta` the engine's starting point: the head
+    /// watchers see, what readers and the writer start from.
+    fn install(&mut self, seqs: Seqs) {
+        self.head.send_replace(seqs.log_head);
+        self.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
+        self.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
+        self.writer = Arc::new(tokio::sync::Mutex::new(seqs));
     }
 
     /// Opens the existing store at `path` read-only, as a RocksDB *secondary instance*,
@@ -287,10 +293,7 @@ impl Engine {
         let marker: Option<u64> = engine.get_value(Cf::Meta, meta::OPEN).map_err(store_err)?;
         engine.unclean_shutdown = marker == Some(1);
         engine.store_id = engine.get_value(Cf::Meta, meta::STORE_ID).map_err(store_err)?.unwrap_or_default();
-        engine.head.send_replace(seqs.log_head);
-        engine.published = RwLock::new(Published { commit: 0, seqs: seqs.clone() });
-        engine.written = Mutex::new(Published { commit: 0, seqs: seqs.clone() });
-        engine.writer = Arc::new(tokio::sync::Mutex::new(seqs));
+        engine.install(seqs);
         Ok(Arc::new(engine))
     }
 

@@ -242,6 +242,12 @@ pub fn update_evaluation(current: &Evaluation, update: Evaluation, now: Timestam
     })
 }
 
+/// What `check` says of a stored job whose id is also in the retained purge table (a
+/// create the `AlreadyPurged` rule refuses, written by an older build or by hand).
+pub fn purged_id_reused(archive: &str) -> String {
+    format!("a stored job has the id of a job purged to {archive}")
+}
+
 /// The error for a job that is not stored: `Archived` when a purge recorded where it
 /// went, else not found.
 pub fn missing_job(id: &JobId, archive: Option<String>) -> StoreError {
