@@ -81,6 +81,14 @@
 //! - retention racing a reader gives `Compacted`, never a silent gap
 //!   ([`log::trim_racing_reads_is_compacted_never_a_gap`]).
 //!
+//! §3 loads (`brine import`)
+//! - a compute store's executions, history, log and checkpoints, and a job store's
+//!   bundles and retained purge entries, load into an empty store as they were, and
+//!   writes continue after them ([`load::load_restores_executions_log_and_checkpoints`],
+//!   [`load::load_restores_jobs_with_everything_and_purged_ids`]);
+//! - a refused load writes nothing ([`load::load_refuses_taken_ids_bad_records_and_log_gaps`],
+//!   [`load::load_jobs_refuses_taken_ids_names_and_inconsistent_bundles`]).
+//!
 //! §9 model-based: [`model::check`] drives random operation sequences (with reopen
 //! steps where the backend persists) against the backend and a `BTreeMap` model and
 //! compares them after every step; [`job_model::check`] does the same for the job store
@@ -98,6 +106,7 @@ pub mod execution;
 mod fixtures;
 pub mod job;
 pub mod job_model;
+pub mod load;
 pub mod log;
 pub mod model;
 pub mod queue;
@@ -234,6 +243,10 @@ macro_rules! conformance_tests {
             queue::expire_idle_jobs,
             queue::touch_is_logged_and_keeps_versions,
             queue::finish_requires_in_progress,
+            load::load_restores_executions_log_and_checkpoints,
+            load::load_refuses_taken_ids_bad_records_and_log_gaps,
+            load::load_restores_jobs_with_everything_and_purged_ids,
+            load::load_jobs_refuses_taken_ids_names_and_inconsistent_bundles,
         }
 
         #[test]

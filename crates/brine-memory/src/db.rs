@@ -274,6 +274,22 @@ impl<T: Clone + Default + Send + Sync + 'static> EventLog for MemEventLog<T> {
         self.0.write(|s, now| Ok(s.log.append(Operation::Create, object, now))).await
     }
 
+    async fn load(&self, after: u64, entries: Vec<LogEntry>) -> Result<u64> {
+        self.0
+            .write(|s, _| {
+                let log = &mut s.log;
+                let now = rules::LogBounds { head: log.head, trimmed: log.trimmed };
+                let next = rules::log_load(now, after, &entries)?;
+                for entry in entries {
+                    log.entries.insert(entry.seq, Arc::new(entry));
+                }
+                log.head = next.head;
+                log.trimmed = next.trimmed;
+                Ok(next.head)
+            })
+            .await
+    }
+
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
         validate_checkpoint_name(name)?;
         self.0

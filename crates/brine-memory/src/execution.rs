@@ -71,6 +71,21 @@ fn create(s: &mut State, execution: Execution, events: Vec<Event>, now: Timestam
     Ok(execution)
 }
 
+fn load(s: &mut State, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+    for (execution, events) in executions {
+        rules::loaded_execution(&execution)?;
+        if s.tables.executions.contains_key(&execution.id) {
+            return Err(StoreError::already_exists(ObjectKind::Execution, &execution.id));
+        }
+        s.tables.index(&execution);
+        if !events.is_empty() {
+            s.tables.events.insert(execution.id.clone(), events.into_iter().collect());
+        }
+        s.tables.executions.insert(execution.id.clone(), Arc::new(execution));
+    }
+    Ok(())
+}
+
 fn update(s: &mut State, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
     let current = Arc::clone(s.tables.get(&request.execution_id)?);
     let next = rules::update_execution(&current, &request, now)?;
@@ -359,6 +374,10 @@ impl ExecutionStore for MemExecutionStore {
 
     async fn delete_execution(&self, id: &ExecutionId) -> Result<()> {
         self.db.write(|s, now| delete(s, id, now)).await
+    }
+
+    async fn load_executions(&self, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+        self.db.write(|s, _| load(s, executions)).await
     }
 
     async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>> {

@@ -459,6 +459,11 @@ impl JobStorage for State {
         Ok(())
     }
 
+    fn load_history(&mut self, entry: &JobHistory) -> Result<()> {
+        self.tables.history_seq = self.tables.history_seq.max(entry.seq);
+        self.put_history(entry)
+    }
+
     fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
         let t = &mut self.tables;
         insert_nested(&mut t.evals_by_job, &evaluation.job_id, evaluation.id.clone());
@@ -751,6 +756,25 @@ impl JobStore for MemJobStore {
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
         self.db.write(|s, now| job_write::purge_jobs(s, jobs, archive, now)).await
+    }
+
+    async fn load_jobs(&self, bundles: Vec<JobBundle>) -> Result<()> {
+        self.db.write(|s, _| job_write::load_jobs(s, &bundles)).await
+    }
+
+    async fn load_purged(&self, entries: Vec<(JobId, String)>) -> Result<()> {
+        self.db.write(|s, _| job_write::load_purged(s, &entries)).await
+    }
+
+    async fn list_purged(&self, after: Option<&JobId>, limit: usize) -> Result<Vec<(JobId, String)>> {
+        rules::check_limit(limit)?;
+        let snap = self.db.read()?;
+        let purged = &snap.tables.purged;
+        let rest = match after {
+            Some(a) => purged.range((std::ops::Bound::Excluded(a.clone()), std::ops::Bound::Unbounded)),
+            None => purged.range::<_, JobId>(..),
+        };
+        Ok(rest.take(limit).map(|(id, archive)| (id.clone(), archive.clone())).collect())
     }
 
     async fn sync(&self) -> Result<()> {

@@ -99,7 +99,7 @@ pub(crate) struct Shared {
     /// The newest head known to be committed; waiters watch it.
     pub(crate) head: watch::Sender<u64>,
     /// Wakes the notifier after a commit.
-    notify: Notify,
+    pub(crate) notify: Notify,
     closed: AtomicBool,
 }
 

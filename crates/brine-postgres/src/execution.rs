@@ -106,6 +106,53 @@ async fn create(w: &mut Write, execution: Execution, events: Vec<Event>, now: Ti
     Ok(e)
 }
 
+/// Stores `executions` as given (a load) with their history, in three statements.
+async fn load(w: &mut Write, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+    let mut ids = Vec::with_capacity(executions.len());
+    let (mut jobs, mut states, mut modified, mut revisions, mut records) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut owners, mut events) = (Vec::new(), Vec::new());
+    for (e, history) in &executions {
+        rules::loaded_execution(e)?;
+        ids.push(e.id.as_str());
+        jobs.push(e.job_id.as_str());
+        states.push(state_code(e.state()));
+        modified.push(i64_of(e.modify_time.as_nanos()));
+        revisions.push(i64_of(e.revision));
+        records.push(codec::encode(e));
+        for event in history {
+            owners.push(e.id.as_str());
+            events.push(codec::encode(event));
+        }
+    }
+    let rows = w
+        .query(
+            "INSERT INTO compute.executions (node, id, job, state, modified_ns, revision, record) \
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::smallint[], $5::bigint[], $6::bigint[], $7::bytea[]) \
+             ON CONFLICT (node, id) DO NOTHING RETURNING id",
+            &[&node(w), &ids, &jobs, &states, &modified, &revisions, &records],
+        )
+        .await?;
+    if rows.len() < ids.len() {
+        let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let taken = ids.iter().enumerate().find(|(i, id)| !stored.contains(**id) || ids[..*i].contains(id));
+        let id = taken.map_or(ids[0], |(_, id)| id);
+        return Err(StoreError::already_exists(ObjectKind::Execution, id));
+    }
+    if !events.is_empty() {
+        w.execute(
+            "INSERT INTO compute.execution_events (node, execution, event) \
+             SELECT $1, e.execution, e.event FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY \
+             AS e(execution, event, ord) ORDER BY e.ord",
+            &[&node(w), &owners, &events],
+        )
+        .await?;
+    }
+    for (e, _) in &executions {
+        count(w, None, Some(e.state()));
+    }
+    Ok(())
+}
+
 async fn update(w: &mut Write, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
     let current = lock(w, &request.execution_id).await?;
     let next = rules::update_execution(&current, &request, now)?;
@@ -266,6 +313,12 @@ impl ExecutionStore for PgExecutionStore {
     async fn delete_execution(&self, id: &ExecutionId) -> Result<()> {
         let id = id.clone();
         plain_write!(self, delete(id))
+    }
+
+    async fn load_executions(&self, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+        let mut w = self.db.begin(Access::Shared).await?;
+        load(&mut w, executions).await?;
+        w.commit().await.map(|_| ())
     }
 
     async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>> {

@@ -32,7 +32,7 @@ use brine_store::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::db::{i64_of, system_time, u64_of, Db, Write};
+use crate::db::{i64_of, system_time, u64_of, Access, Db, Write};
 use crate::error::unique_violation;
 use crate::log::PgEventLog;
 
@@ -69,14 +69,25 @@ struct Loaded {
 
 /// One write to send to the database.
 enum Change {
-    PutJob { job: Job, before: Option<Job> },
+    PutJob {
+        job: Job,
+        before: Option<Job>,
+    },
     PutVersion(Job),
     RemoveJob(JobId),
     MarkPurged(JobId, String),
     History(JobHistory),
-    PutEvaluation { evaluation: Evaluation, new: bool },
+    /// A history entry stored under its own sequence number (a load).
+    LoadHistory(JobHistory),
+    PutEvaluation {
+        evaluation: Evaluation,
+        new: bool,
+    },
     DeleteEvaluation(EvaluationId),
-    PutExecution { execution: Execution, new: bool },
+    PutExecution {
+        execution: Execution,
+        new: bool,
+    },
     Log(Operation, LogObject, Timestamp),
 }
 
@@ -235,6 +246,11 @@ impl JobStorage for Staged<'_> {
 
     fn put_history(&mut self, entry: &JobHistory) -> Result<()> {
         self.changes.push(Change::History(entry.clone()));
+        Ok(())
+    }
+
+    fn load_history(&mut self, entry: &JobHistory) -> Result<()> {
+        self.changes.push(Change::LoadHistory(entry.clone()));
         Ok(())
     }
 
@@ -436,6 +452,8 @@ enum Taken {
     Job,
     Evaluation,
     Execution,
+    /// A loaded history entry: its sequence number is stored already.
+    History,
 }
 
 /// One statement of a write, with what its unique violation means.
@@ -469,6 +487,12 @@ impl Statement {
             Taken::Job => StoreError::already_exists(ObjectKind::Job, &self.names.0),
             Taken::Evaluation => StoreError::already_exists(ObjectKind::Evaluation, &self.names.0),
             Taken::Execution => StoreError::already_exists(ObjectKind::Execution, &self.names.0),
+            Taken::History => brine_store::model::ValidationError::new(
+                "seq",
+                &self.names.0,
+                brine_store::model::InvalidReason::Other("a history entry with this number is stored already".into()),
+            )
+            .into(),
         }
     }
 }
@@ -567,6 +591,13 @@ fn statements(w: &mut Write, change: Change, out: &mut Vec<Statement>) {
             "INSERT INTO compute.job_history (job, record) VALUES ($1, $2)",
             vec![text(entry.job_id.as_str()), Box::new(codec::encode(&entry))],
         )),
+        Change::LoadHistory(entry) => out.push(
+            Statement::new(
+                "INSERT INTO compute.job_history (seq, job, record) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)",
+                vec![Box::new(i64_of(entry.seq)), text(entry.job_id.as_str()), Box::new(codec::encode(&entry))],
+            )
+            .taken(Taken::History, entry.seq.to_string(), String::new()),
+        ),
         Change::PutEvaluation { evaluation: e, new } => {
             let sql = if new {
                 "INSERT INTO compute.evaluations (id, job, record) VALUES ($1, $2, $3)"
@@ -611,6 +642,48 @@ async fn apply(w: &mut Write, changes: Vec<Change>) -> Result<()> {
     // the transaction was aborted.
     for (statement, result) in out.iter().zip(results) {
         result.map_err(|e| statement.error(e))?;
+    }
+    Ok(())
+}
+
+/// Moves the history table's identity sequence up to at least `seq`, never down (other
+/// requesters may hold numbers above the highest stored one).
+const RAISE_HISTORY_SEQ: &str = "SELECT setval(pg_get_serial_sequence('compute.job_history', 'seq'), $1) \
+     FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename)::regclass \
+         = pg_get_serial_sequence('compute.job_history', 'seq')::regclass \
+     AND coalesce(last_value, 0) < $1";
+
+/// `JobStore::load_jobs` in `w`: the checks of `rules::loaded_bundle`, a purged id
+/// refused, then every row in one round trip (a taken id or name fails on its unique
+/// index and names it), and the history sequence moved past the loaded entries.
+async fn load_jobs(w: &mut Write, bundles: &[JobBundle]) -> Result<()> {
+    for bundle in bundles {
+        rules::loaded_bundle(bundle)?;
+    }
+    let ids: Vec<&str> = bundles.iter().map(|b| b.job.id.as_str()).collect();
+    if let Some(row) = w
+        .query_opt("SELECT id, archive FROM compute.purged_jobs WHERE id = ANY($1) ORDER BY id LIMIT 1", &[&ids])
+        .await?
+    {
+        return Err(StoreError::AlreadyPurged { id: row.get(0), file: row.get(1) });
+    }
+    let mut changes = Vec::new();
+    let mut top = 0;
+    for bundle in bundles {
+        changes.push(Change::PutJob { job: bundle.job.clone(), before: None });
+        changes.extend(bundle.versions.iter().cloned().map(Change::PutVersion));
+        for entry in &bundle.history {
+            top = top.max(entry.seq);
+            changes.push(Change::LoadHistory(entry.clone()));
+        }
+        let evaluations = bundle.evaluations.iter().cloned();
+        changes.extend(evaluations.map(|evaluation| Change::PutEvaluation { evaluation, new: true }));
+        let executions = bundle.executions.iter().cloned();
+        changes.extend(executions.map(|execution| Change::PutExecution { execution, new: true }));
+    }
+    apply(w, changes).await?;
+    if top > 0 {
+        w.execute(RAISE_HISTORY_SEQ, &[&i64_of(top)]).await?;
     }
     Ok(())
 }
@@ -1126,6 +1199,65 @@ impl JobStore for PgJobStore {
         let ids = jobs.iter().map(|(id, _)| id.clone()).collect();
         let (jobs, archive) = (jobs.to_vec(), archive.to_owned());
         self.write_loading(vec![Need::Jobs(ids)], move |s, now| job_write::purge_jobs(s, &jobs, &archive, now)).await
+    }
+
+    async fn load_jobs(&self, bundles: Vec<JobBundle>) -> Result<()> {
+        let mut w = self.db.begin(Access::Shared).await?;
+        load_jobs(&mut w, &bundles).await?;
+        w.commit().await.map(|_| ())
+    }
+
+    async fn load_purged(&self, entries: Vec<(JobId, String)>) -> Result<()> {
+        for (id, archive) in &entries {
+            rules::loaded_purge_entry(id, archive)?;
+        }
+        let w = self.db.begin(Access::Shared).await?;
+        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+        let archives: Vec<&str> = entries.iter().map(|(_, a)| a.as_str()).collect();
+        if let Some(row) =
+            w.query_opt("SELECT id FROM compute.jobs WHERE id = ANY($1) ORDER BY id LIMIT 1", &[&ids]).await?
+        {
+            return Err(StoreError::already_exists(ObjectKind::Job, row.get::<_, &str>(0)));
+        }
+        let stored = w
+            .query(
+                "INSERT INTO compute.purged_jobs (id, archive) SELECT * FROM unnest($1::text[], $2::text[]) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+                &[&ids, &archives],
+            )
+            .await?;
+        if stored.len() < entries.len() {
+            let stored: std::collections::HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
+            let (id, _) = entries.iter().find(|(id, _)| !stored.contains(id.as_str())).unwrap_or(&entries[0]);
+            let file = w
+                .query_opt("SELECT archive FROM compute.purged_jobs WHERE id = $1", &[&id.as_str()])
+                .await?
+                .map(|r| r.get(0))
+                .unwrap_or_default();
+            return Err(StoreError::AlreadyPurged { id: id.to_string(), file });
+        }
+        w.commit().await.map(|_| ())
+    }
+
+    async fn list_purged(&self, after: Option<&JobId>, limit: usize) -> Result<Vec<(JobId, String)>> {
+        rules::check_limit(limit)?;
+        let rows = self
+            .rows(
+                "SELECT id, archive FROM compute.purged_jobs WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after.map_or("", JobId::as_str), &i64_of(limit as u64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: &str = r.get(0);
+                let id = JobId::new(id).map_err(|e| StoreError::Corrupt {
+                    cf: "compute.purged_jobs".into(),
+                    key: id.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                Ok((id, r.get(1)))
+            })
+            .collect()
     }
 
     async fn sync(&self) -> Result<()> {

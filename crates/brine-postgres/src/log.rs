@@ -117,6 +117,39 @@ impl EventLog for PgEventLog {
         w.commit().await
     }
 
+    async fn load(&self, after: u64, entries: Vec<LogEntry>) -> Result<u64> {
+        let w = self.0.begin(Access::Shared).await?;
+        let log = &self.0.shared.log;
+        let row = w
+            .query_opt("SELECT last_seq, trimmed FROM compute.logs WHERE name = $1 FOR UPDATE", &[log])
+            .await?
+            .ok_or_else(|| missing_log(log))?;
+        let now = rules::LogBounds { head: u64_of(row.get(0)), trimmed: u64_of(row.get(1)) };
+        let next = rules::log_load(now, after, &entries)?;
+        if !entries.is_empty() {
+            let seqs: Vec<i64> = entries.iter().map(|e| i64_of(e.seq)).collect();
+            let times: Vec<i64> = entries.iter().map(|e| i64_of(e.timestamp.as_nanos())).collect();
+            let types: Vec<i16> = entries.iter().map(|e| object_type_code(&e.object)).collect();
+            let operations: Vec<i16> = entries.iter().map(|e| operation_code(e.operation)).collect();
+            let objects: Vec<Vec<u8>> = entries.iter().map(|e| codec::encode(&e.object)).collect();
+            w.execute(
+                "INSERT INTO compute.log_entries (log, seq, created_ns, object_type, operation, entry) \
+                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::smallint[], $5::smallint[], $6::bytea[])",
+                &[log, &seqs, &times, &types, &operations, &objects],
+            )
+            .await?;
+        }
+        w.execute(
+            "UPDATE compute.logs SET last_seq = $2, trimmed = $3 WHERE name = $1",
+            &[log, &i64_of(next.head), &i64_of(next.trimmed)],
+        )
+        .await?;
+        w.commit().await?;
+        self.0.shared.publish(next.head);
+        self.0.shared.notify.notify_one();
+        Ok(next.head)
+    }
+
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
         validate_checkpoint_name(name)?;
         let w = self.0.begin(Access::Shared).await?;

@@ -492,6 +492,9 @@ impl ExecutionStore for Counting {
         self.plain_deletes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.delete_execution(id).await
     }
+    async fn load_executions(&self, executions: Vec<(Execution, Vec<Event>)>) -> brine_store::Result<()> {
+        self.inner.load_executions(executions).await
+    }
     async fn begin_tx(&self) -> brine_store::Result<Box<dyn brine_store::ExecutionTx>> {
         self.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.begin_tx().await

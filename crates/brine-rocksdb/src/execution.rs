@@ -51,6 +51,21 @@ fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestam
     Ok(e)
 }
 
+fn load(txn: &mut Txn, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+    for (e, events) in executions {
+        rules::loaded_execution(&e)?;
+        if txn.exists(Cf::Executions, &layout::execution(&e.id))? {
+            return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
+        }
+        txn.put(Cf::Executions, layout::execution(&e.id), &e)?;
+        txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id), Vec::new())?;
+        txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id), Vec::new())?;
+        txn.count_added(e.state());
+        put_events(txn, &e.id, &events)?;
+    }
+    Ok(())
+}
+
 fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
     let before = current(txn, &request.execution_id)?;
     let next = rules::update_execution(&before, &request, now)?;
@@ -241,6 +256,12 @@ impl ExecutionStore for RocksExecutionStore {
         let mut txn = self.engine.begin().await?;
         let now = txn.now();
         delete(&mut txn, id, now)?;
+        txn.commit().await
+    }
+
+    async fn load_executions(&self, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+        let mut txn = self.engine.begin().await?;
+        load(&mut txn, executions)?;
         txn.commit().await
     }
 

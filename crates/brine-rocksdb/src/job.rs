@@ -140,6 +140,11 @@ impl JobStorage for Txn {
         self.put(Cf::JobHistory, layout::job_history(&entry.job_id, entry.seq), entry)
     }
 
+    fn load_history(&mut self, entry: &JobHistory) -> Result<()> {
+        self.raise_history_seq(entry.seq);
+        self.put_history(entry)
+    }
+
     fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()> {
         self.put(Cf::Evaluations, layout::evaluation(&evaluation.id), evaluation)?;
         self.put_raw(Cf::IdxEvaluationsByJob, layout::evaluation_by_job(&evaluation.job_id, &evaluation.id), Vec::new())
@@ -541,6 +546,36 @@ impl JobStore for RocksJobStore {
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
         self.write(|txn, now| job_write::purge_jobs(txn, jobs, archive, now)).await
+    }
+
+    async fn load_jobs(&self, bundles: Vec<JobBundle>) -> Result<()> {
+        self.write(|txn, _| job_write::load_jobs(txn, &bundles)).await
+    }
+
+    async fn load_purged(&self, entries: Vec<(JobId, String)>) -> Result<()> {
+        self.write(|txn, _| job_write::load_purged(txn, &entries)).await
+    }
+
+    async fn list_purged(&self, after: Option<&JobId>, limit: usize) -> Result<Vec<(JobId, String)>> {
+        rules::check_limit(limit)?;
+        let after = after.map(layout::job);
+        let db = self.engine.db()?;
+        let mut it = self.engine.iter(&db, Cf::PurgedJobs, after.as_deref().unwrap_or_default(), None)?;
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while it.valid() && out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if after.as_deref() != Some(k) {
+                let id = layout::decode_or_corrupt(Cf::PurgedJobs, k)?
+                    .str("job_id")
+                    .and_then(|id| JobId::new(id).ok())
+                    .ok_or_else(|| layout::corrupt_key(Cf::PurgedJobs, k, "not a job id"))?;
+                out.push((id, decode(Cf::PurgedJobs, k, v)?));
+            }
+            it.next();
+        }
+        it.status().map_err(|e| StoreError::backend("scan the purged jobs", e))?;
+        Ok(out)
     }
 
     async fn sync(&self) -> Result<()> {

@@ -91,6 +91,13 @@ impl EventLog for RocksEventLog {
         Ok(seq)
     }
 
+    async fn load(&self, after: u64, entries: Vec<LogEntry>) -> Result<u64> {
+        let mut txn = self.0.begin().await?;
+        let head = txn.load_log(after, &entries)?;
+        txn.commit().await?;
+        Ok(head)
+    }
+
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()> {
         validate_checkpoint_name(name)?;
         let mut txn = self.0.begin().await?;

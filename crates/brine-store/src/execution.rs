@@ -63,6 +63,12 @@ pub trait ExecutionStore: Send + Sync {
     /// Removes the execution, its index entries and its history events.
     async fn delete_execution(&self, id: &ExecutionId) -> Result<()>;
 
+    /// Stores executions exactly as given (revision, state, times) with their history
+    /// events, in one atomic write that logs nothing: how `brine import` restores a dump.
+    /// Each must pass `rules::loaded_execution` and be new (`AlreadyExists`); the
+    /// indexes and counters follow the records. Nothing is written when one is refused.
+    async fn load_executions(&self, executions: Vec<(Execution, Vec<Event>)>) -> Result<()>;
+
     /// Starts a transaction. Until it ends, other writers wait; it reads its own writes
     /// and rolls back when dropped without [`ExecutionTx::commit`].
     async fn begin_tx(&self) -> Result<Box<dyn ExecutionTx>>;

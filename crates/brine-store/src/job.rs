@@ -145,6 +145,21 @@ pub trait JobStore: Send + Sync {
     /// already are skipped too. Returns how many jobs were purged.
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64>;
 
+    /// Stores jobs exactly as given, each with its versions, history (under its own
+    /// sequence numbers), evaluations and executions, in one atomic write that logs
+    /// nothing: how `brine import` restores a dump. Each bundle must pass
+    /// `rules::loaded_bundle`; a job, name, evaluation or execution already stored, or
+    /// a purged id, is refused (`AlreadyExists`, `AlreadyPurged`) and nothing is written.
+    async fn load_jobs(&self, bundles: Vec<JobBundle>) -> Result<()>;
+
+    /// Stores retained purge entries (job id, archive file) as given, in one atomic
+    /// write: a job id stored or already retained is refused and nothing is written.
+    async fn load_purged(&self, entries: Vec<(JobId, String)>) -> Result<()>;
+
+    /// Up to `limit` retained purge entries (job id, archive file) in id order, after
+    /// `after`: for exporting a store in bounded batches.
+    async fn list_purged(&self, after: Option<&JobId>, limit: usize) -> Result<Vec<(JobId, String)>>;
+
     /// Makes every write acknowledged so far durable (a WAL sync on a `Buffered`
     /// RocksDB store); returns at once where acknowledged writes are durable already or
     /// nothing persists. Purge calls it before it forgets an archive's pending marker.

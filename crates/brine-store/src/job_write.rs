@@ -15,7 +15,9 @@ use brine_model::{
 };
 
 use crate::rules::{self, JobIndex};
-use crate::{JobOutcome, JobStamp, ObjectKind, Result, StoreError, UpdateExecutionRequest, UpdateJobStateRequest};
+use crate::{
+    JobBundle, JobOutcome, JobStamp, ObjectKind, Result, StoreError, UpdateExecutionRequest, UpdateJobStateRequest,
+};
 
 /// What [`JobStorage::remove_job`] returns of the evaluations and executions it deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub trait JobStorage {
     fn next_history_seq(&mut self) -> Result<u64>;
     /// Stores a history entry of its job.
     fn put_history(&mut self, entry: &brine_model::JobHistory) -> Result<()>;
+    /// Stores a history entry under its own sequence number (a load), moving the
+    /// store's history sequence past it so later entries still number upwards.
+    fn load_history(&mut self, entry: &brine_model::JobHistory) -> Result<()>;
     /// Stores an evaluation with its by-job index entry.
     fn put_evaluation(&mut self, evaluation: &Evaluation) -> Result<()>;
     /// Deletes an evaluation with its by-job index entry.
@@ -399,4 +404,57 @@ pub fn purge_jobs<S: JobStorage + ?Sized>(
             s.mark_purged(id, archive)
         },
     )
+}
+
+/// `JobStore::load_jobs`: stores each bundle as it is (`rules::loaded_bundle`), with
+/// the job's index entries, logging nothing.
+pub fn load_jobs<S: JobStorage + ?Sized>(s: &mut S, bundles: &[JobBundle]) -> Result<()> {
+    for bundle in bundles {
+        rules::loaded_bundle(bundle)?;
+        let job = &bundle.job;
+        if s.job(&job.id)?.is_some() {
+            return Err(StoreError::already_exists(ObjectKind::Job, &job.id));
+        }
+        if let Some(file) = s.purged(&job.id)? {
+            return Err(StoreError::AlreadyPurged { id: job.id.to_string(), file });
+        }
+        check_name_free(s, job)?;
+        move_indexes(s, &job.id, None, Some(job))?;
+        s.put_job(job)?;
+        for version in &bundle.versions {
+            s.put_job_version(version)?;
+        }
+        for entry in &bundle.history {
+            s.load_history(entry)?;
+        }
+        for evaluation in &bundle.evaluations {
+            if s.evaluation(&evaluation.id)?.is_some() {
+                return Err(StoreError::already_exists(ObjectKind::Evaluation, &evaluation.id));
+            }
+            s.put_evaluation(evaluation)?;
+        }
+        for execution in &bundle.executions {
+            if s.execution(&execution.id)?.is_some() {
+                return Err(StoreError::already_exists(ObjectKind::Execution, &execution.id));
+            }
+            s.put_execution(None, execution)?;
+        }
+    }
+    Ok(())
+}
+
+/// `JobStore::load_purged`: records each retained entry; an id stored or retained
+/// already is refused.
+pub fn load_purged<S: JobStorage + ?Sized>(s: &mut S, entries: &[(JobId, String)]) -> Result<()> {
+    for (id, archive) in entries {
+        rules::loaded_purge_entry(id, archive)?;
+        if s.job(id)?.is_some() {
+            return Err(StoreError::already_exists(ObjectKind::Job, id));
+        }
+        if let Some(file) = s.purged(id)? {
+            return Err(StoreError::AlreadyPurged { id: id.to_string(), file });
+        }
+        s.mark_purged(id, archive)?;
+    }
+    Ok(())
 }

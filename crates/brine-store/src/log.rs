@@ -105,6 +105,14 @@ pub trait EventLog: Send + Sync {
     /// Appends a caller's own entry (`ObjectType::Custom`), returning its sequence number.
     async fn append(&self, kind: &str, data: &str) -> Result<u64>;
 
+    /// Stores `entries` exactly as given, numbered `after + 1`, `after + 2`, … without a
+    /// gap, in one atomic write: how `brine import` restores a dump's log, so watchers
+    /// resume at the same sequence numbers. A log that holds entries continues at its
+    /// head (`after` = head); one that holds none may start above its head and then
+    /// counts as trimmed up to `after` (see `rules::log_load`). With no entries, moves
+    /// the head of an empty log to `after`. Returns the new head.
+    async fn load(&self, after: u64, entries: Vec<LogEntry>) -> Result<u64>;
+
     /// Durably records that watcher `name` has handled everything up to `seq`.
     async fn checkpoint(&self, name: &str, seq: u64) -> Result<()>;
 

@@ -261,6 +261,25 @@ impl Txn {
         Ok(seq)
     }
 
+    /// Queues event-log entries exactly as given (a load, `rules::log_load`), returning
+    /// the new head.
+    pub(crate) fn load_log(&mut self, after: u64, entries: &[LogEntry]) -> Result<u64> {
+        let now = brine_store::rules::LogBounds { head: self.seqs.log_head, trimmed: self.seqs.log_trimmed };
+        let next = brine_store::rules::log_load(now, after, entries)?;
+        for entry in entries {
+            self.put(Cf::Events, layout::log_entry(entry.seq), entry)?;
+        }
+        self.seqs.log_head = next.head;
+        self.seqs.log_trimmed = next.trimmed;
+        Ok(next.head)
+    }
+
+    /// Moves the history sequence up to at least `seq` (a load keeps the numbers of the
+    /// entries it stores).
+    pub(crate) fn raise_history_seq(&mut self, seq: u64) {
+        self.seqs.history_seq = self.seqs.history_seq.max(seq);
+    }
+
     /// The store's sequences and counters as this write has them so far.
     pub(crate) fn seqs(&self) -> &Seqs {
         &self.seqs

@@ -13,7 +13,9 @@ use crate::error::{AnyState, ObjectKind, StateExpectation};
 use crate::{Condition, Result, StoreError, UpdateExecutionRequest, UpdateJobStateRequest};
 
 mod job;
+mod load;
 pub use job::*;
+pub use load::*;
 
 /// Checks `condition` against an object's state and revision.
 ///
