@@ -39,6 +39,8 @@
 
 use std::sync::Arc;
 
+pub mod dump;
+
 pub use brine_store::config::{ConfigError, StoreConfig, StoreType};
 pub use brine_store::{
     async_trait, model, rules, AnyState, CheckReport, Clock, Condition, Durability, EventBatch, EventFilter, EventLog,
