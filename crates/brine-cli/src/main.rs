@@ -8,7 +8,10 @@
 //! - `brine purge` and `brine archive get`: purge old jobs to archive files (BOINC's `db_purge`)
 //!   and read them back;
 //! - `brine migrate status|up PATH`: a store's format version and the steps that
-//!   upgrade it.
+//!   upgrade it; `brine migrate copy --from STORE --to STORE`: a store moved to another
+//!   backend;
+//! - `brine export` and `brine import`: a store's whole content as a dump file, loaded
+//!   back into an empty store of any backend.
 //!
 //! Every command that prints data takes `--json`. Exit statuses (`help::EXIT_STATUS`): 0
 //! success, 1 an error (one line on stderr), 2 a usage error (clap's message and the
@@ -22,6 +25,7 @@ mod migrate;
 mod purge;
 mod recover;
 mod simulate;
+mod transfer;
 mod ui;
 
 use std::io::Write;
@@ -83,8 +87,30 @@ enum Command {
     Purge(purge::PurgeArgs),
     /// Read purged jobs back from the archives.
     Archive(purge::ArchiveArgs),
-    /// A store's format version, and the steps that upgrade a store written by an older brine.
+    /// A store's format version, the steps that upgrade a store written by an older
+    /// brine, and copying a store to another backend.
     Migrate(migrate::MigrateArgs),
+    /// Write a store's whole content to a dump file (JSON lines, zstd optional).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine export --store /var/lib/brine/node-0-compute.db --output compute.jsonl.zst",
+            "brine export --store postgres:postgresql://brine@db/brine --kind requester > jobs.jsonl",
+            "brine export --store /var/lib/brine/node-0-requester.db --zstd --json -o jobs.jsonl.zst",
+        ],
+        &["BRINE_NODE_ID", "BRINE_LOG"],
+    ))]
+    Export(transfer::ExportArgs),
+    /// Load a dump into an empty store of any backend, keeping ids, revisions, sequence
+    /// numbers and checkpoints.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine import compute.jsonl.zst --store /var/lib/brine/node-0-compute.db",
+            "brine import jobs.jsonl --store postgres:postgresql://brine@db/brine",
+            "zstdcat compute.jsonl.zst | brine import - --store memory:   # check that a dump loads",
+        ],
+        &["BRINE_NODE_ID", "BRINE_LOG"],
+    ))]
+    Import(transfer::ImportArgs),
 }
 
 /// What a command asks `main` to exit with.
@@ -129,6 +155,8 @@ fn main() -> ExitCode {
             Command::Purge(args) => purge::run_purge(args).await,
             Command::Archive(args) => purge::run_archive(args).await,
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Export(args) => transfer::run_export(args).await,
+            Command::Import(args) => transfer::run_import(args).await,
         }
     });
     match result {

@@ -60,10 +60,23 @@ enum MigrateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a store into an empty store of another backend (export piped to import,
+    /// no file), then compare the two: counts per state, log head, checkpoints and a
+    /// sample of records read back from both (exit status 3 when they differ).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine migrate copy --from /var/lib/brine/node-0-compute.db --to postgres:postgresql://brine@db/brine",
+            "brine migrate copy --from rocksdb:/srv/old-requester.db --to rocksdb:/srv/new-requester.db --json",
+            "brine migrate copy --from postgres:postgresql:///brine --kind compute --to /srv/node-3-compute.db",
+        ],
+        &["BRINE_NODE_ID", "BRINE_LOG"],
+    ))]
+    Copy(crate::transfer::CopyArgs),
 }
 
 pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
     match args.command {
+        MigrateCommand::Copy(args) => return crate::transfer::run_copy(args).await,
         MigrateCommand::Status { path, json } => {
             let status = tokio::task::spawn_blocking(move || migrate::status(&path))
                 .await

@@ -7,7 +7,7 @@ use support::{brine, stdout};
 
 #[test]
 fn every_subcommand_has_examples_its_environment_and_the_exit_statuses() {
-    let leaves: [&[&str]; 16] = [
+    let leaves: [&[&str]; 19] = [
         &["db", "check"],
         &["db", "buckets"],
         &["db", "keys"],
@@ -24,6 +24,9 @@ fn every_subcommand_has_examples_its_environment_and_the_exit_statuses() {
         &["archive", "verify"],
         &["migrate", "status"],
         &["migrate", "up"],
+        &["migrate", "copy"],
+        &["export"],
+        &["import"],
     ];
     for leaf in leaves {
         let help = stdout(brine().args(leaf).arg("--help"));

@@ -46,7 +46,8 @@ const BATCH_JOBS: usize = 64;
 const BATCH_PURGED: usize = 1024;
 const BATCH_ENTRIES: usize = 1024;
 
-/// How many records [`export`] keeps ids of for [`compare`] to read back.
+/// How many records [`export`] keeps ids of for [`compare`] to read back (between this
+/// and twice this many, spread over the whole export).
 const SAMPLE: usize = 64;
 
 /// Which store a dump holds.
@@ -677,15 +678,8 @@ fn misplaced(line: u64, what: &str, why: &str) -> DumpError {
     DumpError::Line { line, reason: format!("{what} {why}") }
 }
 
-/// Loads the dump arriving on `lines` into `store`, which must be empty and of the
-/// dump's kind, in batches; checks the end line's counts against what arrived and makes
-/// the store durable. `progress` is called with the number of top-level records
-/// loaded so far.
-pub async fn import(
-    store: &Store,
-    lines: &mut mpsc::Receiver<Numbered>,
-    progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<Imported, DumpError> {
+/// Reads a dump's first line, which must be its header in a format this build reads.
+pub async fn read_header(lines: &mut mpsc::Receiver<Numbered>) -> Result<Header, DumpError> {
     let header = match lines.recv().await {
         None => return Err(DumpError::Truncated { lines: 0 }),
         Some(Err(e)) => return Err(e),
@@ -697,6 +691,30 @@ pub async fn import(
             format!("dump format {} is not one this brine reads (1 to {FORMAT}): upgrade brine", header.format);
         return Err(DumpError::Line { line: 1, reason });
     }
+    Ok(header)
+}
+
+/// Loads the dump arriving on `lines` into `store`, which must be empty and of the
+/// dump's kind, in batches; checks the end line's counts against what arrived and makes
+/// the store durable. `progress` is called with the number of top-level records
+/// loaded so far.
+pub async fn import(
+    store: &Store,
+    lines: &mut mpsc::Receiver<Numbered>,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Imported, DumpError> {
+    let header = read_header(lines).await?;
+    import_after_header(store, header, lines, progress).await
+}
+
+/// [`import`] of a dump whose header [`read_header`] has read already (to learn which
+/// kind of store to open).
+pub async fn import_after_header(
+    store: &Store,
+    header: Header,
+    lines: &mut mpsc::Receiver<Numbered>,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Imported, DumpError> {
     if header.kind != store.kind() {
         let reason = format!("the dump holds a {} store; the target is a {} store", header.kind, store.kind());
         return Err(DumpError::Line { line: 1, reason });
