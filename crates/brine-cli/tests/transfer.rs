@@ -126,6 +126,17 @@ async fn damaged_dumps_and_occupied_targets_are_refused_changing_nothing() {
         err,
         "error: --store names a PostgreSQL database, which holds both kinds of store: give --kind compute or --kind requester"
     );
+    let err = error_line(brine().args(["export", "--kind", "requester", "--store"]).arg(&store).arg("-o").arg(&cut));
+    assert_eq!(err, format!("error: {} is a compute store, not a requester store (--kind requester)", store.display()));
+    let command = format!("{} export --store {}", env!("CARGO_BIN_EXE_brine"), store.display());
+    let tty = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output();
+    let tty = tty.expect("this test needs `script` (util-linux) for a pseudo-terminal");
+    assert_eq!(tty.status.code(), Some(1));
+    let seen = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        seen.contains("error: refusing to write a dump to the terminal: give --output FILE or redirect stdout"),
+        "{seen}"
+    );
     let err = error_line(brine().args(["migrate", "copy", "--from", "x.db", "--to", "rocksdb:x.db"]));
     assert_eq!(err, "error: --from and --to name the same store");
 
