@@ -177,6 +177,17 @@ fn demo(args: &[String]) -> Result<(), String> {
     run("brine simulate", cargo().args(["run", "--quiet", "-p", "brine-cli", "--", "simulate"]).args(args))
 }
 
+/// Runs `brine::migrate` on a store through `crates/brine/examples/migrate.rs`, the
+/// migration task a downstream project copies into its own xtask.
+fn migrate(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
+    run(
+        "migrate (crates/brine/examples/migrate.rs)",
+        cargo().args(["run", "--quiet", "-p", "brine", "--example", "migrate", "--"]).args(args),
+    )
+}
+
 /// Builds the `brine-bench` bench `name` in release mode and runs it with `args`.
 fn bench(name: &str, args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
@@ -204,7 +215,7 @@ fn bench_pg(args: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | migrate status|up STORE [--to N] [--dry-run] [--backup DIR | --no-backup] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -212,6 +223,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
+        Some("migrate") => migrate(&args[1..]),
         Some("bench") => bench("compare", &args[1..]),
         Some("bench-watch") => bench("watch", &args[1..]),
         Some("bench-recovery") => bench("recovery", &args[1..]),

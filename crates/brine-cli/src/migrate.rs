@@ -21,11 +21,12 @@ enum MigrateCommand {
     #[command(after_help = crate::help::page(
         &[
             "brine migrate status /var/lib/brine/node-0-compute.db",
+            "brine migrate status postgres:postgresql://brine@db/brine --json",
         ],
         &["BRINE_LOG"],
     ))]
     Status {
-        /// The store directory.
+        /// The store directory, or postgres:URL for a PostgreSQL database.
         path: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -37,11 +38,14 @@ enum MigrateCommand {
         &[
             "brine migrate up --dry-run /var/lib/brine/node-0-compute.db",
             "brine migrate up /var/lib/brine/node-0-compute.db",
+            "brine migrate up --to 2 --backup /srv/backups/compute-v1 /var/lib/brine/node-0-compute.db",
+            "brine migrate up postgres:postgresql://brine@db/brine",
         ],
         &["BRINE_LOG"],
     ))]
     Up {
-        /// The store directory.
+        /// The store directory, or postgres:URL for a PostgreSQL database (whose schema
+        /// moves in one transaction; back it up with pg_dump first).
         path: PathBuf,
         /// Print the steps that would run; write nothing.
         #[arg(long)]
@@ -74,9 +78,84 @@ enum MigrateCommand {
     Copy(crate::transfer::CopyArgs),
 }
 
+/// The database URL when `path` names a PostgreSQL database (`postgres:URL`, or a
+/// `postgresql://` URL) rather than a store directory.
+fn postgres_url(path: &std::path::Path) -> Option<String> {
+    match crate::transfer::Spec::parse(&path.to_string_lossy()) {
+        Ok(crate::transfer::Spec::Postgres(url)) => Some(url),
+        _ => None,
+    }
+}
+
 pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
     match args.command {
         MigrateCommand::Copy(args) => return crate::transfer::run_copy(args).await,
+        MigrateCommand::Status { path, json } if postgres_url(&path).is_some() => {
+            let url = postgres_url(&path).unwrap_or_default();
+            let status = brine_postgres::schema_status(&url).await?;
+            if json {
+                ui::print_json(&status)?;
+                return Ok(Outcome::Ok);
+            }
+            outln!(
+                "database {}: schema version {}, this build writes {}",
+                status.database,
+                status.current,
+                status.target
+            )?;
+            if status.pending.is_empty() {
+                outln!("up to date")?;
+            } else {
+                outln!("pending steps (applied by brine migrate up, or when a store opens):")?;
+                for (version, description) in &status.pending {
+                    outln!("  {version}: {description}")?;
+                }
+            }
+        }
+        MigrateCommand::Up { path, dry_run, backup, no_backup: _, to, json } if postgres_url(&path).is_some() => {
+            let url = postgres_url(&path).unwrap_or_default();
+            if backup.is_some() {
+                anyhow::bail!(
+                    "--backup is for RocksDB stores: back a PostgreSQL schema up with pg_dump (docs/POSTGRES.md)"
+                );
+            }
+            let status = brine_postgres::schema_status(&url).await?;
+            if to.is_some_and(|to| to != u64::from(status.target)) {
+                anyhow::bail!(
+                    "--to: a PostgreSQL schema moves to this build's version ({}) in one transaction",
+                    status.target
+                );
+            }
+            let (from, to) = match dry_run || status.pending.is_empty() {
+                true => (status.current, if dry_run { status.target } else { status.current }),
+                false => {
+                    let migrated = brine_postgres::migrate_schema(&url).await?;
+                    (migrated.from, migrated.to)
+                }
+            };
+            let steps: Vec<u32> = status.pending.iter().map(|(v, _)| *v).collect();
+            if json {
+                let report = serde_json::json!({
+                    "database": status.database, "from": from, "to": to, "dry_run": dry_run, "steps": steps,
+                });
+                ui::print_json(&report)?;
+                return Ok(Outcome::Ok);
+            }
+            match (steps.is_empty(), dry_run) {
+                (true, _) => outln!("database {} is at schema version {from}: nothing to do", status.database)?,
+                (false, true) => outln!(
+                    "dry run (nothing written): database {} would go from schema version {from} to {to}",
+                    status.database
+                )?,
+                (false, false) => outln!(
+                    "migrated database {} from schema version {from} to {to} (one transaction)",
+                    status.database
+                )?,
+            }
+            for (version, description) in &status.pending {
+                outln!("  step {version}: {description}")?;
+            }
+        }
         MigrateCommand::Status { path, json } => {
             let status = tokio::task::spawn_blocking(move || migrate::status(&path))
                 .await

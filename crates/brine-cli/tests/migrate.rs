@@ -120,3 +120,32 @@ async fn to_names_a_version_this_build_can_reach() {
     let text = stdout(brine().args(["migrate", "up", "--to", &current.to_string()]).arg(&path));
     assert!(text.contains("nothing to do"), "{text}");
 }
+
+/// `brine migrate status|up postgres:URL`: a database's schema version and pending
+/// steps; `up` applies them in one transaction, a dry run writes nothing, and RocksDB's
+/// backup and `--to` are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_status_and_up_on_a_postgres_database() {
+    let database = brine_postgres::testing::empty_database().await;
+    let url = format!("postgres:{}", brine_postgres::testing::url_for(&database));
+    let status = stdout(brine().args(["migrate", "status", &url]));
+    assert!(status.starts_with(&format!("database {database}: schema version 0, this build writes 1\n")), "{status}");
+    assert!(status.contains("  1: the seed's compute.jobs"), "{status}");
+    let dry = stdout(brine().args(["migrate", "up", "--dry-run", &url]));
+    assert!(dry.contains("would go from schema version 0 to 1"), "{dry}");
+    let err = error_line(brine().args(["migrate", "up", "--backup", "/tmp/x", &url]));
+    assert_eq!(
+        err,
+        "error: --backup is for RocksDB stores: back a PostgreSQL schema up with pg_dump (docs/POSTGRES.md)"
+    );
+    let err = error_line(brine().args(["migrate", "up", "--to", "7", &url]));
+    assert_eq!(err, "error: --to: a PostgreSQL schema moves to this build's version (1) in one transaction");
+    let still = support::json(brine().args(["migrate", "status", "--json", &url]));
+    assert_eq!(still["current"], 0, "a dry run and refused runs write nothing: {still}");
+    let up = support::json(brine().args(["migrate", "up", "--json", &url]));
+    assert_eq!((up["from"].as_u64(), up["to"].as_u64()), (Some(0), Some(1)), "{up}");
+    let done = stdout(brine().args(["migrate", "status", &url]));
+    assert!(done.ends_with("schema version 1, this build writes 1\nup to date\n"), "{done}");
+    let again = stdout(brine().args(["migrate", "up", &url]));
+    assert!(again.contains("is at schema version 1: nothing to do"), "{again}");
+}

@@ -154,7 +154,7 @@ fn target(config: &tokio_postgres::Config) -> String {
 }
 
 /// Classifies a failure to connect.
-fn connect_error(config: &tokio_postgres::Config, e: tokio_postgres::Error) -> OpenError {
+pub(crate) fn connect_error(config: &tokio_postgres::Config, e: tokio_postgres::Error) -> OpenError {
     use tokio_postgres::error::SqlState;
     let target = target(config);
     match e.code() {

@@ -72,6 +72,55 @@ pub async fn open_job_store(url: &str, options: PgOptions) -> Result<PgJobStore,
     Ok(PgJobStore { db })
 }
 
+/// A database's schema version and the steps that bring it to this build's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaStatus {
+    /// The database's name.
+    pub database: String,
+    /// Its schema version (0: no Brine schema yet).
+    pub current: u32,
+    /// The version this build reads and writes ([`schema::SCHEMA_VERSION`]).
+    pub target: u32,
+    /// The steps opening a store (or [`migrate_schema`]) applies, in order: the version
+    /// each produces and what it does.
+    pub pending: Vec<(u32, &'static str)>,
+}
+
+async fn connect(url: &str) -> Result<(tokio_postgres::Client, String), OpenError> {
+    use std::str::FromStr;
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| OpenError::BadUrl { reason: e.to_string() })?;
+    let database = config.get_dbname().or(config.get_user()).unwrap_or("postgres").to_owned();
+    let (client, connection) =
+        config.connect(tokio_postgres::NoTls).await.map_err(|e| db::connect_error(&config, e))?;
+    tokio::spawn(async move {
+        // Ends when the client is dropped; an error then has no one left to tell.
+        let _ = connection.await;
+    });
+    Ok((client, database))
+}
+
+/// Where the schema of the database at `url` stands, read without writing anything
+/// (`brine migrate status postgres:URL`). A database newer than this build is refused
+/// as opening it would be.
+pub async fn schema_status(url: &str) -> Result<SchemaStatus, OpenError> {
+    let (client, database) = connect(url).await?;
+    let current = match schema::check_version(&client, &database).await {
+        Ok(version) => version,
+        Err(OpenError::NoStores { .. }) => 0,
+        Err(e) => return Err(e),
+    };
+    let pending = schema::STEPS.iter().filter(|s| s.version > current).map(|s| (s.version, s.description)).collect();
+    Ok(SchemaStatus { database, current, target: schema::SCHEMA_VERSION, pending })
+}
+
+/// Brings the schema of the database at `url` to this build's version, as opening a
+/// store does (one transaction under the migration lock; `brine migrate up
+/// postgres:URL`). Back the `compute` schema up first with `pg_dump` (docs/POSTGRES.md).
+pub async fn migrate_schema(url: &str) -> Result<schema::Migrated, OpenError> {
+    let (mut client, database) = connect(url).await?;
+    schema::migrate(&mut client, &database).await
+}
+
 /// The stores a database holds, each checked: `requester` (the job store) and
 /// `compute/<node>` for every compute node that has opened an execution store in it.
 pub type DatabaseCheck = Vec<(String, brine_store::CheckReport)>;

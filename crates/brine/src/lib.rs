@@ -40,6 +40,7 @@
 use std::sync::Arc;
 
 pub mod dump;
+pub mod migrate;
 
 pub use brine_store::config::{ConfigError, StoreConfig, StoreType};
 pub use brine_store::{
