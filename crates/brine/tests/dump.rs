@@ -321,3 +321,66 @@ async fn a_copy_compares_counts_log_checkpoints_and_a_sample() {
     let comparison = dump::compare(&source.0, &target.0, &exported).await.unwrap();
     assert_eq!(comparison.differences, [format!("execution {some} differs")]);
 }
+
+/// Runs a PostgreSQL client tool, failing the test with its output when it fails.
+fn pg_tool(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program).args(args).output();
+    let out = out.unwrap_or_else(|e| panic!("{program} (Debian postgresql-client) must be installed: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The backup docs/POSTGRES.md gives: `pg_dump` of the `compute` schema from a live
+/// database, `pg_restore` into an empty one, and every store opens there as it was,
+/// its sequences included (new history entries and log entries number on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_dump_of_the_compute_schema_restores_every_store() {
+    let database = brine_postgres::testing::fresh_database().await;
+    let config = |dbname: &str| {
+        let url = brine_postgres::testing::url_for(dbname);
+        StoreConfig::from_lookup(move |k| match k {
+            "BRINE_DIR" => Some("/nonexistent".into()),
+            "BRINE_NODE_ID" => Some("node-7".into()),
+            "BRINE_COMPUTE_STORE_TYPE" | "BRINE_JOB_STORE_TYPE" => Some("postgres".into()),
+            "BRINE_DATABASE_URL" => Some(url.clone()),
+            _ => None,
+        })
+        .unwrap()
+    };
+    let live = open_pair(&config(&database)).await;
+    let mut rng = Lcg(11);
+    let (Store::Compute(c), Store::Requester(r)) = &live else { unreachable!() };
+    fill_requester(&**r, &mut rng).await;
+    fill_compute(&**c, &mut rng).await;
+    let expected = (lines_of(&live.0).await, lines_of(&live.1).await);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compute.pgdump").display().to_string();
+    let source = brine_postgres::testing::url_for(&database);
+    pg_tool("pg_dump", &["--schema=compute", "--format=custom", "--file", &file, "--dbname", &source]);
+    let restored_db = brine_postgres::testing::empty_database().await;
+    let target = brine_postgres::testing::url_for(&restored_db);
+    pg_tool("pg_restore", &["--exit-on-error", "--dbname", &target, &file]);
+
+    let restored = open_pair(&config(&restored_db)).await;
+    assert_consistent(&restored, "the restored database").await;
+    assert_eq!(lines_of(&restored.0).await, expected.0, "the compute store as it was");
+    assert_eq!(lines_of(&restored.1).await, expected.1, "the requester store as it was");
+    let (Store::Compute(c2), Store::Requester(r2)) = &restored else { unreachable!() };
+    let top = expected.1.iter().filter_map(|l| match l {
+        Line::Job(b) => b.history.iter().map(|h| h.seq).max(),
+        _ => None,
+    });
+    let top = top.max().unwrap();
+    let job = JobId::new("job-002").unwrap();
+    r2.add_job_event(&job, vec![event(1)]).await.unwrap();
+    let history = r2.get_job_history(&job, &brine::HistoryQuery::default()).await.unwrap().entries;
+    assert!(history.last().unwrap().seq > top, "the history sequence came back with the schema");
+    let head = c2.event_log().head().await.unwrap();
+    let j = Job::new(JobId::new("job-new").unwrap(), "new");
+    c2.create_execution(Execution::new(ExecutionId::new("x-new").unwrap(), &j), vec![]).await.unwrap();
+    assert_eq!(c2.event_log().head().await.unwrap(), head + 1);
+    for pair in [&live, &restored] {
+        pair.0.close().await.unwrap();
+        pair.1.close().await.unwrap();
+    }
+}
