@@ -199,9 +199,45 @@ fn opened(e: brine_rocksdb::OpenError) -> anyhow::Error {
     }
 }
 
-/// Opens a copy just written, read-only, to check it.
-fn open_copy(path: &std::path::Path) -> anyhow::Result<Arc<Inspector>> {
-    Inspector::open(path).map(Arc::new).map_err(|e| anyhow!("cannot open the copy to check it: {e}"))
+/// `brine db backup PATH DEST` through the facade (`brine::backup`): the copy of a
+/// frozen state of the store, then its read-only check, reported with the check.
+async fn backup(path: &std::path::Path, dest: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
+    let mut config = brine::StoreConfig::from_env()?;
+    config.compute_store_type = brine::StoreType::RocksDb;
+    config.compute_store_path = path.to_path_buf();
+    let bar = ui::progress(None, "copying keys", json);
+    let b = bar.clone();
+    let done = brine::backup::backup(&config, brine::Side::Compute, dest, move |n| b.set_position(n)).await;
+    bar.finish_and_clear();
+    let done = match done {
+        Ok(done) => done,
+        Err(brine::backup::BackupError::Open { source, doing }) if doing.starts_with("cannot open the copy") => {
+            return Err(anyhow!("{doing}: {source}"))
+        }
+        Err(brine::backup::BackupError::Open { source, .. }) => return Err(opened(source)),
+        Err(brine::backup::BackupError::Store { source, .. }) => return Err(source.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let (report, keys, bytes) = (&done.check, done.keys, done.bytes);
+    let ok = report.is_ok();
+    if json {
+        ui::print_json(&json!({
+            "source": path, "destination": dest, "keys": keys, "bytes": bytes,
+            "source_was_open": done.source_was_open,
+            "check": { "ok": ok, "keys_checked": report.keys_checked, "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>() },
+        }))?;
+    } else {
+        outln!("backed up {} to {}: {keys} keys, {}", path.display(), dest.display(), ui::bytes(bytes))?;
+        if ok {
+            outln!("check: OK")?;
+        } else {
+            for p in &report.problems {
+                outln!("{p}")?;
+            }
+            outln!("check: {} problem(s) in the copy", report.problems.len())?;
+        }
+    }
+    Ok(if ok { Outcome::Ok } else { Outcome::Problems })
 }
 
 /// Runs a blocking read on the store off the async workers.
@@ -294,6 +330,9 @@ async fn check_database(url: &str, json: bool) -> anyhow::Result<Outcome> {
 pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
     if let DbCommand::Check { database_url: Some(url), json, .. } = &args.command {
         return check_database(url, *json).await;
+    }
+    if let DbCommand::Backup { path, dest, json } = &args.command {
+        return backup(path, dest, *json).await;
     }
     let path = match &args.command {
         DbCommand::Check { path, .. } => path.clone().context("give the store directory or --database-url")?,
@@ -409,49 +448,7 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             }
             Outcome::Ok
         }
-        DbCommand::Backup { dest, json, .. } => {
-            let bar = ui::progress(None, "copying keys", json);
-            let (b, target) = (bar.clone(), dest.clone());
-            let copied = blocking(ins, move |i| {
-                let mut keys = 0;
-                let sizes = i.compact_into(&target, 10_000, |n| {
-                    keys = n;
-                    b.set_position(n)
-                })?;
-                Ok((keys, sizes.1))
-            })
-            .await;
-            bar.finish_and_clear();
-            let (keys, bytes) = copied?;
-            // The copy is checked, read-only, before the backup is reported.
-            let copy = open_copy(&dest)?;
-            let report = blocking(&copy, |c| Ok(c.check()?)).await;
-            copy.close().await?;
-            let report = report?;
-            let ok = report.is_ok();
-            if json {
-                ui::print_json(&json!({
-                    "source": path, "destination": dest, "keys": keys, "bytes": bytes,
-                    "source_was_open": ins.marked_open(),
-                    "check": { "ok": ok, "keys_checked": report.keys_checked, "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>() },
-                }))?;
-            } else {
-                outln!("backed up {} to {}: {keys} keys, {}", path.display(), dest.display(), ui::bytes(bytes))?;
-                if ok {
-                    outln!("check: OK")?;
-                } else {
-                    for p in &report.problems {
-                        outln!("{p}")?;
-                    }
-                    outln!("check: {} problem(s) in the copy", report.problems.len())?;
-                }
-            }
-            if ok {
-                Outcome::Ok
-            } else {
-                Outcome::Problems
-            }
-        }
+        DbCommand::Backup { .. } => unreachable!("run sends backups to the facade before opening the store"),
         DbCommand::Compact { dest, json, .. } => {
             let bar = ui::progress(None, "copying keys", json);
             let b = bar.clone();

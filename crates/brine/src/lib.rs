@@ -39,6 +39,7 @@
 
 use std::sync::Arc;
 
+pub mod backup;
 pub mod dump;
 pub mod migrate;
 
