@@ -169,6 +169,10 @@ enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The store's NOSPACE alarm (BRINE_QUOTA_BYTES): list it, or disarm it once space
+    /// was freed.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
     /// Copy the store into a fresh, compacted one at DEST.
     #[command(after_help = crate::help::page(
         &[
@@ -186,6 +190,111 @@ enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlarmCommand {
+    /// Print the store's NOSPACE alarm, if raised: when, and the size and quota then
+    /// (read-only, beside a running node).
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db alarm list /var/lib/brine/node-0-compute.db",
+            "brine db alarm list --json /var/lib/brine/node-0-requester.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
+    List {
+        /// The store directory.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disarm the NOSPACE alarm, after freeing space (brine purge, then a restart or
+    /// compaction): writes that add data are taken again, and raise the alarm anew if
+    /// the store is still past its quota. Opens the store for writing: stop its node.
+    #[command(after_help = crate::help::page(
+        &[
+            "brine db alarm disarm /var/lib/brine/node-0-compute.db",
+        ],
+        &["BRINE_LOG"],
+    ))]
+    Disarm {
+        /// The store directory.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An alarm as `db alarm` prints it in JSON.
+fn alarm_json(alarm: &brine_rocksdb::Alarm) -> serde_json::Value {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(alarm.raised_at.as_nanos());
+    json!({
+        "alarm": "nospace", "raised_at": alarm.raised_at.as_nanos(),
+        "raised_at_rfc3339": humantime::format_rfc3339_seconds(at).to_string(),
+        "size": alarm.size, "quota": alarm.quota,
+    })
+}
+
+/// An alarm in words.
+fn alarm_line(alarm: &brine_rocksdb::Alarm) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(alarm.raised_at.as_nanos());
+    format!(
+        "NOSPACE alarm raised at {}: the store held {} ({} bytes), past its quota of {} ({} bytes)",
+        humantime::format_rfc3339_seconds(at),
+        ui::bytes(alarm.size),
+        alarm.size,
+        ui::bytes(alarm.quota),
+        alarm.quota
+    )
+}
+
+/// `brine db alarm list|disarm PATH`.
+async fn alarm(command: &AlarmCommand) -> anyhow::Result<Outcome> {
+    match command {
+        AlarmCommand::List { path, json } => {
+            let ins = Inspector::open(path).map_err(opened)?;
+            let alarm = ins.alarm();
+            ins.close().await?;
+            let alarm = alarm?;
+            if *json {
+                ui::print_json(&json!({ "path": path, "alarms": alarm.iter().map(alarm_json).collect::<Vec<_>>() }))?;
+            } else {
+                match &alarm {
+                    Some(a) => outln!("{}", alarm_line(a))?,
+                    None => outln!("no alarm")?,
+                }
+            }
+        }
+        AlarmCommand::Disarm { path, json } => {
+            let options = brine_rocksdb::OpenOptions { create_if_missing: false, ..Default::default() };
+            let was = match brine_rocksdb::store_kind_at(path).map_err(opened)? {
+                brine_rocksdb::StoreKind::Compute => {
+                    let store = brine_rocksdb::RocksExecutionStore::open(path, &options)?;
+                    let was = store.disarm_alarm().await;
+                    brine::ExecutionStore::close(&store).await?;
+                    was?
+                }
+                brine_rocksdb::StoreKind::Requester => {
+                    let store = brine_rocksdb::RocksJobStore::open(path, &options)?;
+                    let was = store.disarm_alarm().await;
+                    brine::JobStore::close(&store).await?;
+                    was?
+                }
+            };
+            if *json {
+                ui::print_json(&json!({ "path": path, "disarmed": was.iter().map(alarm_json).collect::<Vec<_>>() }))?;
+            } else {
+                match &was {
+                    Some(a) => outln!("disarmed: {}", alarm_line(a))?,
+                    None => outln!("no alarm was raised")?,
+                }
+            }
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 /// Why the store could not be opened for inspection. `brine db` is the RocksDB
@@ -334,6 +443,9 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
     if let DbCommand::Backup { path, dest, json } = &args.command {
         return backup(path, dest, *json).await;
     }
+    if let DbCommand::Alarm(command) = &args.command {
+        return alarm(command).await;
+    }
     let path = match &args.command {
         DbCommand::Check { path, .. } => path.clone().context("give the store directory or --database-url")?,
         DbCommand::Buckets { path, .. }
@@ -341,8 +453,10 @@ pub(crate) async fn run(args: DbArgs) -> anyhow::Result<Outcome> {
         | DbCommand::Dump { path, .. }
         | DbCommand::Get { path, .. }
         | DbCommand::Stats { path, .. }
-        | DbCommand::Compact { path, .. }
-        | DbCommand::Backup { path, .. } => path.clone(),
+        | DbCommand::Compact { path, .. } => path.clone(),
+        DbCommand::Backup { .. } | DbCommand::Alarm(_) => {
+            unreachable!("backups and alarms are sent on above, before an inspection opens")
+        }
     };
     let ins = match Inspector::open(&path) {
         Ok(ins) => Arc::new(ins),
@@ -448,7 +562,9 @@ async fn run_on(ins: &Arc<Inspector>, path: &std::path::Path, command: DbCommand
             }
             Outcome::Ok
         }
-        DbCommand::Backup { .. } => unreachable!("run sends backups to the facade before opening the store"),
+        DbCommand::Backup { .. } | DbCommand::Alarm(_) => {
+            unreachable!("run sends backups and alarms on before opening the store for inspection")
+        }
         DbCommand::Compact { dest, json, .. } => {
             let bar = ui::progress(None, "copying keys", json);
             let b = bar.clone();

@@ -2,7 +2,7 @@
 //! and the exit statuses (the same on every page).
 
 /// Every variable `brine` reads, with what it sets.
-const VARIABLES: [(&str, &str); 8] = [
+const VARIABLES: [(&str, &str); 9] = [
     ("BRINE_DIR", "where stores and archives live (default ~/.brine)"),
     ("BRINE_NODE_ID", "this node's id, part of its store file names (default node-0; no '/', not starting with '.')"),
     (
@@ -13,6 +13,11 @@ const VARIABLES: [(&str, &str); 8] = [
     ("BRINE_JOB_STORE_PATH", "the requester store (default {BRINE_DIR}/{NODE_ID}-requester.db)"),
     ("BRINE_COMPUTE_STORE_PATH", "the compute store (default {BRINE_DIR}/{NODE_ID}-compute.db)"),
     ("BRINE_DATABASE_URL", "the PostgreSQL database of the postgres backend"),
+    (
+        "BRINE_QUOTA_BYTES",
+        "a space quota for each rocksdb store (bytes, or 512MiB, 8GiB, ...): past it, writes that add data fail \
+         with NoSpace until an operator frees space and runs brine db alarm disarm",
+    ),
     ("BRINE_LOG", "what to log on stderr: error, warn (default), info, debug, trace"),
 ];
 

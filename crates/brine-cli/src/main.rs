@@ -62,7 +62,7 @@ enum Command {
             "brine recover --store /var/lib/brine/node-0-compute.db --policy policy.toml",
             "brine recover --backend postgres --database-url postgresql://brine@db/brine --json",
         ],
-        &["BRINE_DIR", "BRINE_NODE_ID", "BRINE_COMPUTE_STORE_TYPE", "BRINE_COMPUTE_STORE_PATH", "BRINE_DATABASE_URL", "BRINE_LOG"],
+        &["BRINE_DIR", "BRINE_NODE_ID", "BRINE_COMPUTE_STORE_TYPE", "BRINE_COMPUTE_STORE_PATH", "BRINE_DATABASE_URL", "BRINE_QUOTA_BYTES", "BRINE_LOG"],
     ))]
     Recover(recover::RecoverArgs),
     /// Run the demo: a requester and a compute node under a workload, with a hard restart.
@@ -72,7 +72,7 @@ enum Command {
             "brine simulate --executions 500 --seed 7 --dir /tmp/demo --json",
             "brine simulate --backend postgres --database-url postgresql:///brine_demo",
         ],
-        &["BRINE_DATABASE_URL", "BRINE_LOG"],
+        &["BRINE_DATABASE_URL", "BRINE_QUOTA_BYTES", "BRINE_LOG"],
     ))]
     Simulate(simulate::SimulateArgs),
     /// Archive old terminal jobs to files, then delete them from the store (db_purge).
@@ -82,7 +82,7 @@ enum Command {
             "brine purge --min-age-days 30 --zstd --archive-dir /srv/brine/archive",
             "brine purge --daemon --interval 1h --store /var/lib/brine/node-0-requester.db",
         ],
-        &["BRINE_DIR", "BRINE_NODE_ID", "BRINE_JOB_STORE_TYPE", "BRINE_JOB_STORE_PATH", "BRINE_DATABASE_URL", "BRINE_LOG"],
+        &["BRINE_DIR", "BRINE_NODE_ID", "BRINE_JOB_STORE_TYPE", "BRINE_JOB_STORE_PATH", "BRINE_DATABASE_URL", "BRINE_QUOTA_BYTES", "BRINE_LOG"],
     ))]
     Purge(purge::PurgeArgs),
     /// Read purged jobs back from the archives.
@@ -108,7 +108,7 @@ enum Command {
             "brine import jobs.jsonl --store postgres:postgresql://brine@db/brine",
             "zstdcat compute.jsonl.zst | brine import - --store memory:   # check that a dump loads",
         ],
-        &["BRINE_NODE_ID", "BRINE_LOG"],
+        &["BRINE_NODE_ID", "BRINE_QUOTA_BYTES", "BRINE_LOG"],
     ))]
     Import(transfer::ImportArgs),
 }

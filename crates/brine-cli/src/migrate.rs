@@ -73,7 +73,7 @@ enum MigrateCommand {
             "brine migrate copy --from rocksdb:/srv/old-requester.db --to rocksdb:/srv/new-requester.db --json",
             "brine migrate copy --from postgres:postgresql:///brine --kind compute --to /srv/node-3-compute.db",
         ],
-        &["BRINE_NODE_ID", "BRINE_LOG"],
+        &["BRINE_NODE_ID", "BRINE_QUOTA_BYTES", "BRINE_LOG"],
     ))]
     Copy(crate::transfer::CopyArgs),
 }

@@ -7,7 +7,7 @@ use support::{brine, stdout};
 
 #[test]
 fn every_subcommand_has_examples_its_environment_and_the_exit_statuses() {
-    let leaves: [&[&str]; 19] = [
+    let leaves: [&[&str]; 21] = [
         &["db", "check"],
         &["db", "buckets"],
         &["db", "keys"],
@@ -16,6 +16,8 @@ fn every_subcommand_has_examples_its_environment_and_the_exit_statuses() {
         &["db", "stats"],
         &["db", "compact"],
         &["db", "backup"],
+        &["db", "alarm", "list"],
+        &["db", "alarm", "disarm"],
         &["recover"],
         &["simulate"],
         &["purge"],

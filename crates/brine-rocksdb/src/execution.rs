@@ -37,6 +37,7 @@ fn put_events(txn: &mut Txn, id: &ExecutionId, events: &[Event]) -> Result<()> {
 }
 
 fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
+    txn.adds_space();
     let e = rules::new_execution(execution, now)?;
     if txn.exists(Cf::Executions, &layout::execution(&e.id))? {
         return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
@@ -67,6 +68,7 @@ fn load(txn: &mut Txn, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
 }
 
 fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
+    txn.adds_space();
     let before = current(txn, &request.execution_id)?;
     let next = rules::update_execution(&before, &request, now)?;
     if before.state() != next.state() {
@@ -86,6 +88,7 @@ fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Res
 }
 
 fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestamp) -> Result<()> {
+    txn.adds_space();
     let before = current(txn, id)?;
     put_events(txn, id, &events)?;
     if let Some(next) = rules::events_added(&before, now) {
@@ -96,7 +99,10 @@ fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestam
     Ok(())
 }
 
+/// Deletes frees space: a store past its quota still takes it (a purge of a compute
+/// store is deletes in transactions).
 fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
+    txn.frees_space();
     let before = current(txn, id)?;
     txn.delete(Cf::Executions, layout::execution(id))?;
     txn.delete(Cf::IdxExecutionsByJobId, layout::execution_by_job(&before.job_id, id))?;
@@ -152,6 +158,20 @@ impl RocksExecutionStore {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.engine.path
+    }
+
+    /// The NOSPACE alarm, when the store went past its space quota
+    /// ([`crate::OpenOptions::quota_bytes`]): writes that add data are refused until it
+    /// is disarmed.
+    pub fn alarm(&self) -> Option<crate::Alarm> {
+        self.engine.alarm()
+    }
+
+    /// Disarms the NOSPACE alarm (after space was freed): writes that add data are
+    /// admitted again, and raise it anew if the store is still past its quota. Returns
+    /// the alarm that was raised, if any.
+    pub async fn disarm_alarm(&self) -> Result<Option<crate::Alarm>> {
+        self.engine.disarm().await
     }
 
     #[cfg(test)]

@@ -84,6 +84,12 @@ impl Inspector {
         self.engine.unclean_shutdown
     }
 
+    /// The NOSPACE alarm recorded in the store, if one is raised (see
+    /// [`crate::OpenOptions::quota_bytes`]).
+    pub fn alarm(&self) -> Result<Option<crate::Alarm>> {
+        crate::engine::read_alarm(&*self.engine.db()?)
+    }
+
     /// The store's kind.
     pub fn kind(&self) -> StoreKind {
         self.engine.kind

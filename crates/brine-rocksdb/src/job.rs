@@ -297,12 +297,35 @@ impl RocksJobStore {
         &self.engine.path
     }
 
+    /// The NOSPACE alarm, when the store went past its space quota
+    /// ([`crate::OpenOptions::quota_bytes`]): writes that add data are refused until it
+    /// is disarmed.
+    pub fn alarm(&self) -> Option<crate::Alarm> {
+        self.engine.alarm()
+    }
+
+    /// Disarms the NOSPACE alarm (after space was freed): writes that add data are
+    /// admitted again, and raise it anew if the store is still past its quota. Returns
+    /// the alarm that was raised, if any.
+    pub async fn disarm_alarm(&self) -> Result<Option<crate::Alarm>> {
+        self.engine.disarm().await
+    }
+
     async fn write<R>(&self, f: impl FnOnce(&mut Txn, Timestamp) -> Result<R>) -> Result<R> {
         let mut txn = self.engine.begin().await?;
         let now = txn.now();
         let out = f(&mut txn, now)?;
         txn.commit().await?;
         Ok(out)
+    }
+
+    /// A write that frees space (a delete, a purge): a store past its quota takes it.
+    async fn freeing_write<R>(&self, f: impl FnOnce(&mut Txn, Timestamp) -> Result<R>) -> Result<R> {
+        self.write(|txn, now| {
+            txn.frees_space();
+            f(txn, now)
+        })
+        .await
     }
 
     fn job(&self, id: &JobId) -> Result<Job> {
@@ -399,7 +422,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn delete_job(&self, id: &JobId) -> Result<()> {
-        self.write(|txn, now| job_write::delete_job(txn, id, now)).await
+        self.freeing_write(|txn, now| job_write::delete_job(txn, id, now)).await
     }
 
     async fn add_job_event(&self, id: &JobId, events: Vec<Event>) -> Result<()> {
@@ -465,7 +488,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn delete_evaluation(&self, id: &EvaluationId) -> Result<()> {
-        self.write(|txn, now| job_write::delete_evaluation(txn, id, now)).await
+        self.freeing_write(|txn, now| job_write::delete_evaluation(txn, id, now)).await
     }
 
     async fn get_evaluations(&self, job_id: &JobId) -> Result<Vec<Evaluation>> {
@@ -545,7 +568,7 @@ impl JobStore for RocksJobStore {
     }
 
     async fn purge_jobs(&self, jobs: &[(JobId, JobStamp)], archive: &str) -> Result<u64> {
-        self.write(|txn, now| job_write::purge_jobs(txn, jobs, archive, now)).await
+        self.freeing_write(|txn, now| job_write::purge_jobs(txn, jobs, archive, now)).await
     }
 
     async fn load_jobs(&self, bundles: Vec<JobBundle>) -> Result<()> {

@@ -183,6 +183,9 @@ pub mod meta {
     pub const HISTORY_SEQ: &[u8] = b"history_seq";
     /// `1` while a process has the store open, `0` after a clean close (`u64`).
     pub const OPEN: &[u8] = b"open";
+    /// The NOSPACE alarm, while raised: a JSON string `{"raised_at", "size", "quota"}`
+    /// (see the quota in `engine`).
+    pub const NOSPACE_ALARM: &[u8] = b"nospace_alarm";
     /// Prefix of the per-state counters.
     const COUNT_PREFIX: &[u8] = b"count/";
     /// The part before the version of a migration record.
@@ -201,12 +204,12 @@ pub mod meta {
 
     /// Whether the value under `key` is a string (else a `u64`).
     pub fn holds_text(key: &[u8]) -> bool {
-        [STORE_KIND, NODE_ID, STORE_ID].contains(&key)
+        [STORE_KIND, NODE_ID, STORE_ID, NOSPACE_ALARM].contains(&key)
     }
 
     /// The names of the fixed keys, for documentation checks.
-    pub const NAMES: [&[u8]; 8] =
-        [SCHEMA_VERSION, STORE_KIND, NODE_ID, STORE_ID, LOG_HEAD, LOG_TRIMMED, HISTORY_SEQ, OPEN];
+    pub const NAMES: [&[u8]; 9] =
+        [SCHEMA_VERSION, STORE_KIND, NODE_ID, STORE_ID, LOG_HEAD, LOG_TRIMMED, HISTORY_SEQ, OPEN, NOSPACE_ALARM];
 }
 
 /// `executions`: an execution's record.

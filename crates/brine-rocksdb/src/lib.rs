@@ -40,7 +40,7 @@ use brine_store::model::NodeId;
 use brine_store::{Clock, StoreError, SystemClock};
 
 pub use cf::{Cf, StoreKind};
-pub use engine::{db_options, store_kind_at, SCHEMA_VERSION};
+pub use engine::{db_options, store_kind_at, Alarm, SCHEMA_VERSION};
 pub use execution::RocksExecutionStore;
 pub use inspect::Inspector;
 pub use job::RocksJobStore;
@@ -60,6 +60,10 @@ pub struct OpenOptions {
     pub node_id: Option<NodeId>,
     /// Source of timestamps.
     pub clock: Arc<dyn Clock>,
+    /// A space quota in bytes (`BRINE_QUOTA_BYTES`): past it, writes that add data get
+    /// `StoreError::NoSpace` and a NOSPACE alarm is recorded, while deletes, purges,
+    /// retention and compaction go on (see [`Alarm`]). `None`: no quota.
+    pub quota_bytes: Option<u64>,
 }
 
 impl Default for OpenOptions {
@@ -69,6 +73,7 @@ impl Default for OpenOptions {
             create_if_missing: true,
             node_id: None,
             clock: Arc::new(SystemClock),
+            quota_bytes: None,
         }
     }
 }

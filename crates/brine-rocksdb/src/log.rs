@@ -106,6 +106,9 @@ impl EventLog for RocksEventLog {
             return Err(StoreError::CheckpointBeyondHead { name: name.to_owned(), seq, head });
         }
         txn.put(Cf::Checkpoints, layout::checkpoint(name), &seq)?;
+        // A watcher's progress is what lets retention free the log: a store past its
+        // quota still takes it.
+        txn.frees_space();
         txn.commit().await
     }
 
@@ -128,6 +131,7 @@ impl EventLog for RocksEventLog {
         validate_checkpoint_name(name)?;
         let mut txn = self.0.begin().await?;
         txn.delete(Cf::Checkpoints, layout::checkpoint(name))?;
+        txn.frees_space();
         txn.commit().await
     }
 
@@ -154,6 +158,7 @@ impl EventLog for RocksEventLog {
             }
             // The deletes and the new trimmed point commit together.
             txn.set_log_trimmed(from + n);
+            txn.frees_space();
             txn.commit().await?;
             deleted += n;
             from += n;

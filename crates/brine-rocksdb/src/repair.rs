@@ -217,6 +217,8 @@ pub(crate) async fn repair(engine: &Arc<Engine>, dry_run: bool) -> Result<Repair
                 }
             } else if !chunk.fixes.is_empty() {
                 let mut txn = engine.begin().await?;
+                // A repair puts derived data right; a store past its quota still takes it.
+                txn.frees_space();
                 for fix in &chunk.fixes {
                     apply(&mut txn, fix, &mut report)?;
                 }
@@ -271,6 +273,7 @@ async fn repair_counters(
     if dry_run {
         return Ok(());
     }
+    txn.frees_space();
     txn.commit().await
 }
 

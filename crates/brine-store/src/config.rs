@@ -72,6 +72,36 @@ pub struct StoreConfig {
     pub compute_store_path: PathBuf,
     /// PostgreSQL connection string, when that backend is used.
     pub database_url: Option<String>,
+    /// The space quota of each RocksDB store (`BRINE_QUOTA_BYTES`: bytes, or a number
+    /// with `KiB`, `MiB`, `GiB`, `TiB`, `KB`, `MB`, `GB` or `TB`); `None`: no quota.
+    pub quota_bytes: Option<u64>,
+}
+
+/// Reads a size: whole bytes, or a number with a unit (`512MiB`, `8 GiB`, `2GB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB, TB)"))?;
+    let multiple: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (KiB, MiB, GiB, TiB, KB, MB, GB or TB)")),
+    };
+    let bytes = n.checked_mul(multiple).ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("a quota of 0 bytes would refuse every write: leave the variable unset for no quota".into());
+    }
+    Ok(bytes)
 }
 
 /// A configuration variable with a bad value.
@@ -151,6 +181,10 @@ impl StoreConfig {
         let compute_store_path = var("COMPUTE_STORE_PATH")
             .map_or_else(|| dir.join(format!("{node_id}-compute.db")), |(_, p)| PathBuf::from(p));
         let database_url = var("DATABASE_URL").map(|(_, v)| v);
+        let quota_bytes = match var("QUOTA_BYTES") {
+            Some((name, v)) => Some(parse_size(&v).map_err(|reason| ConfigError { var: name, reason })?),
+            None => None,
+        };
         Ok(StoreConfig {
             dir,
             node_id,
@@ -159,6 +193,7 @@ impl StoreConfig {
             compute_store_type,
             compute_store_path,
             database_url,
+            quota_bytes,
         })
     }
 }
@@ -215,6 +250,19 @@ mod tests {
         assert_eq!(c.compute_store_type, StoreType::InMemory);
         assert_eq!(c.job_store_path, PathBuf::from("/jobs.db"));
         assert_eq!(c.compute_store_path, PathBuf::from("/b/mine-compute.db"));
+    }
+
+    #[test]
+    fn quotas_read_bytes_and_units() {
+        assert_eq!(cfg(&[("BRINE_DIR", "/x")]).unwrap().quota_bytes, None);
+        for (text, bytes) in [("4096", 4096), ("512MiB", 512 << 20), ("8 GiB", 8 << 30), ("2GB", 2_000_000_000)] {
+            let c = cfg(&[("BRINE_DIR", "/x"), ("BRINE_QUOTA_BYTES", text)]).unwrap();
+            assert_eq!(c.quota_bytes, Some(bytes), "{text}");
+        }
+        for bad in ["0", "lots", "5 parsecs", "-1", "99999999999TiB"] {
+            let e = cfg(&[("BRINE_DIR", "/x"), ("BRINE_QUOTA_BYTES", bad)]).unwrap_err();
+            assert_eq!(e.var, "BRINE_QUOTA_BYTES", "{bad}");
+        }
     }
 
     #[test]

@@ -237,6 +237,20 @@ pub enum StoreError {
         /// The original failure.
         reason: String,
     },
+    /// The store is past its space quota (`BRINE_QUOTA_BYTES`): like etcd's NOSPACE
+    /// alarm, writes that add data are refused until an operator frees space (purge,
+    /// delete, compact) and disarms the alarm; reads, deletes, purges, checkpoints and
+    /// retention go on. The alarm is recorded in the store and survives a restart.
+    #[error(
+        "no space: the store holds {size} bytes, past its quota of {quota}; writes that add data are refused \
+         until space is freed (purge, delete, compact) and the alarm disarmed (brine db alarm disarm)"
+    )]
+    NoSpace {
+        /// The store's size when the alarm was raised, in bytes.
+        size: u64,
+        /// The quota, in bytes.
+        quota: u64,
+    },
     /// The backend cannot do this (a fault it cannot represent, say).
     #[error("not supported by this backend: {what}")]
     Unsupported {
@@ -326,6 +340,12 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Closed | StoreError::Poisoned { .. })
     }
+
+    /// Whether the store is past its space quota: writes that add data wait for an
+    /// operator to free space and disarm the alarm.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace { .. })
+    }
 }
 
 #[cfg(test)]
@@ -336,7 +356,7 @@ mod tests {
     #[test]
     fn each_error_is_in_its_classes() {
         type Class = fn(&StoreError) -> bool;
-        let classes: [(&str, Class); 8] = [
+        let classes: [(&str, Class); 9] = [
             ("not_found", StoreError::is_not_found),
             ("conflict", StoreError::is_conflict),
             ("already_exists", StoreError::is_already_exists),
@@ -345,6 +365,7 @@ mod tests {
             ("compacted", StoreError::is_compacted),
             ("corrupt", StoreError::is_corrupt),
             ("unavailable", StoreError::is_unavailable),
+            ("no_space", StoreError::is_no_space),
         ];
         let s = String::new;
         let cases: Vec<(StoreError, &[&str])> = vec![
@@ -375,6 +396,7 @@ mod tests {
             (StoreError::Corrupt { cf: s(), key: s(), reason: s() }, &["corrupt"]),
             (StoreError::Closed, &["unavailable"]),
             (StoreError::Poisoned { reason: s() }, &["unavailable"]),
+            (StoreError::NoSpace { size: 2, quota: 1 }, &["no_space"]),
             (StoreError::TransactionHeld, &[]),
             (StoreError::TransactionAborted { first_error: s() }, &[]),
             (StoreError::Unsupported { what: s() }, &[]),

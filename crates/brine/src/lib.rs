@@ -167,6 +167,22 @@ fn rocks_options(config: &StoreConfig, options: &Options) -> brine_rocksdb::Open
         create_if_missing: options.create_if_missing,
         node_id: Some(config.node_id.clone()),
         clock: Arc::clone(&options.clock),
+        quota_bytes: config.quota_bytes,
+    }
+}
+
+/// Refuses a space quota on a backend that keeps none (only RocksDB stores have one),
+/// rather than ignore it.
+fn check_quota(config: &StoreConfig, side: Side, store_type: StoreType) -> std::result::Result<(), OpenError> {
+    match (config.quota_bytes, store_type) {
+        (Some(_), StoreType::InMemory | StoreType::Postgres) => Err(OpenError::Unavailable {
+            side,
+            store_type,
+            reason: "BRINE_QUOTA_BYTES applies to rocksdb stores only (a PostgreSQL database's space is the \
+                     server's to limit); unset it for this store"
+                .to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -196,6 +212,7 @@ pub async fn open_execution_store_with(
     config: &StoreConfig,
     options: &Options,
 ) -> std::result::Result<Arc<dyn ExecutionStore>, OpenError> {
+    check_quota(config, Side::Compute, config.compute_store_type)?;
     match config.compute_store_type {
         StoreType::InMemory => Ok(Arc::new(brine_memory::MemExecutionStore::with_clock(Arc::clone(&options.clock)))),
         #[cfg(feature = "rocksdb")]
@@ -229,6 +246,7 @@ pub async fn open_job_store_with(
     config: &StoreConfig,
     options: &Options,
 ) -> std::result::Result<Arc<dyn JobStore>, OpenError> {
+    check_quota(config, Side::Requester, config.job_store_type)?;
     match config.job_store_type {
         StoreType::InMemory => Ok(Arc::new(brine_memory::MemJobStore::with_clock(Arc::clone(&options.clock)))),
         #[cfg(feature = "rocksdb")]

@@ -41,6 +41,7 @@ use tokio::sync::watch;
 pub(crate) type Snapshot<'d> = rocksdb::SnapshotWithThreadMode<'d, DB>;
 
 mod open;
+mod quota;
 mod sync;
 mod txn;
 
@@ -51,6 +52,9 @@ use crate::Durability;
 
 pub use open::{db_options, store_kind_at, SCHEMA_VERSION};
 pub(crate) use open::{map_open_error, version_error};
+pub(crate) use quota::read_alarm;
+pub use quota::Alarm;
+pub(crate) use quota::SpaceUse;
 use sync::GroupSync;
 pub(crate) use txn::Txn;
 
@@ -146,6 +150,12 @@ pub(crate) struct Engine {
     /// A repair ran in this session (after which a clean close clears the marker even
     /// when the previous session was unclean).
     pub(crate) repaired: AtomicBool,
+    /// The space quota in bytes (`OpenOptions::quota_bytes`), if any.
+    pub(crate) quota: Option<u64>,
+    /// What is known of the store's size, for the quota.
+    space: Mutex<quota::Space>,
+    /// The NOSPACE alarm, when raised (recorded in `meta`).
+    alarm: Mutex<Option<Alarm>>,
     /// The scratch directory of a read-only secondary instance ([`Engine::open_secondary`]);
     /// `None` for a store opened for writing.
     secondary: Option<tempfile::TempDir>,

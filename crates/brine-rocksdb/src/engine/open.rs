@@ -182,6 +182,7 @@ impl Engine {
         engine.unclean_shutdown = unclean;
         engine.store_id = store_id;
         engine.install(seqs);
+        engine.load_space().map_err(|e| OpenError::Store { path: path.to_path_buf(), source: e })?;
         Ok(Arc::new(engine))
     }
 
@@ -212,6 +213,9 @@ impl Engine {
             unclean_shutdown: false,
             store_id: String::new(),
             repaired: AtomicBool::new(false),
+            quota: options.quota_bytes,
+            space: Mutex::new(Default::default()),
+            alarm: Mutex::new(None),
             secondary,
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),

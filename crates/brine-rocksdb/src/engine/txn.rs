@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{engine_err, lock, slot, Engine, Holder, Published, Seqs};
+use super::{engine_err, lock, slot, Engine, Holder, Published, Seqs, SpaceUse};
 use crate::cf::Cf;
 use crate::codec::{decode, encode};
 use crate::layout::{self, meta};
@@ -31,6 +31,8 @@ pub(crate) struct Txn {
     cleared: Vec<(Cf, Vec<u8>)>,
     /// Set for an explicit transaction: forgets its holder when the transaction ends.
     holder: Option<HolderMark>,
+    /// What the write does to the store's size, for the quota.
+    space: SpaceUse,
 }
 
 /// Clears the store's transaction holder when an explicit transaction ends (commit,
@@ -72,6 +74,7 @@ impl Engine {
             overlay: BTreeMap::new(),
             cleared: Vec::new(),
             holder: None,
+            space: SpaceUse::Unknown,
         })
     }
 
@@ -261,6 +264,20 @@ impl Txn {
         Ok(seq)
     }
 
+    /// Marks this write as one that frees space (a delete, a purge, retention): a
+    /// store past its quota still takes it, unless a step of it also adds data.
+    pub(crate) fn frees_space(&mut self) {
+        if self.space == SpaceUse::Unknown {
+            self.space = SpaceUse::Frees;
+        }
+    }
+
+    /// Marks this write as one that adds data (a step of an explicit transaction that
+    /// creates or changes a record).
+    pub(crate) fn adds_space(&mut self) {
+        self.space = SpaceUse::Adds;
+    }
+
     /// Queues event-log entries exactly as given (a load, `rules::log_load`), returning
     /// the new head.
     pub(crate) fn load_log(&mut self, after: u64, entries: &[LogEntry]) -> Result<u64> {
@@ -347,6 +364,9 @@ impl Txn {
         }
         let engine = Arc::clone(&self.engine);
         let batch = std::mem::take(&mut self.batch);
+        let bytes = batch.size_in_bytes() as u64;
+        // Under the commit lock: the quota's estimate moves in commit order.
+        engine.admit(bytes, self.space)?;
         let commit = {
             // Held while the batch is written, so a close waits for this write (and
             // then syncs it) or has already happened (and nothing is written).
@@ -365,6 +385,7 @@ impl Txn {
             }
             engine.committed.fetch_add(1, Ordering::AcqRel) + 1
         };
+        engine.written(bytes);
         *self.guard = self.seqs.clone();
         match engine.durability {
             Durability::Buffered => {
