@@ -3,10 +3,14 @@
 //! - `ci`: formatting, clippy with warnings denied, then every test of the workspace
 //!   against a throwaway PostgreSQL server (the README's test command; `.ci/run` calls it);
 //! - `demo`: builds and runs the demo (the README's demo command);
+//! - `migrate status|up STORE …`: `brine::migrate` on a store, through
+//!   `crates/brine/examples/migrate.rs` (the task a downstream project copies);
 //! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
 //! - `bench-recovery`: recovery over 1 000 000 executions on RocksDB (time, peak RSS);
 //! - `bench-purge`: purge of 1 000 000 executions across 100 000 jobs with zstd;
+//! - `bench-copy [EXECUTIONS]`: export, import and copy (records/s, peak RSS) on the
+//!   demo's two stores and on a generated store of 1 000 000 executions;
 //! - `bench-pg [N]`: the PostgreSQL backend beside raw SQL at 1, 16 and 64 connections,
 //!   on a throwaway server with its default durability;
 //! - `fuzz [SECONDS]`: runs every `cargo fuzz` target in `fuzz/` for SECONDS each
@@ -197,6 +201,30 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
     )
 }
 
+/// Writes the demo's two stores with `brine simulate` (the demo's build), then runs the
+/// `copy` bench on them and on a generated store of EXECUTIONS executions.
+fn bench_copy(args: &[String]) -> Result<(), String> {
+    system::ensure_packages()?;
+    let dir = std::env::temp_dir().join(format!("brine-bench-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let demo = dir.join("demo");
+    run(
+        "brine simulate (the demo's 2000-job stores)",
+        cargo()
+            .args(["run", "--quiet", "-p", "brine-cli", "--", "simulate", "--json", "--dir"])
+            .arg(&demo)
+            .stdout(Stdio::null()),
+    )?;
+    let mut bench_args: Vec<String> = args.to_vec();
+    for store in ["sim-node-requester.db", "sim-node-compute.db"] {
+        bench_args.push("--store".into());
+        bench_args.push(demo.join(store).display().to_string());
+    }
+    let ran = bench("copy", &bench_args);
+    let _ = std::fs::remove_dir_all(&dir);
+    ran
+}
+
 /// Runs the PostgreSQL harness against a throwaway server with the server's default
 /// durability (every commit fsynced), stopping the server afterwards.
 fn bench_pg(args: &[String]) -> Result<(), String> {
@@ -215,7 +243,7 @@ fn bench_pg(args: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | migrate status|up STORE [--to N] [--dry-run] [--backup DIR | --no-backup] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | migrate status|up STORE [--to N] [--dry-run] [--backup DIR | --no-backup] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-copy [EXECUTIONS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
 }
 
 fn main() -> ExitCode {
@@ -228,6 +256,7 @@ fn main() -> ExitCode {
         Some("bench-watch") => bench("watch", &args[1..]),
         Some("bench-recovery") => bench("recovery", &args[1..]),
         Some("bench-purge") => bench("purge", &args[1..]),
+        Some("bench-copy") => bench_copy(&args[1..]),
         Some("bench-pg") => bench_pg(&args[1..]),
         Some("pg") => pg::command(&args[1..]),
         Some("tidy") => tidy::check_all(&workspace_root()),

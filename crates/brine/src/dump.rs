@@ -994,31 +994,40 @@ pub async fn copy(
 ) -> Result<(Imported, Comparison), DumpError> {
     let (lines_tx, mut lines_rx) = mpsc::channel::<Line>(CHANNEL_LINES);
     let (numbered_tx, mut numbered_rx) = mpsc::channel::<Numbered>(CHANNEL_LINES);
-    let number = async move {
-        let mut n = 0u64;
-        while let Some(line) = lines_rx.recv().await {
-            n += 1;
-            if numbered_tx.send(Ok((n, line))).await.is_err() {
-                return;
+    // The export (with the numbering of its lines) runs as a task of its own, so it and
+    // the import use two cores. When the import stops (or this future is dropped), the
+    // receiver goes, and the numbering and the export see their channels close and stop.
+    let (from, name) = (source.clone(), source_name.to_owned());
+    let exporting = tokio::spawn(async move {
+        let number = async move {
+            let mut n = 0u64;
+            while let Some(line) = lines_rx.recv().await {
+                n += 1;
+                if numbered_tx.send(Ok((n, line))).await.is_err() {
+                    return;
+                }
             }
-        }
+        };
+        let export = async {
+            let out = export(&from, &name, &lines_tx, &|_| {}).await;
+            drop(lines_tx);
+            out
+        };
+        tokio::join!(export, number).0
+    });
+    let imported = import(target, &mut numbered_rx, progress).await;
+    drop(numbered_rx);
+    let exported = match exporting.await {
+        Ok(exported) => exported,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(DumpError::Stopped("export")),
     };
-    let export = async {
-        let out = export(source, source_name, &lines_tx, &|_| {}).await;
-        drop(lines_tx);
-        out
-    };
-    // The import owns the receiver: when it stops, the numbering and the export see
-    // their channels close and stop too, rather than wait for room forever.
-    let import = async move { import(target, &mut numbered_rx, progress).await };
-    let (exported, imported, ()) = tokio::join!(export, import, number);
     // The import's error explains an export that stopped because the import did.
-    let imported = match (imported, exported) {
+    let (imported, exported) = match (imported, exported) {
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => return Err(e),
         (Ok(imported), Ok(exported)) => (imported, exported),
     };
-    let (imported, exported) = imported;
     let comparison = compare(source, target, &exported).await?;
     Ok((imported, comparison))
 }
