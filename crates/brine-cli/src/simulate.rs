@@ -226,6 +226,13 @@ async fn open_nodes(
     } else if backend == StoreType::Postgres {
         anyhow::bail!("the postgres backend needs a database: give --database-url URL or set BRINE_DATABASE_URL");
     }
+    // The demo's stores live in its own directory; of the environment it honours only
+    // the space quota, so a quota's NOSPACE alarm can be seen on them.
+    let quota = std::env::var("BRINE_QUOTA_BYTES").ok().filter(|v| !v.is_empty());
+    if let Some(q) = &quota {
+        brine_store::config::parse_size(q).map_err(|reason| anyhow::anyhow!("BRINE_QUOTA_BYTES: {reason}"))?;
+        vars.push(("BRINE_QUOTA_BYTES", q));
+    }
     let config = StoreConfig::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))?;
     let options = brine::Options { durability, ..brine::Options::default() };
     Ok((

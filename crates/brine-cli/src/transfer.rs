@@ -205,7 +205,11 @@ struct Summary {
     from: String,
     to: String,
     tally: Tally,
+    /// Bytes of JSON lines written (an export).
     bytes: Option<u64>,
+    /// The dump file's size on disk (an export to a file; compressed with zstd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_bytes: Option<u64>,
     seconds: f64,
     records_per_second: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,7 +219,11 @@ struct Summary {
 impl Summary {
     fn line(&self) -> String {
         let records = self.tally.main_records(self.kind);
-        let size = self.bytes.map(|b| format!(" ({})", ui::bytes(b))).unwrap_or_default();
+        let size = match (self.bytes, self.file_bytes) {
+            (Some(b), Some(f)) => format!(" ({} of JSON lines, {} on disk)", ui::bytes(b), ui::bytes(f)),
+            (Some(b), None) => format!(" ({} of JSON lines)", ui::bytes(b)),
+            _ => String::new(),
+        };
         format!(
             "{} {} {} store records in {:.2} s ({:.0} records/s): {}\n  from {}\n  to   {}{size}",
             match self.command {
@@ -366,6 +374,10 @@ pub(crate) async fn run_export(args: ExportArgs) -> anyhow::Result<Outcome> {
         records_per_second: rate(exported.tally.main_records(kind), seconds),
         tally: exported.tally,
         bytes: Some(bytes),
+        file_bytes: match &output {
+            Output::File { path, .. } => std::fs::metadata(path).ok().map(|m| m.len()),
+            Output::Stdout => None,
+        },
         seconds,
         comparison: None,
     };
@@ -425,6 +437,7 @@ pub(crate) async fn run_import(args: ImportArgs) -> anyhow::Result<Outcome> {
         records_per_second: rate(imported.tally.main_records(kind), seconds),
         tally: imported.tally,
         bytes: None,
+        file_bytes: None,
         seconds,
         comparison: None,
     };
@@ -467,6 +480,7 @@ pub(crate) async fn run_copy(args: CopyArgs) -> anyhow::Result<Outcome> {
         records_per_second: rate(imported.tally.main_records(kind), seconds),
         tally: imported.tally,
         bytes: None,
+        file_bytes: None,
         seconds,
         comparison: Some(comparison),
     };
