@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use brine::dump::{self, Kind, Store};
+use brine_bench::{peak_rss_mib, reset_peak_rss};
 use brine_rocksdb::{Durability, OpenOptions, RocksExecutionStore, RocksJobStore, StoreKind};
 use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, Job, JobId, Timestamp};
 use brine_store::ExecutionStore;
@@ -75,18 +76,6 @@ async fn generate(path: &Path, n: usize) {
     }
     log.checkpoint("metrics", log.head().await.expect("head")).await.expect("checkpoint");
     store.close().await.expect("close");
-}
-
-fn reset_peak_rss() {
-    // "5" resets VmHWM to the current RSS (Linux 4.0+); elsewhere peak RSS is not reported.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// One phase's figures.

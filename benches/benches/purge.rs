@@ -53,12 +53,6 @@ async fn build(path: &Path, jobs: usize) {
     }
 }
 
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,8 +64,7 @@ async fn main() {
     build(&path, jobs).await;
     let build_s = t.elapsed().as_secs_f64();
 
-    // "5" resets VmHWM to the current RSS (Linux 4.0+).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    brine_bench::reset_peak_rss();
     let t = Instant::now();
     let store = Arc::new(RocksJobStore::open(&path, &OpenOptions::default()).expect("open"));
     let options = PurgeOptions {
@@ -82,7 +75,7 @@ async fn main() {
     let report = purge(&Source::Jobs(store.clone()), &options).await.expect("purge");
     store.close().await.expect("close");
     let secs = t.elapsed().as_secs_f64();
-    let rss = peak_rss_mib();
+    let rss = brine_bench::peak_rss_mib();
     assert_eq!(report.jobs as usize, jobs, "{report}");
     assert_eq!(report.executions as usize, jobs * PER_JOB);
     let rate = report.executions as f64 / secs;

@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use brine_bench::{peak_rss_mib, reset_peak_rss};
 use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
 use brine_rocksdb::{OpenOptions, RocksExecutionStore};
 use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
@@ -49,20 +50,6 @@ async fn build(path: &Path, n: usize, state: impl Fn(usize) -> ExecutionState) {
         tx.commit().await.expect("commit");
     }
     store.close().await.expect("close");
-}
-
-/// Resets the peak RSS the kernel tracks for this process.
-fn reset_peak_rss() {
-    // "5" resets VmHWM to the current RSS (Linux 4.0+); elsewhere peak RSS is not reported.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak RSS in MiB since the last reset, if the kernel reports it.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 struct Run {

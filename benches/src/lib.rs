@@ -14,6 +14,22 @@ use brine_store::model::{
 };
 use rocksdb::{ColumnFamilyDescriptor, ReadOptions, WriteBatch, WriteOptions, DB};
 
+/// Resets the peak RSS the kernel tracks for this process (`VmHWM`), so that the next
+/// [`peak_rss_mib`] covers only what runs after it. Linux 4.0 and later; elsewhere
+/// peak RSS is not reported.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak RSS in MiB since the last [`reset_peak_rss`] (or its start), if
+/// the kernel reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// The `i`-th sample execution, of job `i / per_job`.
 pub fn sample_execution(i: u64, per_job: u64) -> Execution {
     let mut job = Job::new(JobId::new(format!("job-{:08}", i / per_job)).expect("id"), format!("job-{}", i / per_job));

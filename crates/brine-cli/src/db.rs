@@ -228,22 +228,25 @@ enum AlarmCommand {
     },
 }
 
+/// When an alarm was raised, in RFC 3339.
+fn raised_at(alarm: &brine_rocksdb::Alarm) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(alarm.raised_at.as_nanos());
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// An alarm as `db alarm` prints it in JSON.
 fn alarm_json(alarm: &brine_rocksdb::Alarm) -> serde_json::Value {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(alarm.raised_at.as_nanos());
     json!({
-        "alarm": "nospace", "raised_at": alarm.raised_at.as_nanos(),
-        "raised_at_rfc3339": humantime::format_rfc3339_seconds(at).to_string(),
+        "alarm": "nospace", "raised_at": alarm.raised_at.as_nanos(), "raised_at_rfc3339": raised_at(alarm),
         "size": alarm.size, "quota": alarm.quota,
     })
 }
 
 /// An alarm in words.
 fn alarm_line(alarm: &brine_rocksdb::Alarm) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(alarm.raised_at.as_nanos());
     format!(
         "NOSPACE alarm raised at {}: the store held {} ({} bytes), past its quota of {} ({} bytes)",
-        humantime::format_rfc3339_seconds(at),
+        raised_at(alarm),
         ui::bytes(alarm.size),
         alarm.size,
         ui::bytes(alarm.quota),

@@ -78,6 +78,24 @@ enum MigrateCommand {
     Copy(crate::transfer::CopyArgs),
 }
 
+/// Prints a store's version line, then "up to date" or its pending steps (`how`: what
+/// applies them).
+fn print_status<'a>(
+    head: &str,
+    how: &str,
+    pending: impl ExactSizeIterator<Item = (u64, &'a str)>,
+) -> anyhow::Result<()> {
+    outln!("{head}")?;
+    if pending.len() == 0 {
+        return outln!("up to date");
+    }
+    outln!("pending steps ({how}):")?;
+    for (version, description) in pending {
+        outln!("  {version}: {description}")?;
+    }
+    Ok(())
+}
+
 /// The database URL when `path` names a PostgreSQL database (`postgres:URL`, or a
 /// `postgresql://` URL) rather than a store directory.
 fn postgres_url(path: &std::path::Path) -> Option<String> {
@@ -97,20 +115,12 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 ui::print_json(&status)?;
                 return Ok(Outcome::Ok);
             }
-            outln!(
+            let head = format!(
                 "database {}: schema version {}, this build writes {}",
-                status.database,
-                status.current,
-                status.target
-            )?;
-            if status.pending.is_empty() {
-                outln!("up to date")?;
-            } else {
-                outln!("pending steps (applied by brine migrate up, or when a store opens):")?;
-                for (version, description) in &status.pending {
-                    outln!("  {version}: {description}")?;
-                }
-            }
+                status.database, status.current, status.target
+            );
+            let pending = status.pending.iter().map(|(v, d)| (u64::from(*v), *d));
+            print_status(&head, "applied by brine migrate up, or when a store opens", pending)?;
         }
         MigrateCommand::Up { path, dry_run, backup, no_backup: _, to, json } if postgres_url(&path).is_some() => {
             let url = postgres_url(&path).unwrap_or_default();
@@ -164,21 +174,15 @@ pub(crate) async fn run(args: MigrateArgs) -> anyhow::Result<Outcome> {
                 ui::print_json(&status)?;
                 return Ok(Outcome::Ok);
             }
-            outln!(
+            let head = format!(
                 "{} ({} store): format version {}, this build writes {}",
                 status.path.display(),
                 status.kind,
                 status.current,
                 status.target
-            )?;
-            if status.pending.is_empty() {
-                outln!("up to date")?;
-            } else {
-                outln!("pending steps (brine migrate up {}):", status.path.display())?;
-                for step in &status.pending {
-                    outln!("  {}: {}", step.to, step.description)?;
-                }
-            }
+            );
+            let pending = status.pending.iter().map(|s| (s.to, s.description));
+            print_status(&head, &format!("brine migrate up {}", status.path.display()), pending)?;
         }
         MigrateCommand::Up { path, dry_run, backup, no_backup, to, json } => {
             let bar = ui::progress(None, "records migrated", json);

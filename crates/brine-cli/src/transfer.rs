@@ -76,7 +76,7 @@ impl Spec {
     fn kind(&self, flag: Option<KindArg>, role: &str) -> anyhow::Result<Kind> {
         let flag = flag.map(Kind::from);
         match self {
-            Spec::RocksDb(path) if path.exists() => {
+            Spec::RocksDb(path) if path.join("CURRENT").exists() => {
                 let found = match brine_rocksdb::store_kind_at(path)? {
                     brine_rocksdb::StoreKind::Compute => Kind::Compute,
                     brine_rocksdb::StoreKind::Requester => Kind::Requester,
@@ -281,8 +281,9 @@ impl Output {
     }
 }
 
-/// Writes the lines arriving on `rx` to `output` (zstd when `zstd`), then syncs and
-/// renames a file into place; returns the bytes written (before compression).
+/// Writes the lines arriving on `rx` to `output` (zstd when `zstd`) and syncs a file;
+/// returns the bytes written (before compression). The file stays `FILE.partial` until
+/// [`Output::finish`], once the export is known to have succeeded.
 fn write_dump(rx: &mut mpsc::Receiver<Line>, output: &Output, zstd: bool) -> anyhow::Result<u64> {
     let sink: Box<dyn Write> = match output {
         Output::Stdout => Box::new(std::io::stdout().lock()),
@@ -304,16 +305,33 @@ fn write_dump(rx: &mut mpsc::Receiver<Line>, output: &Output, zstd: bool) -> any
     };
     out.flush().map_err(ui::stdout_error)?;
     drop(out);
-    if let Output::File { partial, path } = output {
+    if let Output::File { partial, .. } = output {
         std::fs::File::open(partial)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot sync {}", partial.display()))?;
-        std::fs::rename(partial, path).with_context(|| format!("cannot rename {} into place", partial.display()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-        }
     }
     Ok(written)
+}
+
+impl Output {
+    /// Renames a complete, synced dump into place (and syncs its directory).
+    fn finish(&self) -> anyhow::Result<()> {
+        if let Output::File { partial, path } = self {
+            std::fs::rename(partial, path)
+                .with_context(|| format!("cannot rename {} into place", partial.display()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what a failed export wrote.
+    fn discard(&self) {
+        if let Output::File { partial, .. } = self {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
 }
 
 /// Prints `summary` as a line or JSON, to stdout or (`to_stderr`, when the dump went to
@@ -350,21 +368,23 @@ pub(crate) async fn run_export(args: ExportArgs) -> anyhow::Result<Outcome> {
     bar.finish_and_clear();
     store.close().await?;
     let (exported, bytes) = match (exported, written) {
-        // The writer's error explains an export that stopped because the writer did.
+        // The export's own failure comes first; the writer's explains an export that
+        // stopped because the writer did.
+        (Err(e), _) if !matches!(e, dump::DumpError::Stopped(_)) => {
+            output.discard();
+            return Err(e.into());
+        }
         (_, Err(e)) => {
-            if let Output::File { partial, .. } = &output {
-                let _ = std::fs::remove_file(partial);
-            }
+            output.discard();
             return Err(e);
         }
         (Err(e), Ok(_)) => {
-            if let Output::File { partial, .. } = &output {
-                let _ = std::fs::remove_file(partial);
-            }
+            output.discard();
             return Err(e.into());
         }
         (Ok(exported), Ok(bytes)) => (exported, bytes),
     };
+    output.finish()?;
     let seconds = started.elapsed().as_secs_f64();
     let summary = Summary {
         command: "export",
@@ -409,7 +429,7 @@ pub(crate) async fn run_import(args: ImportArgs) -> anyhow::Result<Outcome> {
     let reader = tokio::task::spawn_blocking(move || dump::read_lines(input, &tx));
     let header = dump::read_header(&mut rx).await.with_context(|| format!("{} is not a dump", args.file.display()))?;
     if let Spec::RocksDb(path) = &spec {
-        if path.exists() {
+        if path.join("CURRENT").exists() {
             let found = spec.kind(None, "--store")?;
             if found != header.kind {
                 bail!("the dump holds a {} store; {} is a {found} store", header.kind, path.display());
@@ -452,7 +472,7 @@ pub(crate) async fn run_copy(args: CopyArgs) -> anyhow::Result<Outcome> {
     }
     let kind = from.kind(args.kind, "--from")?;
     if let Spec::RocksDb(path) = &to {
-        if path.exists() {
+        if path.join("CURRENT").exists() {
             let found = to.kind(None, "--to")?;
             if found != kind {
                 bail!("{} is a {found} store; the source is a {kind} store", path.display());

@@ -144,3 +144,30 @@ async fn damaged_dumps_and_occupied_targets_are_refused_changing_nothing() {
     let checked = json(brine().arg("import").arg(&dump).args(["--store", "memory:", "--json"]));
     assert_eq!(checked["tally"]["records"]["executions"], 6, "{checked}");
 }
+
+/// An export or a copy that fails midway (here on a record that does not decode) names
+/// that failure, and leaves no dump file under the name asked for (not even a partial
+/// one that would look finished); an import into an existing empty directory works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_or_copy_names_its_cause_and_leaves_no_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = support::with_fault(dir.path(), brine_store::Fault::CorruptExecution(support::id("e-2"))).await;
+    let file = dir.path().join("broken.jsonl");
+    let err = error_line(brine().args(["export", "--store"]).arg(&corrupt).arg("-o").arg(&file));
+    assert!(err.contains("corrupt value in executions at key e-2"), "{err}");
+    assert!(!file.exists(), "no dump under the name asked for");
+    assert!(!dir.path().join("broken.jsonl.partial").exists(), "nor a partial one");
+    let target = dir.path().join("copy.db");
+    let err = error_line(brine().args(["migrate", "copy", "--from"]).arg(&corrupt).arg("--to").arg(&target));
+    assert!(err.contains("corrupt value in executions at key e-2"), "the export's own error: {err}");
+
+    let healthy = dir.path().join("healthy");
+    std::fs::create_dir(&healthy).unwrap();
+    let path = support::store(&healthy).await;
+    let dump = dir.path().join("healthy.jsonl");
+    stdout(brine().args(["export", "--store"]).arg(&path).arg("-o").arg(&dump));
+    let empty = dir.path().join("empty.db");
+    std::fs::create_dir(&empty).unwrap();
+    let out = stdout(brine().arg("import").arg(&dump).arg("--store").arg(&empty));
+    assert!(out.starts_with("imported 6 compute store records"), "{out}");
+}

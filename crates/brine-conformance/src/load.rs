@@ -296,6 +296,10 @@ pub async fn load_jobs_refuses_taken_ids_names_and_inconsistent_bundles(f: &dyn 
         StoreError::AlreadyExists { .. }
     );
     assert_err!(jobs.load_purged(vec![(jid("p1"), String::new())]).await, StoreError::Invalid(_));
+    let twice = vec![(jid("p7"), "a.jsonl".into()), (jid("p8"), "b.jsonl".into()), (jid("p8"), "c.jsonl".into())];
+    let err = assert_err!(jobs.load_purged(twice).await, StoreError::AlreadyPurged { .. });
+    assert!(err.to_string().contains("p8"), "the repeated id is named: {err}");
+    assert!(jobs.list_purged(None, 10).await.unwrap().is_empty(), "nothing of a refused batch is written");
     jobs.load_purged(vec![(jid("p1"), "job_archive_1.jsonl".into())]).await.unwrap();
     assert_err!(
         jobs.load_purged(vec![(jid("p1"), "job_archive_2.jsonl".into())]).await,

@@ -1227,8 +1227,14 @@ impl JobStore for PgJobStore {
             )
             .await?;
         if stored.len() < entries.len() {
+            // The first id not stored by this statement, or stored by it once already
+            // (repeated in the batch).
             let stored: std::collections::HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
-            let (id, _) = entries.iter().find(|(id, _)| !stored.contains(id.as_str())).unwrap_or(&entries[0]);
+            let taken = entries
+                .iter()
+                .enumerate()
+                .find(|(i, (id, _))| !stored.contains(id.as_str()) || entries[..*i].iter().any(|(seen, _)| seen == id));
+            let (id, _) = taken.map_or(&entries[0], |(_, entry)| entry);
             let file = w
                 .query_opt("SELECT archive FROM compute.purged_jobs WHERE id = $1", &[&id.as_str()])
                 .await?

@@ -36,17 +36,23 @@ fn put_events(txn: &mut Txn, id: &ExecutionId, events: &[Event]) -> Result<()> {
     Ok(())
 }
 
-fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
-    txn.adds_space();
-    let e = rules::new_execution(execution, now)?;
+/// Stores a new execution `e` (refused when its id is taken) with its index entries,
+/// its count and `events` as its history: what a create and a load both write.
+fn put_new(txn: &mut Txn, e: &Execution, events: &[Event]) -> Result<()> {
     if txn.exists(Cf::Executions, &layout::execution(&e.id))? {
         return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
     }
-    txn.put(Cf::Executions, layout::execution(&e.id), &e)?;
+    txn.put(Cf::Executions, layout::execution(&e.id), e)?;
     txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id), Vec::new())?;
     txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id), Vec::new())?;
     txn.count_added(e.state());
-    put_events(txn, &e.id, &events)?;
+    put_events(txn, &e.id, events)
+}
+
+fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
+    txn.adds_space();
+    let e = rules::new_execution(execution, now)?;
+    put_new(txn, &e, &events)?;
     let object = LogObject::Execution { current: Some(Box::new(e.clone())), previous: None, events };
     txn.append_log(Operation::Create, object, now)?;
     Ok(e)
@@ -55,14 +61,7 @@ fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestam
 fn load(txn: &mut Txn, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
     for (e, events) in executions {
         rules::loaded_execution(&e)?;
-        if txn.exists(Cf::Executions, &layout::execution(&e.id))? {
-            return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
-        }
-        txn.put(Cf::Executions, layout::execution(&e.id), &e)?;
-        txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id), Vec::new())?;
-        txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id), Vec::new())?;
-        txn.count_added(e.state());
-        put_events(txn, &e.id, &events)?;
+        put_new(txn, &e, &events)?;
     }
     Ok(())
 }

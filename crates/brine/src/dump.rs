@@ -427,8 +427,9 @@ pub async fn export(
     let head = log.head().await.map_err(store_err("read the event log's head"))?;
     let trimmed = log.oldest().await.map_err(store_err("read the event log's oldest entry"))? - 1;
     tx.send(Line::Log { trimmed, head }).await?;
+    // Entries up to the head read at the start; the import checks they have no gap.
     let mut at = trimmed;
-    while at < head {
+    'log: while at < head {
         let batch = log
             .get_events(Position::After(at), BATCH_ENTRIES, &brine_store::EventFilter::all())
             .await
@@ -438,7 +439,7 @@ pub async fn export(
         }
         for entry in batch.entries {
             if entry.seq > head {
-                break;
+                break 'log;
             }
             at = entry.seq;
             tx.send(Line::Entry(Box::new(entry))).await?;
@@ -829,8 +830,8 @@ pub async fn import_after_header(
                         line: n,
                         reason: format!(
                             "the end line counts {}, but the dump holds {}: lines are missing or were changed",
-                            describe_tally(&written, kind),
-                            describe_tally(&tally, kind)
+                            describe_in_full(&written, kind),
+                            describe_in_full(&tally, kind)
                         ),
                     });
                 }
@@ -859,6 +860,18 @@ pub fn describe_tally(tally: &Tally, kind: Kind) -> String {
         parts.push(format!("{n} {}", what.replace('_', " ")));
     }
     parts.join(", ")
+}
+
+/// A tally in words with everything it compares: the records, the states and the log.
+fn describe_in_full(tally: &Tally, kind: Kind) -> String {
+    let states: Vec<String> = tally.states.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    format!(
+        "{}, states {}, log {}..={}",
+        describe_tally(tally, kind),
+        if states.is_empty() { "none".to_owned() } else { states.join(" ") },
+        tally.log_trimmed + 1,
+        tally.log_head
+    )
 }
 
 /// What [`compare`] found different between a source and its copy (empty: none).
@@ -1022,8 +1035,10 @@ pub async fn copy(
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(DumpError::Stopped("export")),
     };
-    // The import's error explains an export that stopped because the import did.
+    // The export's own failure explains an import that found the dump cut short; the
+    // import's explains an export that stopped because the import did.
     let (imported, exported) = match (imported, exported) {
+        (_, Err(e)) if !matches!(e, DumpError::Stopped(_)) => return Err(e),
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => return Err(e),
         (Ok(imported), Ok(exported)) => (imported, exported),

@@ -265,6 +265,21 @@ async fn a_damaged_dump_is_refused_naming_its_line() {
     let err = import_error(joined(&dropped)).await;
     assert!(err.starts_with("line 9: the end line counts 9 lines, 3 executions"), "{err}");
     assert!(err.contains("but the dump holds 8 lines, 2 executions"), "{err}");
+    // A record changed in place: the counts per state name what differs.
+    let changed: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with("{\"execution\"") {
+                l.replacen("\"state\":\"Created\"", "\"state\":\"Running\"", 1)
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_ne!(changed, lines, "the test changed a state");
+    let err = import_error(joined(&changed)).await;
+    assert!(err.starts_with("line 10: the end line counts "), "{err}");
+    assert!(err.contains("Created=3") && err.contains("Running=3"), "the states that differ: {err}");
     // Not JSON, and lines out of place.
     let mut garbled = lines.clone();
     garbled[3] = "{\"execution\": 7}".into();
