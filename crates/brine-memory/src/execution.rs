@@ -72,8 +72,8 @@ fn create(s: &mut State, execution: Execution, events: Vec<Event>, now: Timestam
 }
 
 fn load(s: &mut State, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
+    rules::loaded_executions(&executions)?;
     for (execution, events) in executions {
-        rules::loaded_execution(&execution)?;
         if s.tables.executions.contains_key(&execution.id) {
             return Err(StoreError::already_exists(ObjectKind::Execution, &execution.id));
         }

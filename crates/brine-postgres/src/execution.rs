@@ -111,8 +111,8 @@ async fn load(w: &mut Write, executions: Vec<(Execution, Vec<Event>)>) -> Result
     let mut ids = Vec::with_capacity(executions.len());
     let (mut jobs, mut states, mut modified, mut revisions, mut records) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut owners, mut events) = (Vec::new(), Vec::new());
+    rules::loaded_executions(&executions)?;
     for (e, history) in &executions {
-        rules::loaded_execution(e)?;
         ids.push(e.id.as_str());
         jobs.push(e.job_id.as_str());
         states.push(state_code(e.state()));
@@ -133,9 +133,9 @@ async fn load(w: &mut Write, executions: Vec<(Execution, Vec<Event>)>) -> Result
         )
         .await?;
     if rows.len() < ids.len() {
+        // The batch repeats no id (the rule above): the first one not stored was there.
         let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-        let taken = ids.iter().enumerate().find(|(i, id)| !stored.contains(**id) || ids[..*i].contains(id));
-        let id = taken.map_or(ids[0], |(_, id)| id);
+        let id = ids.iter().find(|id| !stored.contains(**id)).unwrap_or(&ids[0]);
         return Err(StoreError::already_exists(ObjectKind::Execution, id));
     }
     if !events.is_empty() {

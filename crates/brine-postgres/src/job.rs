@@ -1208,9 +1208,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn load_purged(&self, entries: Vec<(JobId, String)>) -> Result<()> {
-        for (id, archive) in &entries {
-            rules::loaded_purge_entry(id, archive)?;
-        }
+        rules::loaded_purge_entries(&entries)?;
         let w = self.db.begin(Access::Shared).await?;
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
         let archives: Vec<&str> = entries.iter().map(|(_, a)| a.as_str()).collect();
@@ -1227,14 +1225,10 @@ impl JobStore for PgJobStore {
             )
             .await?;
         if stored.len() < entries.len() {
-            // The first id not stored by this statement, or stored by it once already
-            // (repeated in the batch).
+            // The batch repeats no id (the rule above), so the first id this statement
+            // did not store was retained already.
             let stored: std::collections::HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
-            let taken = entries
-                .iter()
-                .enumerate()
-                .find(|(i, (id, _))| !stored.contains(id.as_str()) || entries[..*i].iter().any(|(seen, _)| seen == id));
-            let (id, _) = taken.map_or(&entries[0], |(_, entry)| entry);
+            let (id, _) = entries.iter().find(|(id, _)| !stored.contains(id.as_str())).unwrap_or(&entries[0]);
             let file = w
                 .query_opt("SELECT archive FROM compute.purged_jobs WHERE id = $1", &[&id.as_str()])
                 .await?

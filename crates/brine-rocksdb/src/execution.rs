@@ -59,9 +59,9 @@ fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestam
 }
 
 fn load(txn: &mut Txn, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
-    for (e, events) in executions {
-        rules::loaded_execution(&e)?;
-        put_new(txn, &e, &events)?;
+    rules::loaded_executions(&executions)?;
+    for (e, events) in &executions {
+        put_new(txn, e, events)?;
     }
     Ok(())
 }

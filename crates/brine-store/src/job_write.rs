@@ -446,8 +446,8 @@ pub fn load_jobs<S: JobStorage + ?Sized>(s: &mut S, bundles: &[JobBundle]) -> Re
 /// `JobStore::load_purged`: records each retained entry; an id stored or retained
 /// already is refused.
 pub fn load_purged<S: JobStorage + ?Sized>(s: &mut S, entries: &[(JobId, String)]) -> Result<()> {
+    rules::loaded_purge_entries(entries)?;
     for (id, archive) in entries {
-        rules::loaded_purge_entry(id, archive)?;
         if s.job(id)?.is_some() {
             return Err(StoreError::already_exists(ObjectKind::Job, id));
         }

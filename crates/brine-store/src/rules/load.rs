@@ -33,6 +33,19 @@ pub fn loaded_execution(execution: &brine_model::Execution) -> Result<()> {
     Ok(())
 }
 
+/// Checks a batch of executions a load stores: each one (`loaded_execution`), and no id
+/// twice (`AlreadyExists`), so a backend only has to find ids it stores already.
+pub fn loaded_executions(batch: &[(brine_model::Execution, Vec<brine_model::Event>)]) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    for (execution, _) in batch {
+        loaded_execution(execution)?;
+        if !seen.insert(&execution.id) {
+            return Err(crate::StoreError::already_exists(crate::ObjectKind::Execution, &execution.id));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a job with everything of it before a load stores it: each record valid, each
 /// naming the job, versions ascending and ending at the job's own, history ascending.
 pub fn loaded_bundle(bundle: &JobBundle) -> Result<()> {
@@ -95,6 +108,20 @@ pub fn loaded_purge_entry(id: &brine_model::JobId, archive: &str) -> Result<()> 
     Ok(())
 }
 
+/// Checks a batch of retained purge entries a load stores: each one
+/// (`loaded_purge_entry`), and no id twice (`AlreadyPurged`, naming the archive the
+/// batch gave it first), so a backend only has to find ids it stores already.
+pub fn loaded_purge_entries(entries: &[(brine_model::JobId, String)]) -> Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(entries.len());
+    for (id, archive) in entries {
+        loaded_purge_entry(id, archive)?;
+        if let Some(first) = seen.insert(id, archive) {
+            return Err(crate::StoreError::AlreadyPurged { id: id.to_string(), file: first.clone() });
+        }
+    }
+    Ok(())
+}
+
 /// Where an event log stands: its head and the highest sequence number retention
 /// deleted (it holds exactly `trimmed + 1 ..= head`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +175,19 @@ mod tests {
             object,
             timestamp: Timestamp::from_nanos(1),
         }
+    }
+
+    #[test]
+    fn a_batch_names_an_id_it_repeats() {
+        let id = |s: &str| brine_model::JobId::new(s).unwrap();
+        let twice = [(id("a"), "1.jsonl".to_owned()), (id("b"), "2.jsonl".into()), (id("b"), "3.jsonl".into())];
+        let err = loaded_purge_entries(&twice).unwrap_err().to_string();
+        assert!(err.starts_with("job b already purged, archived in 2.jsonl"), "{err}");
+        let job = Job::new(id("j"), "n");
+        let mut e = brine_model::Execution::new(brine_model::ExecutionId::new("x").unwrap(), &job);
+        e.revision = 1;
+        let err = loaded_executions(&[(e.clone(), vec![]), (e, vec![])]).unwrap_err();
+        assert!(err.is_already_exists() && err.to_string().contains('x'), "{err}");
     }
 
     #[test]
