@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = OpenOptions { durability: Durability::Buffered, ..OpenOptions::default() };
     let brine = RocksExecutionStore::open(dir.path().join("brine.db"), &options).expect("open");
-    let mut raw = RawStore::open(&dir.path().join("raw.db"), false);
+    let raw = RawStore::open(&dir.path().join("raw.db"), false);
     for i in 0..PRELOAD {
         rt.block_on(brine.create_execution(sample_execution(i, 10), vec![])).expect("preload");
         raw.create(sample_execution(i, 10));

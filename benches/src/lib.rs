@@ -4,10 +4,11 @@
 //! limit Brine's RocksDB backend is measured against.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use brine_rocksdb::codec::encode;
 use brine_rocksdb::layout::{self, meta};
-use brine_rocksdb::{db_options, Cf, StoreKind};
+use brine_rocksdb::{db_options, family_options, Cf, StoreKind};
 use brine_store::keys::prefix_end;
 use brine_store::model::{
     ComputeState, Execution, ExecutionId, ExecutionState, Job, JobId, LogEntry, LogObject, Operation, Timestamp,
@@ -40,20 +41,31 @@ pub fn sample_execution(i: u64, per_job: u64) -> Execution {
     e
 }
 
-/// Raw RocksDB writing what Brine writes for the same operations.
+/// Raw RocksDB writing what Brine writes for the same operations: one `WriteBatch` per
+/// operation, no reads before a create, no locks beyond the one that numbers the log.
+/// Safe to share between threads; with `sync` every write is a synced write, and
+/// concurrent synced writers share fsyncs through RocksDB's own write groups.
 pub struct RawStore {
     db: DB,
+    seqs: Mutex<RawSeqs>,
+    sync: bool,
+}
+
+#[derive(Default)]
+struct RawSeqs {
     log_head: u64,
     counts: [u64; 9],
-    sync: bool,
 }
 
 impl RawStore {
     /// Opens a raw store with the compute store's families at `path`.
     pub fn open(path: &Path, sync: bool) -> RawStore {
-        let names = StoreKind::Compute.families().iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options()));
+        let names = StoreKind::Compute
+            .families()
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options(cf.name())));
         let db = DB::open_cf_descriptors(&db_options(), path, names).expect("open raw rocksdb");
-        RawStore { db, log_head: 0, counts: [0; 9], sync }
+        RawStore { db, seqs: Mutex::new(RawSeqs::default()), sync }
     }
 
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -66,21 +78,26 @@ impl RawStore {
         self.db.write_opt(batch, &wo).expect("raw write");
     }
 
-    fn log(&mut self, batch: &mut WriteBatch, operation: Operation, object: LogObject) {
-        self.log_head += 1;
+    /// Waits until RocksDB's background flushes and compactions are done.
+    pub fn wait_for_compactions(&self) {
+        self.db.wait_for_compact(&rocksdb::WaitForCompactOptions::default()).expect("wait for compactions");
+    }
+
+    fn log(&self, seqs: &mut RawSeqs, batch: &mut WriteBatch, operation: Operation, object: LogObject) {
+        seqs.log_head += 1;
         let entry = LogEntry {
-            seq: self.log_head,
+            seq: seqs.log_head,
             operation,
             object_type: object.object_type(),
             object,
             timestamp: Timestamp::now(),
         };
-        batch.put_cf(self.cf(Cf::Events), layout::log_entry(self.log_head), encode(&entry));
-        batch.put_cf(self.cf(Cf::Meta), meta::LOG_HEAD, encode(&self.log_head));
+        batch.put_cf(self.cf(Cf::Events), layout::log_entry(seqs.log_head), encode(&entry));
+        batch.put_cf(self.cf(Cf::Meta), meta::LOG_HEAD, encode(&seqs.log_head));
     }
 
     /// Creates an execution: record, two index entries, counter, log entry, log head.
-    pub fn create(&mut self, mut e: Execution) {
+    pub fn create(&self, mut e: Execution) {
         let now = Timestamp::now();
         e.revision = 1;
         e.create_time = now;
@@ -90,18 +107,18 @@ impl RawStore {
         batch.put_cf(self.cf(Cf::Executions), layout::execution(&e.id), encode(&e));
         batch.put_cf(self.cf(Cf::IdxExecutionsByJobId), layout::execution_by_job(&e.job_id, &e.id), []);
         batch.put_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(e.state(), &e.id), []);
-        self.counts[usize::from(code)] += 1;
-        batch.put_cf(self.cf(Cf::Meta), meta::count(code), encode(&self.counts[usize::from(code)]));
-        self.log(
-            &mut batch,
-            Operation::Create,
-            LogObject::Execution { current: Some(Box::new(e)), previous: None, events: vec![] },
-        );
+        {
+            let mut seqs = self.seqs.lock().expect("raw seqs");
+            seqs.counts[usize::from(code)] += 1;
+            batch.put_cf(self.cf(Cf::Meta), meta::count(code), encode(&seqs.counts[usize::from(code)]));
+            let object = LogObject::Execution { current: Some(Box::new(e)), previous: None, events: vec![] };
+            self.log(&mut seqs, &mut batch, Operation::Create, object);
+        }
         self.write(batch);
     }
 
     /// Moves an execution to `state`: read, decode, record, index move, counters, log.
-    pub fn update(&mut self, id: &ExecutionId, state: ExecutionState) {
+    pub fn update(&self, id: &ExecutionId, state: ExecutionState) {
         let before = self.get(id);
         let mut next = before.clone();
         next.compute_state = ComputeState::new(state, "moved");
@@ -112,16 +129,21 @@ impl RawStore {
         batch.put_cf(self.cf(Cf::Executions), layout::execution(id), encode(&next));
         batch.delete_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(before.state(), id));
         batch.put_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(state, id), []);
-        self.counts[usize::from(old)] -= 1;
-        self.counts[usize::from(new)] += 1;
-        batch.put_cf(self.cf(Cf::Meta), meta::count(old), encode(&self.counts[usize::from(old)]));
-        batch.put_cf(self.cf(Cf::Meta), meta::count(new), encode(&self.counts[usize::from(new)]));
-        let object =
-            LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events: vec![] };
-        self.log(&mut batch, Operation::Update, object);
+        {
+            let mut seqs = self.seqs.lock().expect("raw seqs");
+            seqs.counts[usize::from(old)] -= 1;
+            seqs.counts[usize::from(new)] += 1;
+            batch.put_cf(self.cf(Cf::Meta), meta::count(old), encode(&seqs.counts[usize::from(old)]));
+            batch.put_cf(self.cf(Cf::Meta), meta::count(new), encode(&seqs.counts[usize::from(new)]));
+            let object = LogObject::Execution {
+                current: Some(Box::new(next)),
+                previous: Some(Box::new(before)),
+                events: vec![],
+            };
+            self.log(&mut seqs, &mut batch, Operation::Update, object);
+        }
         self.write(batch);
     }
-
     /// Reads and decodes one execution.
     pub fn get(&self, id: &ExecutionId) -> Execution {
         let key = layout::execution(id);

@@ -194,6 +194,11 @@ impl Cf {
         }
     }
 
+    /// The family's position in [`Cf::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The family called `name`.
     pub fn from_name(name: &str) -> Option<Cf> {
         Cf::ALL.into_iter().find(|cf| cf.name() == name)
@@ -203,5 +208,18 @@ impl Cf {
 impl fmt::Display for Cf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cf;
+
+    #[test]
+    fn a_family_index_is_its_place_in_all() {
+        for (at, cf) in Cf::ALL.into_iter().enumerate() {
+            assert_eq!(cf.index(), at, "{cf}");
+            assert_eq!(Cf::from_name(cf.name()), Some(cf));
+        }
     }
 }

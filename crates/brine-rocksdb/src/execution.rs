@@ -4,15 +4,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use brine_store::codec::RecordKind;
 use brine_store::keys::prefix_end;
-use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, LogObject, Operation, Timestamp};
+use brine_store::model::{Event, Execution, ExecutionId, ExecutionState, JobId, Operation, Timestamp};
 use brine_store::{
     rules, CheckReport, EventLog, ExecutionStore, ExecutionTx, ObjectKind, RepairReport, Result, StoreError,
     UpdateExecutionRequest,
 };
 
 use crate::cf::{Cf, StoreKind};
-use crate::codec::decode;
+use crate::codec::{decode, encode};
 use crate::engine::{Engine, Txn};
 use crate::layout;
 use crate::log::RocksEventLog;
@@ -23,9 +24,10 @@ fn not_found(id: &ExecutionId) -> StoreError {
     StoreError::not_found(ObjectKind::Execution, id)
 }
 
-/// Reads an execution inside a write.
-fn current(txn: &Txn, id: &ExecutionId) -> Result<Execution> {
-    txn.get(Cf::Executions, &layout::execution(id))?.ok_or_else(|| not_found(id))
+/// Reads an execution inside a write, with its stored bytes (which its log entry
+/// carries as the previous value).
+fn current(txn: &Txn, id: &ExecutionId) -> Result<(Execution, Vec<u8>)> {
+    txn.get_encoded(Cf::Executions, &layout::execution(id))?.ok_or_else(|| not_found(id))
 }
 
 fn put_events(txn: &mut Txn, id: &ExecutionId, events: &[Event]) -> Result<()> {
@@ -36,13 +38,19 @@ fn put_events(txn: &mut Txn, id: &ExecutionId, events: &[Event]) -> Result<()> {
     Ok(())
 }
 
-/// Stores a new execution `e` (refused when its id is taken) with its index entries,
-/// its count and `events` as its history: what a create and a load both write.
-fn put_new(txn: &mut Txn, e: &Execution, events: &[Event]) -> Result<()> {
-    if txn.exists(Cf::Executions, &layout::execution(&e.id))? {
-        return Err(StoreError::already_exists(ObjectKind::Execution, &e.id));
+/// Refuses `id` when an execution has it.
+fn check_free(txn: &Txn, id: &ExecutionId) -> Result<()> {
+    if txn.exists(Cf::Executions, &layout::execution(id))? {
+        return Err(StoreError::already_exists(ObjectKind::Execution, id));
     }
-    txn.put(Cf::Executions, layout::execution(&e.id), e)?;
+    Ok(())
+}
+
+/// Stores a new execution `e` (its id checked free, its value encoded as `record`)
+/// with its index entries, its count and `events` as its history: what a create and a
+/// load both write.
+fn put_new(txn: &mut Txn, e: &Execution, record: Vec<u8>, events: &[Event]) -> Result<()> {
+    txn.put_raw(Cf::Executions, layout::execution(&e.id), record)?;
     txn.put_raw(Cf::IdxExecutionsByJobId, layout::execution_by_job(&e.job_id, &e.id), Vec::new())?;
     txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(e.state(), &e.id), Vec::new())?;
     txn.count_added(e.state());
@@ -52,48 +60,48 @@ fn put_new(txn: &mut Txn, e: &Execution, events: &[Event]) -> Result<()> {
 fn create(txn: &mut Txn, execution: Execution, events: Vec<Event>, now: Timestamp) -> Result<Execution> {
     txn.adds_space();
     let e = rules::new_execution(execution, now)?;
-    put_new(txn, &e, &events)?;
-    let object = LogObject::Execution { current: Some(Box::new(e.clone())), previous: None, events };
-    txn.append_log(Operation::Create, object, now)?;
+    check_free(txn, &e.id)?;
+    let record = encode(&e);
+    txn.append_change(Operation::Create, RecordKind::Execution, (Some(&record), None), &events, now)?;
+    put_new(txn, &e, record, &events)?;
     Ok(e)
 }
 
 fn load(txn: &mut Txn, executions: Vec<(Execution, Vec<Event>)>) -> Result<()> {
     rules::loaded_executions(&executions)?;
     for (e, events) in &executions {
-        put_new(txn, e, events)?;
+        check_free(txn, &e.id)?;
+        put_new(txn, e, encode(e), events)?;
     }
     Ok(())
 }
 
 fn update(txn: &mut Txn, request: UpdateExecutionRequest, now: Timestamp) -> Result<Execution> {
     txn.adds_space();
-    let before = current(txn, &request.execution_id)?;
+    let (before, stored) = current(txn, &request.execution_id)?;
     let next = rules::update_execution(&before, &request, now)?;
     if before.state() != next.state() {
         txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(before.state(), &before.id))?;
         txn.put_raw(Cf::IdxExecutionsByState, layout::execution_by_state(next.state(), &next.id), Vec::new())?;
         txn.move_count(before.state(), next.state());
     }
-    txn.put(Cf::Executions, layout::execution(&next.id), &next)?;
+    let record = encode(&next);
+    let records = (Some(record.as_slice()), Some(stored.as_slice()));
+    txn.append_change(Operation::Update, RecordKind::Execution, records, &request.events, now)?;
+    txn.put_raw(Cf::Executions, layout::execution(&next.id), record)?;
     put_events(txn, &next.id, &request.events)?;
-    let object = LogObject::Execution {
-        current: Some(Box::new(next.clone())),
-        previous: Some(Box::new(before)),
-        events: request.events,
-    };
-    txn.append_log(Operation::Update, object, now)?;
     Ok(next)
 }
 
 fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestamp) -> Result<()> {
     txn.adds_space();
-    let before = current(txn, id)?;
+    let (before, stored) = current(txn, id)?;
     put_events(txn, id, &events)?;
     if let Some(next) = rules::events_added(&before, now) {
-        txn.put(Cf::Executions, layout::execution(id), &next)?;
-        let object = LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events };
-        txn.append_log(Operation::Update, object, now)?;
+        let record = encode(&next);
+        let records = (Some(record.as_slice()), Some(stored.as_slice()));
+        txn.append_change(Operation::Update, RecordKind::Execution, records, &events, now)?;
+        txn.put_raw(Cf::Executions, layout::execution(id), record)?;
     }
     Ok(())
 }
@@ -102,14 +110,13 @@ fn add_events(txn: &mut Txn, id: &ExecutionId, events: Vec<Event>, now: Timestam
 /// store is deletes in transactions).
 fn delete(txn: &mut Txn, id: &ExecutionId, now: Timestamp) -> Result<()> {
     txn.frees_space();
-    let before = current(txn, id)?;
+    let (before, stored) = current(txn, id)?;
     txn.delete(Cf::Executions, layout::execution(id))?;
     txn.delete(Cf::IdxExecutionsByJobId, layout::execution_by_job(&before.job_id, id))?;
     txn.delete(Cf::IdxExecutionsByState, layout::execution_by_state(before.state(), id))?;
     txn.count_removed(before.state());
     txn.delete_prefix(Cf::ExecutionEvents, &layout::execution_events(id))?;
-    let object = LogObject::Execution { current: None, previous: Some(Box::new(before)), events: Vec::new() };
-    txn.append_log(Operation::Delete, object, now)?;
+    txn.append_change(Operation::Delete, RecordKind::Execution, (None, Some(&stored)), &[], now)?;
     Ok(())
 }
 
@@ -171,6 +178,13 @@ impl RocksExecutionStore {
     /// the alarm that was raised, if any.
     pub async fn disarm_alarm(&self) -> Result<Option<crate::Alarm>> {
         self.engine.disarm().await
+    }
+
+    /// Waits until the background flushes and compactions of what was written so far
+    /// are done: before a timed phase of a benchmark, or a latency-sensitive one, so
+    /// that earlier writes' compaction does not land on it. Writes go on meanwhile.
+    pub async fn wait_for_compactions(&self) -> Result<()> {
+        self.engine.wait_for_compactions().await
     }
 
     #[cfg(test)]
@@ -336,7 +350,7 @@ impl ExecutionTx for RocksExecutionTx {
     }
 
     async fn get_execution(&mut self, id: &ExecutionId) -> Result<Execution> {
-        current(&self.txn, id)
+        self.txn.get(Cf::Executions, &layout::execution(id))?.ok_or_else(|| not_found(id))
     }
 
     async fn update_execution_state(&mut self, request: UpdateExecutionRequest) -> Result<Execution> {

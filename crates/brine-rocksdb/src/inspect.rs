@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::cf::{Cf, StoreKind};
 use crate::check::CheckReport;
 use crate::codec::decode;
-use crate::engine::{db_options, Engine};
+use crate::engine::{db_options, family_options, Engine};
 use crate::layout::meta;
 use crate::OpenError;
 
@@ -224,7 +224,7 @@ impl Inspector {
         let out = DB::open_cf_descriptors(
             &db_options(),
             dest,
-            names.iter().map(|n| ColumnFamilyDescriptor::new(*n, db_options())),
+            names.iter().map(|n| ColumnFamilyDescriptor::new(*n, family_options(n))),
         )
         .map_err(|e| StoreError::backend(format!("create {}", dest.display()), e))?;
         let mut copied = 0u64;

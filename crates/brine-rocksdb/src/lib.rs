@@ -12,7 +12,7 @@
 //! number, and sequence numbers must follow commit order, so writes are serialized in
 //! any design. Holding one async lock from the first read to the batch write makes
 //! conditional updates exact (no retry loop, no lost update), makes transactions simple
-//! (a held lock plus an overlay of pending writes, dropped to roll back), and costs
+//! (a held lock plus the pending writes, which its reads see, dropped to roll back), and costs
 //! nothing extra. Durability does not suffer from the serialization: the fsync of a
 //! `Sync` commit happens after the lock is released and is shared by every commit
 //! written meanwhile (group commit).
@@ -40,7 +40,7 @@ use brine_store::model::NodeId;
 use brine_store::{Clock, StoreError, SystemClock};
 
 pub use cf::{Cf, StoreKind};
-pub use engine::{db_options, store_kind_at, Alarm, SCHEMA_VERSION};
+pub use engine::{db_options, family_options, store_kind_at, Alarm, SCHEMA_VERSION};
 pub use execution::RocksExecutionStore;
 pub use inspect::Inspector;
 pub use job::RocksJobStore;

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::{decode, encode};
-use crate::engine::{db_options, store_kind_at, SCHEMA_VERSION};
+use crate::engine::{db_options, family_options, store_kind_at, SCHEMA_VERSION};
 use crate::layout::meta;
 use crate::OpenError;
 
@@ -163,7 +163,7 @@ fn open(path: &Path) -> Result<(DB, StoreKind, u64), OpenError> {
             names.push(cf.name().to_owned());
         }
     }
-    let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, db_options()));
+    let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, family_options(n)));
     let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| crate::engine::map_open_error(path, e))?;
     let store = |source| OpenError::Store { path: path.to_path_buf(), source };
     let meta_cf = db.cf_handle(Cf::Meta.name()).ok_or_else(|| OpenError::NotABrineStore {

@@ -50,7 +50,7 @@ use crate::codec::{decode, encode};
 use crate::layout::meta;
 use crate::Durability;
 
-pub use open::{db_options, store_kind_at, SCHEMA_VERSION};
+pub use open::{db_options, family_options, store_kind_at, SCHEMA_VERSION};
 pub(crate) use open::{map_open_error, version_error};
 pub(crate) use quota::read_alarm;
 pub use quota::Alarm;

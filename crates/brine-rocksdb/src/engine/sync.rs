@@ -78,6 +78,16 @@ impl Engine {
             .map_err(|e| engine_err("sync the WAL", e))
     }
 
+    /// Waits, on a blocking thread, until the flushes and compactions RocksDB has
+    /// running or pending in the background are done.
+    pub(crate) async fn wait_for_compactions(&self) -> Result<()> {
+        let db = self.db()?;
+        tokio::task::spawn_blocking(move || db.wait_for_compact(&rocksdb::WaitForCompactOptions::default()))
+            .await
+            .map_err(|e| StoreError::backend("wait for compactions", e))?
+            .map_err(|e| engine_err("wait for compactions", e))
+    }
+
     /// Waits until every commit up to `commit` is on disk, sharing fsyncs: whoever
     /// finds no sync running starts one, on a task of its own, which syncs the WAL up to
     /// the newest batch written, publishes what it covered and wakes every waiter.
