@@ -1,21 +1,25 @@
 //! The comparison harness: Brine's RocksDB backend beside raw RocksDB writing the same
 //! bytes, `Sync` creates beside raw synced writes at the same concurrency, and index
-//! reads as the store grows, printed as medians and ratios measured in one run.
+//! reads as the store grows, printed as medians and ratios measured in one run; with
+//! `--peers`, also beside bbolt holding Bacalhau's layout, redb and fjall (`peers`).
 //!
-//! `cargo bench -p brine-bench --bench compare -- [N] [--rounds R] [--no-sweep] [--each] [--json]`
-//! (`--profile brine|raw` runs one subject's point operations alone, for `perf record`)
-//! (or `cargo xtask bench`). A bench target rather than a binary so that it builds with
-//! the same dependency graph as the criterion benches and shares their compiled RocksDB.
+//! `cargo bench -p brine-bench --bench compare -- [N] [--rounds R] [--peers] [--no-sweep]
+//! [--each] [--json]` (or `cargo xtask bench`, which builds the bbolt program for
+//! `--peers`); `--profile SUBJECT` runs one subject's point operations alone, for `perf
+//! record`. A bench target rather than a binary so that it builds with the same
+//! dependency graph as the criterion benches and shares their compiled RocksDB.
 //!
-//! Fairness: every round opens a fresh store for each subject. Within a phase the two
-//! take turns every 500 operations, who goes first alternating, so a slow spell of the
-//! machine (or the background flush both stores' writes cause) falls on both alike;
-//! before every phase both stores' background flushes and compactions are waited for,
-//! and both are closed and removed before the next round, so one round's compaction
+//! Fairness: every round opens a fresh store for each subject. Within a phase the
+//! subjects take turns every 500 operations, who goes first rotating, so a slow spell of
+//! the machine (or the background flush the stores' writes cause) falls on all alike;
+//! before every phase every store's background flushes and compactions are waited for,
+//! and all are closed and removed before the next round, so one round's compaction
 //! never lands on the next. The workload's records are built before the clock starts.
-//! Each row reports the median over the rounds and the spread of the per-round ratios;
-//! `--each` prints every round's rates too. `Sync` rows alternate which subject runs
-//! first, each on a fresh store.
+//! Each row reports the median over the rounds and the spread of Brine's per-round
+//! ratio to raw RocksDB; `--each` prints every round's rates too. `Sync` rows rotate
+//! which subject runs first, each on a fresh store.
+
+mod peers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +30,9 @@ use brine_bench::{sample_execution, RawStore};
 use brine_rocksdb::{Durability, OpenOptions, RocksExecutionStore};
 use brine_store::model::{Execution, ExecutionId, ExecutionState, JobId};
 use brine_store::{ExecutionStore, UpdateExecutionRequest};
+use peers::{Bbolt, FjallStore, RedbStore};
 
-// Both subjects run in this process on the allocator the `brine` command uses.
+// Every subject in this process runs on the allocator the `brine` command uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -37,15 +42,30 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
-/// One engine under the point-operation workload.
-trait Subject: Sized {
-    fn open(dir: &Path) -> Self;
-    async fn create(&self, e: Execution);
-    async fn update(&self, id: &ExecutionId);
-    async fn get(&self, id: &ExecutionId) -> Execution;
-    async fn get_by_job(&self, job: &JobId) -> Vec<Execution>;
-    async fn settle(&self);
-    async fn close(self);
+/// The stores the harness compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Brine,
+    Raw,
+    Bbolt,
+    Redb,
+    Fjall,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Brine => "brine",
+            Kind::Raw => "raw",
+            Kind::Bbolt => "bbolt",
+            Kind::Redb => "redb",
+            Kind::Fjall => "fjall",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Kind> {
+        [Kind::Brine, Kind::Raw, Kind::Bbolt, Kind::Redb, Kind::Fjall].into_iter().find(|k| k.name() == name)
+    }
 }
 
 fn open_brine(dir: &Path, durability: Durability) -> RocksExecutionStore {
@@ -53,52 +73,90 @@ fn open_brine(dir: &Path, durability: Durability) -> RocksExecutionStore {
     RocksExecutionStore::open(dir.join("brine.db"), &options).expect("open brine")
 }
 
-impl Subject for RocksExecutionStore {
-    fn open(dir: &Path) -> Self {
-        open_brine(dir, Durability::Buffered)
+/// One open store of the comparison: in this process, or the bbolt program.
+enum Subject {
+    Local(Local),
+    Bbolt(Bbolt),
+}
+
+/// The stores that run in this process, one operation per call.
+enum Local {
+    Brine(RocksExecutionStore),
+    Raw(RawStore),
+    Redb(RedbStore),
+    Fjall(FjallStore),
+}
+
+impl Subject {
+    fn open(kind: Kind, dir: &Path, sync: bool) -> Subject {
+        let durability = if sync { Durability::Sync } else { Durability::Buffered };
+        Subject::Local(match kind {
+            Kind::Brine => Local::Brine(open_brine(dir, durability)),
+            Kind::Raw => Local::Raw(RawStore::open(&dir.join("raw.db"), sync)),
+            Kind::Redb => Local::Redb(RedbStore::open(dir, sync)),
+            Kind::Fjall => Local::Fjall(FjallStore::open(dir, sync)),
+            Kind::Bbolt => return Subject::Bbolt(Bbolt::open(dir, sync)),
+        })
     }
-    async fn create(&self, e: Execution) {
-        self.create_execution(e, vec![]).await.expect("create");
-    }
-    async fn update(&self, id: &ExecutionId) {
-        let req = UpdateExecutionRequest::to_state(id.clone(), ExecutionState::BidAccepted, "moved");
-        self.update_execution_state(req).await.expect("update");
-    }
-    async fn get(&self, id: &ExecutionId) -> Execution {
-        self.get_execution(id).await.expect("get")
-    }
-    async fn get_by_job(&self, job: &JobId) -> Vec<Execution> {
-        self.get_executions(job).await.expect("by job")
-    }
+
     async fn settle(&self) {
-        self.wait_for_compactions().await.expect("wait for compactions");
+        match self {
+            Subject::Local(Local::Brine(s)) => s.wait_for_compactions().await.expect("wait for compactions"),
+            Subject::Local(Local::Raw(s)) => s.wait_for_compactions(),
+            Subject::Local(Local::Fjall(s)) => s.settle(),
+            // A B+tree has no background work.
+            Subject::Local(Local::Redb(_)) | Subject::Bbolt(_) => {}
+        }
     }
+
     async fn close(self) {
-        ExecutionStore::close(&self).await.expect("close");
+        match self {
+            Subject::Local(Local::Brine(s)) => ExecutionStore::close(&s).await.expect("close"),
+            Subject::Bbolt(s) => s.close(),
+            Subject::Local(_) => {}
+        }
     }
 }
 
-impl Subject for RawStore {
-    fn open(dir: &Path) -> Self {
-        RawStore::open(&dir.join("raw.db"), false)
-    }
+impl Local {
     async fn create(&self, e: Execution) {
-        RawStore::create(self, e);
+        match self {
+            Local::Brine(s) => drop(s.create_execution(e, vec![]).await.expect("create")),
+            Local::Raw(s) => s.create(e),
+            Local::Redb(s) => s.create(e),
+            Local::Fjall(s) => s.create(e),
+        }
     }
+
     async fn update(&self, id: &ExecutionId) {
-        RawStore::update(self, id, ExecutionState::BidAccepted);
+        let to = ExecutionState::BidAccepted;
+        match self {
+            Local::Brine(s) => {
+                let req = UpdateExecutionRequest::to_state(id.clone(), to, "moved");
+                drop(s.update_execution_state(req).await.expect("update"));
+            }
+            Local::Raw(s) => s.update(id, to),
+            Local::Redb(s) => s.update(id, to),
+            Local::Fjall(s) => s.update(id, to),
+        }
     }
+
     async fn get(&self, id: &ExecutionId) -> Execution {
-        RawStore::get(self, id)
+        match self {
+            Local::Brine(s) => s.get_execution(id).await.expect("get"),
+            Local::Raw(s) => s.get(id),
+            Local::Redb(s) => s.get(id),
+            Local::Fjall(s) => s.get(id),
+        }
     }
+
     async fn get_by_job(&self, job: &JobId) -> Vec<Execution> {
-        RawStore::get_by_job(self, job)
-    }
-    async fn settle(&self) {
-        self.wait_for_compactions();
-    }
-    async fn close(self) {
-        self.wait_for_compactions();
+        match self {
+            Local::Brine(s) => s.get_executions(job).await.expect("by job"),
+            Local::Raw(s) => s.get_by_job(job),
+            Local::Redb(s) => s.get_by_job(job),
+            Local::Fjall(s) => s.get_by_job(job),
+        }
     }
 }
 
@@ -146,13 +204,21 @@ impl Phase {
 
     /// Runs operations `range` of the phase on `s`; `records` are the records to
     /// create (built by the caller, before the clock starts). Returns the time taken.
-    async fn run<S: Subject>(
+    async fn run(
         self,
-        s: &S,
+        s: &mut Subject,
         w: &Workload,
         range: std::ops::Range<usize>,
         records: Vec<Execution>,
     ) -> Duration {
+        let s = match s {
+            Subject::Local(s) => s,
+            Subject::Bbolt(peer) => {
+                // The program builds the same records itself and times the chunk.
+                let op = ["create", "update", "get", "byjob"][self as usize];
+                return peer.timed(op, range.start, range.end);
+            }
+        };
         let t = Instant::now();
         match self {
             Phase::Create => {
@@ -180,46 +246,45 @@ impl Phase {
     }
 }
 
-/// One round of the four point operations on a fresh store of each subject: the two
-/// take turns every [`CHUNK`] operations (who goes first alternating), so that what
-/// slows the machine for a while slows both alike; both stores settle before each
-/// phase. Returns each subject's ops/s per phase.
-async fn round<A: Subject, B: Subject>(w: &Workload, r: usize) -> ([f64; 4], [f64; 4]) {
-    let (dir_a, dir_b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
-    let (a, b) = (A::open(dir_a.path()), B::open(dir_b.path()));
-    let (mut rates_a, mut rates_b) = ([0.0; 4], [0.0; 4]);
+/// One round of the four point operations on a fresh store of each subject: they take
+/// turns every [`CHUNK`] operations (who goes first rotating), so that what slows the
+/// machine for a while slows all alike; every store settles before each phase. Returns
+/// each subject's ops/s per phase.
+async fn round(kinds: &[Kind], w: &Workload, r: usize) -> Vec<[f64; 4]> {
+    let dirs: Vec<tempfile::TempDir> = kinds.iter().map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let mut subjects: Vec<Subject> = kinds.iter().zip(&dirs).map(|(k, d)| Subject::open(*k, d.path(), false)).collect();
+    let mut rates = vec![[0.0; 4]; kinds.len()];
     for (p, phase) in PHASES.into_iter().enumerate() {
-        a.settle().await;
-        b.settle().await;
+        for s in &subjects {
+            s.settle().await;
+        }
         let count = phase.count(w);
-        let (mut time_a, mut time_b) = (Duration::ZERO, Duration::ZERO);
+        let mut times = vec![Duration::ZERO; kinds.len()];
         for (c, start) in (0..count).step_by(CHUNK).enumerate() {
             let range = start..(start + CHUNK).min(count);
-            let records = |_: ()| match phase {
-                Phase::Create => w.executions[range.clone()].to_vec(),
-                _ => Vec::new(),
-            };
-            let (for_a, for_b) = (records(()), records(()));
-            if (c + r).is_multiple_of(2) {
-                time_a += phase.run(&a, w, range.clone(), for_a).await;
-                time_b += phase.run(&b, w, range, for_b).await;
-            } else {
-                time_b += phase.run(&b, w, range.clone(), for_b).await;
-                time_a += phase.run(&a, w, range, for_a).await;
+            for turn in 0..kinds.len() {
+                let at = (c + r + turn) % kinds.len();
+                let records = match phase {
+                    Phase::Create if matches!(subjects[at], Subject::Local(_)) => w.executions[range.clone()].to_vec(),
+                    _ => Vec::new(),
+                };
+                times[at] += phase.run(&mut subjects[at], w, range.clone(), records).await;
             }
         }
-        rates_a[p] = rate(count as u64, time_a);
-        rates_b[p] = rate(count as u64, time_b);
+        for (at, time) in times.into_iter().enumerate() {
+            rates[at][p] = rate(count as u64, time);
+        }
     }
-    a.close().await;
-    b.close().await;
-    (rates_a, rates_b)
+    for s in subjects {
+        s.close().await;
+    }
+    rates
 }
 
 /// A subject's point operations alone on a fresh store (for `--profile`).
-async fn alone<S: Subject>(w: &Workload) -> [f64; 4] {
+async fn alone(kind: Kind, w: &Workload) -> [f64; 4] {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = S::open(dir.path());
+    let mut s = Subject::open(kind, dir.path(), false);
     let mut rates = [0.0; 4];
     for (p, phase) in PHASES.into_iter().enumerate() {
         s.settle().await;
@@ -228,7 +293,7 @@ async fn alone<S: Subject>(w: &Workload) -> [f64; 4] {
             Phase::Create => w.executions.clone(),
             _ => Vec::new(),
         };
-        rates[p] = rate(count as u64, phase.run(&s, w, 0..count, records).await);
+        rates[p] = rate(count as u64, phase.run(&mut s, w, 0..count, records).await);
     }
     s.close().await;
     rates
@@ -246,16 +311,21 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Brine's and raw's rates in each round, paired by round.
+/// Every subject's rate in each round (`per[subject][round]`); Brine is first and raw
+/// RocksDB second.
 struct Row {
     name: String,
-    brine: Vec<f64>,
-    raw: Vec<f64>,
+    per: Vec<Vec<f64>>,
 }
 
 impl Row {
+    fn new(name: impl Into<String>, subjects: usize) -> Row {
+        Row { name: name.into(), per: vec![Vec::new(); subjects] }
+    }
+
+    /// Brine's ratio to raw RocksDB in each round.
     fn ratios(&self) -> Vec<f64> {
-        self.brine.iter().zip(&self.raw).map(|(b, r)| b / r).collect()
+        self.per[0].iter().zip(&self.per[1]).map(|(b, r)| b / r).collect()
     }
 
     fn ratio(&self) -> f64 {
@@ -267,30 +337,32 @@ impl Row {
         (r.iter().copied().fold(f64::INFINITY, f64::min), r.iter().copied().fold(0.0, f64::max))
     }
 
-    fn json(&self, key: &str) -> String {
+    fn json(&self, key: &str, kinds: &[Kind]) -> String {
         let (lo, hi) = self.spread();
+        let per: Vec<String> =
+            kinds.iter().zip(&self.per).map(|(k, rates)| format!(r#""{}":{:.0}"#, k.name(), median(rates))).collect();
         format!(
-            r#"{{"{key}":{},"brine_per_s":{:.0},"raw_per_s":{:.0},"ratio":{:.3},"ratio_min":{lo:.3},"ratio_max":{hi:.3}}}"#,
+            r#"{{"{key}":{},"per_s":{{{}}},"ratio":{:.3},"ratio_min":{lo:.3},"ratio_max":{hi:.3}}}"#,
             if key == "op" { format!("{:?}", self.name) } else { self.name.clone() },
-            median(&self.brine),
-            median(&self.raw),
+            per.join(","),
             self.ratio(),
         )
     }
 }
 
-async fn point_ops(n: u64, rounds: usize, each: bool) -> Vec<Row> {
+async fn point_ops(kinds: &[Kind], n: u64, rounds: usize, each: bool) -> Vec<Row> {
     let w = Workload::new(n);
-    let mut rows: Vec<Row> =
-        OPS.iter().map(|name| Row { name: (*name).into(), brine: Vec::new(), raw: Vec::new() }).collect();
+    let mut rows: Vec<Row> = OPS.iter().map(|name| Row::new(*name, kinds.len())).collect();
     for r in 0..rounds {
-        let (brine, raw) = round::<RocksExecutionStore, RawStore>(&w, r).await;
-        if each {
-            eprintln!("round {r}: brine {brine:.0?} raw {raw:.0?}");
-        }
-        for (i, row) in rows.iter_mut().enumerate() {
-            row.brine.push(brine[i]);
-            row.raw.push(raw[i]);
+        let rates = round(kinds, &w, r).await;
+        for (kind, rates) in kinds.iter().zip(&rates) {
+            if each {
+                eprintln!("round {r}: {:<6} {rates:.0?}", kind.name());
+            }
+            let at = kinds.iter().position(|k| k == kind).unwrap_or(0);
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.per[at].push(rates[i]);
+            }
         }
     }
     rows
@@ -325,12 +397,17 @@ async fn sync_brine(writers: usize, window: Duration) -> f64 {
     r
 }
 
-/// The same with raw RocksDB: `writers` threads writing the same batches with
-/// `sync = true` (RocksDB groups concurrent synced writes into one fsync).
-async fn sync_raw(writers: usize, window: Duration) -> f64 {
+/// Creates per second from `writers` threads on a fresh synced store of an in-process
+/// baseline: raw RocksDB writes the same batches with `sync = true` (RocksDB groups
+/// concurrent synced writes into one fsync); redb commits `Immediate`; fjall persists
+/// each batch.
+async fn sync_threads(kind: Kind, writers: usize, window: Duration) -> f64 {
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(RawStore::open(&dir.path().join("raw.db"), true));
+        let Subject::Local(store) = Subject::open(kind, dir.path(), true) else {
+            unreachable!("{kind:?} is an in-process store")
+        };
+        let store = Arc::new(store);
         let total = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let deadline = start + window;
@@ -340,7 +417,13 @@ async fn sync_raw(writers: usize, window: Duration) -> f64 {
                 std::thread::spawn(move || {
                     let mut n = 0u64;
                     while Instant::now() < deadline {
-                        store.create(sample_execution((w as u64) * 1_000_000_000 + n, PER_JOB));
+                        let e = sample_execution((w as u64) * 1_000_000_000 + n, PER_JOB);
+                        match &*store {
+                            Local::Raw(s) => s.create(e),
+                            Local::Redb(s) => s.create(e),
+                            Local::Fjall(s) => s.create(e),
+                            Local::Brine(_) => unreachable!("Brine's writers are tasks"),
+                        }
                         n += 1;
                     }
                     total.fetch_add(n, Ordering::Relaxed);
@@ -353,20 +436,32 @@ async fn sync_raw(writers: usize, window: Duration) -> f64 {
         rate(total.load(Ordering::Relaxed), start.elapsed())
     })
     .await
-    .expect("raw sync writers")
+    .expect("synced writers")
 }
 
-async fn sync_rows(rounds: usize, window: Duration) -> Vec<Row> {
+/// Creates per second with `writers` concurrent writers on a fresh synced store of `kind`.
+async fn sync_rate(kind: Kind, writers: usize, window: Duration) -> f64 {
+    match kind {
+        Kind::Brine => sync_brine(writers, window).await,
+        Kind::Bbolt => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut peer = Bbolt::open(dir.path(), true);
+            let r = peer.writers(writers, window);
+            peer.close();
+            r
+        }
+        _ => sync_threads(kind, writers, window).await,
+    }
+}
+
+async fn sync_rows(kinds: &[Kind], rounds: usize, window: Duration) -> Vec<Row> {
     let mut rows = Vec::new();
     for writers in [1usize, 4, 16, 64] {
-        let mut row = Row { name: writers.to_string(), brine: Vec::new(), raw: Vec::new() };
+        let mut row = Row::new(writers.to_string(), kinds.len());
         for r in 0..rounds {
-            if r.is_multiple_of(2) {
-                row.brine.push(sync_brine(writers, window).await);
-                row.raw.push(sync_raw(writers, window).await);
-            } else {
-                row.raw.push(sync_raw(writers, window).await);
-                row.brine.push(sync_brine(writers, window).await);
+            for turn in 0..kinds.len() {
+                let at = (r + turn) % kinds.len();
+                row.per[at].push(sync_rate(kinds[at], writers, window).await);
             }
         }
         rows.push(row);
@@ -470,25 +565,27 @@ async fn main() {
     let each = args.iter().any(|a| a == "--each");
     if let Some(at) = args.iter().position(|a| a == "--profile") {
         // One subject's point operations alone, for `perf record` (no ratios).
+        let name = args.get(at + 1).map(String::as_str).unwrap_or_default();
+        let kind = Kind::parse(name).unwrap_or_else(|| panic!("--profile takes brine, raw, bbolt, redb or fjall"));
         let w = Workload::new(n);
         for r in 0..rounds {
-            let rates = match args.get(at + 1).map(String::as_str) {
-                Some("brine") => alone::<RocksExecutionStore>(&w).await,
-                Some("raw") => alone::<RawStore>(&w).await,
-                other => panic!("--profile takes brine or raw, not {other:?}"),
-            };
+            let rates = alone(kind, &w).await;
             println!("round {r}: {} {rates:.0?}", OPS.join(", "));
         }
         return;
     }
-    let point = point_ops(n, rounds, each).await;
-    let sync = sync_rows(rounds, window).await;
+    let mut kinds = vec![Kind::Brine, Kind::Raw];
+    if args.iter().any(|a| a == "--peers") {
+        kinds.extend([Kind::Bbolt, Kind::Redb, Kind::Fjall]);
+    }
+    let point = point_ops(&kinds, n, rounds, each).await;
+    let sync = sync_rows(&kinds, rounds, window).await;
     let sweep =
         if args.iter().any(|a| a == "--no-sweep") { None } else { Some(sweep(&[10_000, 100_000, 1_000_000]).await) };
 
     if json {
-        let ops: Vec<String> = point.iter().map(|r| r.json("op")).collect();
-        let syncs: Vec<String> = sync.iter().map(|r| r.json("writers")).collect();
+        let ops: Vec<String> = point.iter().map(|r| r.json("op", &kinds)).collect();
+        let syncs: Vec<String> = sync.iter().map(|r| r.json("writers", &kinds)).collect();
         let sweep_json = sweep.as_ref().map_or("null".to_owned(), |s| {
             let reads: Vec<String> = s
                 .reads
@@ -509,21 +606,21 @@ async fn main() {
         return;
     }
     println!(
-        "Brine RocksDB backend vs raw RocksDB (same bytes, same families, Buffered), n = {n}, \
-         median of {rounds} rounds (ratio range over the rounds)"
+        "Point operations, Buffered (no fsync per commit), n = {n}, ops/s: median of {rounds} rounds; \
+         ratio = Brine / raw RocksDB writing the same bytes to the same families (range over the rounds)"
     );
-    println!("{:<28} {:>12} {:>12} {:>8} {:>14}", "operation", "brine ops/s", "raw ops/s", "ratio", "range");
+    print_header("operation", &kinds);
     for r in &point {
-        print_row(&r.name, r);
+        print_row(r);
     }
     println!(
-        "\nSync durability: creates/s with concurrent writers (Brine's group commit) vs raw RocksDB's synced \
-         writes of the same batches, {}s windows, median of {rounds}",
+        "\nSync durability (every acknowledged create on disk): creates/s with concurrent writers, \
+         {}s windows, median of {rounds} rounds",
         window.as_secs()
     );
-    println!("{:<28} {:>12} {:>12} {:>8} {:>14}", "writers", "brine/s", "raw/s", "ratio", "range");
+    print_header("writers", &kinds);
     for r in &sync {
-        print_row(&r.name, r);
+        print_row(r);
     }
     if let Some(s) = &sweep {
         let sizes: Vec<String> = s.sizes.iter().map(|n| format!("{n} stored")).collect();
@@ -543,16 +640,21 @@ async fn main() {
     }
 }
 
-fn print_row(name: &str, r: &Row) {
+fn print_header(first: &str, kinds: &[Kind]) {
+    print!("{first:<26}");
+    for k in kinds {
+        print!(" {:>10}", k.name());
+    }
+    println!(" {:>10} {:>12}", "brine/raw", "range");
+}
+
+fn print_row(r: &Row) {
     let (lo, hi) = r.spread();
-    println!(
-        "{:<28} {:>12.0} {:>12.0} {:>7.2}x {:>14}",
-        name,
-        median(&r.brine),
-        median(&r.raw),
-        r.ratio(),
-        format!("{lo:.2}-{hi:.2}x")
-    );
+    print!("{:<26}", r.name);
+    for rates in &r.per {
+        print!(" {:>10.0}", median(rates));
+    }
+    println!(" {:>9.2}x {:>12}", r.ratio(), format!("{lo:.2}-{hi:.2}x"));
 }
 
 /// How much slower a read is at the largest size than at the smallest.

@@ -41,20 +41,111 @@ pub fn sample_execution(i: u64, per_job: u64) -> Execution {
     e
 }
 
+/// Where a baseline puts the bytes of one operation: a RocksDB write batch, a redb write
+/// transaction's tables, a fjall batch. The same functions ([`write_create`],
+/// [`write_update`]) fill each, so every baseline writes exactly the same keys and values.
+pub trait Sink {
+    /// Puts `value` at `key` of family `cf`.
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]);
+    /// Deletes `key` of family `cf`.
+    fn delete(&mut self, cf: Cf, key: &[u8]);
+}
+
+/// The event-log head and per-state counters a baseline keeps, as Brine does.
+#[derive(Default)]
+pub struct Seqs {
+    log_head: u64,
+    counts: [u64; 9],
+}
+
+fn log_entry(sink: &mut impl Sink, seqs: &mut Seqs, operation: Operation, object: LogObject) {
+    seqs.log_head += 1;
+    let entry = LogEntry {
+        seq: seqs.log_head,
+        operation,
+        object_type: object.object_type(),
+        object,
+        timestamp: Timestamp::now(),
+    };
+    sink.put(Cf::Events, &layout::log_entry(seqs.log_head), &encode(&entry));
+    sink.put(Cf::Meta, meta::LOG_HEAD, &encode(&seqs.log_head));
+}
+
+/// The writes of a create: record, two index entries, counter, log entry, log head.
+pub fn write_create(sink: &mut impl Sink, seqs: &Mutex<Seqs>, mut e: Execution) {
+    let now = Timestamp::now();
+    e.revision = 1;
+    e.create_time = now;
+    e.modify_time = now;
+    let code = e.state().code();
+    sink.put(Cf::Executions, &layout::execution(&e.id), &encode(&e));
+    sink.put(Cf::IdxExecutionsByJobId, &layout::execution_by_job(&e.job_id, &e.id), &[]);
+    sink.put(Cf::IdxExecutionsByState, &layout::execution_by_state(e.state(), &e.id), &[]);
+    let mut seqs = seqs.lock().expect("baseline seqs");
+    seqs.counts[usize::from(code)] += 1;
+    let count = seqs.counts[usize::from(code)];
+    sink.put(Cf::Meta, &meta::count(code), &encode(&count));
+    let object = LogObject::Execution { current: Some(Box::new(e)), previous: None, events: vec![] };
+    log_entry(sink, &mut seqs, Operation::Create, object);
+}
+
+/// The writes moving `before` to `state`: record, index move, counters, log entry.
+pub fn write_update(sink: &mut impl Sink, seqs: &Mutex<Seqs>, before: Execution, state: ExecutionState) {
+    let mut next = before.clone();
+    next.compute_state = ComputeState::new(state, "moved");
+    next.revision += 1;
+    next.modify_time = Timestamp::now();
+    let (old, new) = (before.state().code(), state.code());
+    let id = &before.id;
+    sink.put(Cf::Executions, &layout::execution(id), &encode(&next));
+    sink.delete(Cf::IdxExecutionsByState, &layout::execution_by_state(before.state(), id));
+    sink.put(Cf::IdxExecutionsByState, &layout::execution_by_state(state, id), &[]);
+    let mut seqs = seqs.lock().expect("baseline seqs");
+    seqs.counts[usize::from(old)] -= 1;
+    seqs.counts[usize::from(new)] += 1;
+    let (count_old, count_new) = (seqs.counts[usize::from(old)], seqs.counts[usize::from(new)]);
+    sink.put(Cf::Meta, &meta::count(old), &encode(&count_old));
+    sink.put(Cf::Meta, &meta::count(new), &encode(&count_new));
+    let object =
+        LogObject::Execution { current: Some(Box::new(next)), previous: Some(Box::new(before)), events: vec![] };
+    log_entry(sink, &mut seqs, Operation::Update, object);
+}
+
+/// Decodes an execution record a baseline read.
+pub fn decode_execution(key: &[u8], bytes: &[u8]) -> Execution {
+    brine_rocksdb::codec::decode(Cf::Executions, key, bytes).expect("decodes")
+}
+
+/// The execution id at the end of a job-index key.
+pub fn indexed_id(key: &[u8], prefix: &[u8]) -> ExecutionId {
+    let id = std::str::from_utf8(layout::after_prefix(key, prefix)).expect("utf-8");
+    ExecutionId::new(id).expect("an execution id")
+}
+
 /// Raw RocksDB writing what Brine writes for the same operations: one `WriteBatch` per
 /// operation, no reads before a create, no locks beyond the one that numbers the log.
 /// Safe to share between threads; with `sync` every write is a synced write, and
 /// concurrent synced writers share fsyncs through RocksDB's own write groups.
 pub struct RawStore {
     db: DB,
-    seqs: Mutex<RawSeqs>,
+    seqs: Mutex<Seqs>,
     sync: bool,
 }
 
-#[derive(Default)]
-struct RawSeqs {
-    log_head: u64,
-    counts: [u64; 9],
+/// A RocksDB write batch as a [`Sink`].
+struct Batch<'d> {
+    db: &'d DB,
+    batch: WriteBatch,
+}
+
+impl Sink for Batch<'_> {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.db.cf_handle(cf.name()).expect("family exists"), key, value);
+    }
+
+    fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.batch.delete_cf(self.db.cf_handle(cf.name()).expect("family exists"), key);
+    }
 }
 
 impl RawStore {
@@ -65,17 +156,17 @@ impl RawStore {
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options(cf.name())));
         let db = DB::open_cf_descriptors(&db_options(), path, names).expect("open raw rocksdb");
-        RawStore { db, seqs: Mutex::new(RawSeqs::default()), sync }
+        RawStore { db, seqs: Mutex::new(Seqs::default()), sync }
     }
 
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(cf.name()).expect("family exists")
     }
 
-    fn write(&self, batch: WriteBatch) {
+    fn write(&self, batch: Batch<'_>) {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
-        self.db.write_opt(batch, &wo).expect("raw write");
+        self.db.write_opt(batch.batch, &wo).expect("raw write");
     }
 
     /// Waits until RocksDB's background flushes and compactions are done.
@@ -83,72 +174,26 @@ impl RawStore {
         self.db.wait_for_compact(&rocksdb::WaitForCompactOptions::default()).expect("wait for compactions");
     }
 
-    fn log(&self, seqs: &mut RawSeqs, batch: &mut WriteBatch, operation: Operation, object: LogObject) {
-        seqs.log_head += 1;
-        let entry = LogEntry {
-            seq: seqs.log_head,
-            operation,
-            object_type: object.object_type(),
-            object,
-            timestamp: Timestamp::now(),
-        };
-        batch.put_cf(self.cf(Cf::Events), layout::log_entry(seqs.log_head), encode(&entry));
-        batch.put_cf(self.cf(Cf::Meta), meta::LOG_HEAD, encode(&seqs.log_head));
-    }
-
     /// Creates an execution: record, two index entries, counter, log entry, log head.
-    pub fn create(&self, mut e: Execution) {
-        let now = Timestamp::now();
-        e.revision = 1;
-        e.create_time = now;
-        e.modify_time = now;
-        let code = e.state().code();
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(Cf::Executions), layout::execution(&e.id), encode(&e));
-        batch.put_cf(self.cf(Cf::IdxExecutionsByJobId), layout::execution_by_job(&e.job_id, &e.id), []);
-        batch.put_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(e.state(), &e.id), []);
-        {
-            let mut seqs = self.seqs.lock().expect("raw seqs");
-            seqs.counts[usize::from(code)] += 1;
-            batch.put_cf(self.cf(Cf::Meta), meta::count(code), encode(&seqs.counts[usize::from(code)]));
-            let object = LogObject::Execution { current: Some(Box::new(e)), previous: None, events: vec![] };
-            self.log(&mut seqs, &mut batch, Operation::Create, object);
-        }
+    pub fn create(&self, e: Execution) {
+        let mut batch = Batch { db: &self.db, batch: WriteBatch::default() };
+        write_create(&mut batch, &self.seqs, e);
         self.write(batch);
     }
 
     /// Moves an execution to `state`: read, decode, record, index move, counters, log.
     pub fn update(&self, id: &ExecutionId, state: ExecutionState) {
         let before = self.get(id);
-        let mut next = before.clone();
-        next.compute_state = ComputeState::new(state, "moved");
-        next.revision += 1;
-        next.modify_time = Timestamp::now();
-        let (old, new) = (before.state().code(), state.code());
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(Cf::Executions), layout::execution(id), encode(&next));
-        batch.delete_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(before.state(), id));
-        batch.put_cf(self.cf(Cf::IdxExecutionsByState), layout::execution_by_state(state, id), []);
-        {
-            let mut seqs = self.seqs.lock().expect("raw seqs");
-            seqs.counts[usize::from(old)] -= 1;
-            seqs.counts[usize::from(new)] += 1;
-            batch.put_cf(self.cf(Cf::Meta), meta::count(old), encode(&seqs.counts[usize::from(old)]));
-            batch.put_cf(self.cf(Cf::Meta), meta::count(new), encode(&seqs.counts[usize::from(new)]));
-            let object = LogObject::Execution {
-                current: Some(Box::new(next)),
-                previous: Some(Box::new(before)),
-                events: vec![],
-            };
-            self.log(&mut seqs, &mut batch, Operation::Update, object);
-        }
+        let mut batch = Batch { db: &self.db, batch: WriteBatch::default() };
+        write_update(&mut batch, &self.seqs, before, state);
         self.write(batch);
     }
+
     /// Reads and decodes one execution.
     pub fn get(&self, id: &ExecutionId) -> Execution {
         let key = layout::execution(id);
         let raw = self.db.get_pinned_cf(self.cf(Cf::Executions), &key).expect("raw read").expect("present");
-        brine_rocksdb::codec::decode(Cf::Executions, &key, &raw).expect("decodes")
+        decode_execution(&key, &raw)
     }
 
     /// Reads a job's executions through the job index.
@@ -160,9 +205,7 @@ impl RawStore {
         it.seek(&prefix);
         let mut out = Vec::new();
         while let Some(k) = it.key() {
-            let id = std::str::from_utf8(layout::after_prefix(k, &prefix)).expect("utf-8");
-            let id = ExecutionId::new(id).expect("an execution id");
-            out.push(self.get(&id));
+            out.push(self.get(&indexed_id(k, &prefix)));
             it.next();
         }
         brine_store::rules::newest_first(out)

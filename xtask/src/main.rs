@@ -5,7 +5,11 @@
 //! - `demo`: builds and runs the demo (the README's demo command);
 //! - `migrate status|up STORE …`: `brine::migrate` on a store, through
 //!   `crates/brine/examples/migrate.rs` (the task a downstream project copies);
-//! - `bench`: the comparison harness (Brine beside raw RocksDB, group commit scaling);
+//! - `bench [N] [--peers] …`: the comparison harness (Brine beside raw RocksDB writing the
+//!   same bytes, `Sync` writers beside raw synced writes, index reads from 10 000 to
+//!   1 000 000 stored executions); `--peers` adds bbolt with Bacalhau's layout (a Go
+//!   program built against Debian's bbolt, installing Go and it when missing), redb and
+//!   fjall;
 //! - `bench-watch`: watcher latency and throughput on RocksDB;
 //! - `bench-recovery`: recovery over 1 000 000 executions on RocksDB (time, peak RSS);
 //! - `bench-purge`: purge of 1 000 000 executions across 100 000 jobs with zstd;
@@ -111,6 +115,7 @@ fn test_all(database_url: &str) -> Result<Totals, String> {
 fn ci() -> Result<(), String> {
     system::ensure_packages()?;
     run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    announce_first_build();
     run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The PostgreSQL tests are never skipped: no server, no CI. The server is stopped
     // whether the tests pass or fail (and by the guard's drop on a panic).
@@ -174,11 +179,38 @@ fn fuzz(seconds: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this build directory holds a build of RocksDB's C++ sources yet.
+fn rocksdb_built() -> bool {
+    let build = target_dir().join("debug").join("build");
+    std::fs::read_dir(build).into_iter().flatten().flatten().any(|entry| {
+        entry.file_name().to_string_lossy().starts_with("librocksdb-sys-")
+            && entry.path().join("out").join("librocksdb.a").exists()
+    })
+}
+
+/// Says what a first build does and how long it takes, when nothing is built yet.
+fn announce_first_build() {
+    if !rocksdb_built() {
+        eprintln!(
+            "\n==> first build: cargo compiles RocksDB's C++ sources, which takes 20 to 30 minutes on \
+             a 2-core machine (cargo's progress is below); later runs start in seconds"
+        );
+    }
+}
+
+/// Builds the `brine` command (cargo's progress shown) and returns its path.
+fn build_brine() -> Result<PathBuf, String> {
+    announce_first_build();
+    run("cargo build -p brine-cli", cargo().args(["build", "-p", "brine-cli"]))?;
+    Ok(target_dir().join("debug").join(format!("brine{}", std::env::consts::EXE_SUFFIX)))
+}
+
 fn demo(args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
     // `cargo xtask demo -- --seed 7` and `cargo xtask demo --seed 7` both work.
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
-    run("brine simulate", cargo().args(["run", "--quiet", "-p", "brine-cli", "--", "simulate"]).args(args))
+    let brine = build_brine()?;
+    run("brine simulate", Command::new(brine).arg("simulate").args(args).current_dir(workspace_root()))
 }
 
 /// Runs `brine::migrate` on a store through `crates/brine/examples/migrate.rs`, the
@@ -186,19 +218,50 @@ fn demo(args: &[String]) -> Result<(), String> {
 fn migrate(args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
+    announce_first_build();
     run(
         "migrate (crates/brine/examples/migrate.rs)",
-        cargo().args(["run", "--quiet", "-p", "brine", "--example", "migrate", "--"]).args(args),
+        cargo().args(["run", "-p", "brine", "--example", "migrate", "--"]).args(args),
     )
 }
 
 /// Builds the `brine-bench` bench `name` in release mode and runs it with `args`.
 fn bench(name: &str, args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--quiet", "-p", "brine-bench", "--bench", name, "--"]).args(args);
+    if name == "compare" && args.iter().any(|a| a == "--peers") {
+        cmd.env("BRINE_BENCH_BBOLT", build_bbolt_peer()?);
+    }
+    run(&format!("brine-bench {name} (release build)"), &mut cmd)
+}
+
+/// The build directory: `CARGO_TARGET_DIR`, else the workspace's `target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Builds the bbolt peer of the comparison (`benches/peers/bbolt`, Bacalhau's layout in
+/// bbolt) against Debian's packaged bbolt, offline: GOPATH mode, modules off. Returns
+/// the program's path.
+fn build_bbolt_peer() -> Result<PathBuf, String> {
+    system::ensure(system::PEER_PACKAGES)?;
+    let dir = target_dir().join("peers");
+    let program = dir.join("brine-bbolt-peer");
     run(
-        &format!("brine-bench {name} (release build)"),
-        cargo().args(["bench", "--quiet", "-p", "brine-bench", "--bench", name, "--"]).args(args),
-    )
+        "go build benches/peers/bbolt (packaged bbolt, GOPATH mode)",
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&program)
+            .arg(".")
+            .current_dir(workspace_root().join("benches").join("peers").join("bbolt"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", system::DEBIAN_GOPATH)
+            .env("GOCACHE", dir.join("gocache"))
+            .env("GOFLAGS", "")
+            .env_remove("GOROOT"),
+    )?;
+    Ok(program)
 }
 
 /// Writes the demo's two stores with `brine simulate` (the demo's build), then runs the
@@ -208,12 +271,10 @@ fn bench_copy(args: &[String]) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("brine-bench-copy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let demo = dir.join("demo");
+    let brine = build_brine()?;
     run(
         "brine simulate (the demo's 2000-job stores)",
-        cargo()
-            .args(["run", "--quiet", "-p", "brine-cli", "--", "simulate", "--json", "--dir"])
-            .arg(&demo)
-            .stdout(Stdio::null()),
+        Command::new(brine).args(["simulate", "--json", "--dir"]).arg(&demo).stdout(Stdio::null()),
     )?;
     let mut bench_args: Vec<String> = args.to_vec();
     for store in ["sim-node-requester.db", "sim-node-compute.db"] {
@@ -243,7 +304,7 @@ fn bench_pg(args: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <ci | demo [ARGS…] | migrate status|up STORE [--to N] [--dry-run] [--backup DIR | --no-backup] | bench [N] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-copy [EXECUTIONS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
+    "usage: cargo xtask <ci | demo [ARGS…] | migrate status|up STORE [--to N] [--dry-run] [--backup DIR | --no-backup] | bench [N] [--rounds R] [--peers] [--no-sweep] [--json] | bench-watch [SAMPLES] [--json] | bench-recovery [EXECUTIONS] [--json] | bench-purge [JOBS] [--json] | bench-copy [EXECUTIONS] [--json] | bench-pg [N] [--json] | fuzz [SECONDS] | pg start|stop|url | tidy>"
 }
 
 fn main() -> ExitCode {

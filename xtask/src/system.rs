@@ -8,20 +8,32 @@ use std::process::Command;
 /// `cargo xtask ci` runs from the `postgresql` packages (see `pg.rs`).
 const PACKAGES: &[&str] = &["clang", "libclang-dev", "gzip", "zstd", "postgresql"];
 
+/// What `cargo xtask bench --peers` needs besides: Go, and the bbolt source Bacalhau
+/// builds on, which Debian installs in the system's Go source tree (`/usr/share/gocode`).
+pub const PEER_PACKAGES: &[&str] = &["golang-go", "golang-github-coreos-bbolt-dev"];
+
+/// Where Debian's Go library packages put their source: the GOPATH of the bbolt peer.
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
 fn installed(package: &str) -> Option<bool> {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().ok()?;
     Some(String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
 }
 
-/// Installs the missing packages with apt-get (as root, or through sudo).
+/// Installs the workspace's missing packages with apt-get (as root, or through sudo).
 pub fn ensure_packages() -> Result<(), String> {
+    ensure(PACKAGES)
+}
+
+/// Installs the missing `packages` with apt-get (as root, or through sudo).
+pub fn ensure(packages: &[&str]) -> Result<(), String> {
     let mut missing = Vec::new();
-    for package in PACKAGES {
+    for package in packages {
         match installed(package) {
             Some(true) => {}
             Some(false) => missing.push(*package),
             None => {
-                eprintln!("xtask: no dpkg-query here; make sure {} are installed", PACKAGES.join(", "));
+                eprintln!("xtask: no dpkg-query here; make sure {} are installed", packages.join(", "));
                 return Ok(());
             }
         }

@@ -103,3 +103,39 @@ async fn a_close_cut_short_still_closes() {
     assert_eq!(again.get_execution_count(ExecutionState::Created).await.expect("count"), 50);
     again.close().await.expect("close");
 }
+
+/// A `Sync` commit waits for its fsync without blocking the runtime's other work: on a
+/// worker of a multi-threaded runtime the worker hands its tasks over and syncs itself,
+/// elsewhere a blocking thread syncs. Every way of driving a future must work: a worker
+/// task, `block_on` of either runtime flavour, a `LocalSet`, and `Handle::block_on` from
+/// a blocking thread.
+#[test]
+fn sync_commits_complete_in_every_runtime_context() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let create = |store: &Arc<RocksExecutionStore>, id: &str| {
+        let store = Arc::clone(store);
+        let id = id.to_owned();
+        async move { store.create_execution(exec(id), vec![]).await.expect("create") }
+    };
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    multi.block_on(create(&store, "block-on-multi"));
+    multi.block_on(async {
+        tokio::spawn(create(&store, "worker-task")).await.expect("task");
+        tokio::task::LocalSet::new().run_until(create(&store, "local-set")).await;
+        let handle = tokio::runtime::Handle::current();
+        let (store2, fut) = (Arc::clone(&store), create(&store, "blocking-thread"));
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(fut);
+            drop(store2);
+        })
+        .await
+        .expect("blocking thread");
+    });
+    let single = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    single.block_on(create(&store, "current-thread"));
+    single.block_on(tokio::task::LocalSet::new().run_until(create(&store, "current-thread-local-set")));
+    let count = single.block_on(store.get_execution_count(ExecutionState::Created)).expect("count");
+    assert_eq!(count, 6);
+    single.block_on(store.close()).expect("close");
+}

@@ -22,8 +22,9 @@
 //!
 //! Cancel safety: any of these futures may be dropped at an `.await`. Waiting for the
 //! commit lock is cancel-safe (tokio's mutex); a dropped write before its batch is
-//! written writes nothing; a group sync runs on a task of its own, so a writer dropped
-//! while it waits for its fsync leaves nothing half done and the sync still publishes;
+//! written writes nothing; the writer leading a group sync holds the lead as a guard, so
+//! one dropped mid-sync hands the lead back and a waiter leads the next sync (which
+//! covers and publishes everything written), and a waiter dropped leaves nothing behind;
 //! `close` finishes on a blocking thread of its own, and a second `close` waits for the
 //! first to finish.
 

@@ -1,5 +1,6 @@
-//! Group commit: one WAL sync shared by every `Sync` commit written before it began,
-//! run on a task of its own so a writer dropped while it waits leaves nothing half done.
+//! Group commit: one WAL sync shared by every `Sync` commit written before it began, led
+//! by the first writer that finds none running; the lead is a guard, so a leader dropped
+//! mid-sync hands it to a waiter and nothing is left half done.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -89,17 +90,20 @@ impl Engine {
     }
 
     /// Waits until every commit up to `commit` is on disk, sharing fsyncs: whoever
-    /// finds no sync running starts one, on a task of its own, which syncs the WAL up to
-    /// the newest batch written, publishes what it covered and wakes every waiter.
+    /// finds no sync running leads one, which syncs the WAL up to the newest batch
+    /// written, publishes what it covered and wakes every waiter. The leader does the
+    /// sync itself, with no task to hand it to, so a lone writer waits for its fsync and
+    /// nothing else.
     ///
-    /// Cancel-safe: the sync is not this future's work, so dropping it (before or
-    /// during the sync) leaves nothing half done; the sync still completes and publishes.
+    /// Cancel-safe: the lead is a guard. A leader dropped while its sync runs hands the
+    /// lead back and wakes the waiters, one of which leads the next sync (covering
+    /// everything written so far); a waiter dropped leaves nothing behind.
     pub(super) async fn sync_up_to(self: &Arc<Self>, commit: u64) -> Result<()> {
         loop {
             let notified = self.group.done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let lead = {
                 let mut s = lock(&self.group.state);
                 if s.synced >= commit {
                     return Ok(());
@@ -111,18 +115,20 @@ impl Engine {
                     // Closing synced the WAL; this writer only learns the store is closed.
                     return Err(StoreError::Closed);
                 }
-                if !std::mem::replace(&mut s.running, true) {
-                    tokio::spawn(Arc::clone(self).group_sync());
-                }
+                !std::mem::replace(&mut s.running, true)
+            };
+            if lead {
+                self.group_sync().await;
+            } else {
+                notified.await;
             }
-            notified.await;
         }
     }
 
-    /// One group sync: syncs the WAL, then publishes every commit written before it
-    /// began and marks them synced; a failure poisons the store. The [`SyncLead`] guard
-    /// hands the lead back however the task ends (even dropped with its runtime).
-    async fn group_sync(self: Arc<Self>) {
+    /// One group sync, led by the caller: syncs the WAL, then publishes every commit
+    /// written before it began and marks them synced; a failure poisons the store. The
+    /// [`SyncLead`] guard hands the lead back however this ends (even dropped).
+    async fn group_sync(&self) {
         let mut lead = SyncLead { group: &self.group, finished: false };
         let covered = lock(&self.written).clone();
         let Some(db) = self.db.read().unwrap_or_else(PoisonError::into_inner).clone() else { return };
@@ -137,11 +143,7 @@ impl Engine {
                 tokio::time::sleep(delay).await;
             }
         }
-        let result = tokio::task::spawn_blocking(move || db.flush_wal(true))
-            .await
-            .map_err(|e| format!("the WAL sync task failed: {e}"))
-            .and_then(|r| r.map_err(|e| format!("WAL sync failed: {e}")));
-        match result {
+        match sync_wal(db).await {
             Ok(()) => {
                 // Published before `synced` moves, so a writer that sees itself synced
                 // also sees its commit published.
@@ -153,4 +155,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Syncs the WAL off the async runtime's own work: on a multi-threaded runtime the
+/// calling worker hands its other tasks to another thread and blocks here
+/// (`block_in_place`); on a current-thread runtime, on a blocking thread.
+async fn sync_wal(db: Arc<rocksdb::DB>) -> std::result::Result<(), String> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    let synced = if multi_thread {
+        tokio::task::block_in_place(|| db.flush_wal(true))
+    } else {
+        tokio::task::spawn_blocking(move || db.flush_wal(true))
+            .await
+            .map_err(|e| format!("the WAL sync task failed: {e}"))?
+    };
+    synced.map_err(|e| format!("WAL sync failed: {e}"))
 }
