@@ -91,9 +91,8 @@ impl Engine {
 
     /// Waits until every commit up to `commit` is on disk, sharing fsyncs: whoever
     /// finds no sync running leads one, which syncs the WAL up to the newest batch
-    /// written, publishes what it covered and wakes every waiter. The leader does the
-    /// sync itself, with no task to hand it to, so a lone writer waits for its fsync and
-    /// nothing else.
+    /// written, publishes what it covered and wakes every waiter. The leader runs the
+    /// sync in its own future (on a blocking thread), with no task in between.
     ///
     /// Cancel-safe: the lead is a guard. A leader dropped while its sync runs hands the
     /// lead back and wakes the waiters, one of which leads the next sync (covering
@@ -157,18 +156,13 @@ impl Engine {
     }
 }
 
-/// Syncs the WAL off the async runtime's own work: on a multi-threaded runtime the
-/// calling worker hands its other tasks to another thread and blocks here
-/// (`block_in_place`); on a current-thread runtime, on a blocking thread.
+/// Syncs the WAL on a blocking thread, off the async runtime. (`block_in_place` would
+/// save the hand-over, but it panics in contexts a caller may use, such as a `LocalSet`
+/// driven by a multi-threaded runtime's `block_on`; the test
+/// `sync_commits_complete_in_every_runtime_context` drives each of them.)
 async fn sync_wal(db: Arc<rocksdb::DB>) -> std::result::Result<(), String> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    let synced = if multi_thread {
-        tokio::task::block_in_place(|| db.flush_wal(true))
-    } else {
-        tokio::task::spawn_blocking(move || db.flush_wal(true))
-            .await
-            .map_err(|e| format!("the WAL sync task failed: {e}"))?
-    };
-    synced.map_err(|e| format!("WAL sync failed: {e}"))
+    tokio::task::spawn_blocking(move || db.flush_wal(true))
+        .await
+        .map_err(|e| format!("the WAL sync task failed: {e}"))?
+        .map_err(|e| format!("WAL sync failed: {e}"))
 }
