@@ -345,7 +345,7 @@ impl Txn {
     /// returns false. Reads from disk only as far as `visit` goes, unless this
     /// transaction has written under the prefix (then it merges the whole prefix).
     pub(crate) fn scan_keys(&self, cf: Cf, prefix: &[u8], mut visit: impl FnMut(&[u8]) -> Result<bool>) -> Result<()> {
-        let touched = !self.pending_under(cf, prefix).is_empty();
+        let touched = self.writes.iter().any(|w| w.cf() == cf && w.key().is_some_and(|k| k.starts_with(prefix)));
         if touched || self.clears.iter().any(|&at| self.writes[at].cf() == cf) {
             for key in self.keys_with_prefix(cf, prefix)? {
                 if !visit(&key)? {
