@@ -115,7 +115,7 @@ fn test_all(database_url: &str) -> Result<Totals, String> {
 fn ci() -> Result<(), String> {
     system::ensure_packages()?;
     run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
-    announce_first_build();
+    announce_first_build("debug");
     run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The PostgreSQL tests are never skipped: no server, no CI. The server is stopped
     // whether the tests pass or fail (and by the guard's drop on a panic).
@@ -179,28 +179,38 @@ fn fuzz(seconds: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether this build directory holds a build of RocksDB's C++ sources yet.
-fn rocksdb_built() -> bool {
-    let build = target_dir().join("debug").join("build");
+/// Whether this build directory holds a build of RocksDB's C++ sources for `profile`'s
+/// directory (`debug` or `release`) yet.
+fn rocksdb_built(profile: &str) -> bool {
+    let build = target_dir().join(profile).join("build");
     std::fs::read_dir(build).into_iter().flatten().flatten().any(|entry| {
         entry.file_name().to_string_lossy().starts_with("librocksdb-sys-")
             && entry.path().join("out").join("librocksdb.a").exists()
     })
 }
 
-/// Says what a first build does and how long it takes, when nothing is built yet.
-fn announce_first_build() {
-    if !rocksdb_built() {
+/// Says what a first build does and how long it takes, when nothing is built yet for
+/// `profile`'s directory; returns whether this is such a first build.
+fn announce_first_build(profile: &str) -> bool {
+    let first = !rocksdb_built(profile);
+    if first {
+        let shared = if profile == "debug" {
+            "the demo, clippy and the tests all use this one build"
+        } else {
+            "every benchmark uses this one optimised build"
+        };
         eprintln!(
-            "\n==> first build: cargo compiles RocksDB's C++ sources, which takes 20 to 30 minutes on \
-             a 2-core machine (cargo's progress is below); later runs start in seconds"
+            "\n==> first {profile} build: cargo compiles RocksDB's C++ sources, which takes about 20 \
+             minutes on a 2-core machine (cargo's progress is below); {shared}, and later runs start in \
+             seconds"
         );
     }
+    first
 }
 
 /// Builds the `brine` command (cargo's progress shown) and returns its path.
 fn build_brine() -> Result<PathBuf, String> {
-    announce_first_build();
+    announce_first_build("debug");
     run("cargo build -p brine-cli", cargo().args(["build", "-p", "brine-cli"]))?;
     Ok(target_dir().join("debug").join(format!("brine{}", std::env::consts::EXE_SUFFIX)))
 }
@@ -218,7 +228,7 @@ fn demo(args: &[String]) -> Result<(), String> {
 fn migrate(args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
-    announce_first_build();
+    announce_first_build("debug");
     run(
         "migrate (crates/brine/examples/migrate.rs)",
         cargo().args(["run", "-p", "brine", "--example", "migrate", "--"]).args(args),
@@ -229,7 +239,12 @@ fn migrate(args: &[String]) -> Result<(), String> {
 fn bench(name: &str, args: &[String]) -> Result<(), String> {
     system::ensure_packages()?;
     let mut cmd = cargo();
-    cmd.args(["bench", "--quiet", "-p", "brine-bench", "--bench", name, "--"]).args(args);
+    cmd.arg("bench");
+    if !announce_first_build("release") {
+        // Built already: only the bench's own output.
+        cmd.arg("--quiet");
+    }
+    cmd.args(["-p", "brine-bench", "--bench", name, "--"]).args(args);
     if name == "compare" && args.iter().any(|a| a == "--peers") {
         cmd.env("BRINE_BENCH_BBOLT", build_bbolt_peer()?);
     }

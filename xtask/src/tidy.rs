@@ -277,6 +277,39 @@ pub fn facade_builds_without_rocksdb(root: &Path) -> Vec<String> {
     problems
 }
 
+/// Build dependencies (build scripts, proc-macros and what they use) must have a fixed
+/// debuginfo level, so that one build of RocksDB's C++ serves every debug selection. By
+/// default cargo raises a build dependency's debuginfo when the same crate is also a
+/// normal dependency in the selection (`rustc-hash`, `libc`, `cfg-if` are, in the tests'
+/// selection but not the demo's); that changes the hash of bindgen, and so of
+/// librocksdb-sys's build script, and cargo compiles RocksDB again in a directory of its
+/// own. An explicit `debug` under `[profile.dev.build-override]` is never raised.
+pub fn build_dependencies_keep_their_debuginfo(manifest: &str) -> Vec<String> {
+    let mut section = "";
+    let mut found = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[profile.dev.build-override]" {
+            let mut parts = line.splitn(2, '=').map(str::trim);
+            if let (Some("debug"), Some(value)) = (parts.next(), parts.next()) {
+                found = matches!(value, "0" | "false" | "\"none\"");
+            }
+        }
+    }
+    if found {
+        Vec::new()
+    } else {
+        vec!["Cargo.toml: [profile.dev.build-override] must set `debug = 0`, or each package selection \
+             (the demo's build, clippy, the tests) compiles RocksDB's C++ sources again"
+            .into()]
+    }
+}
+
+fn manifest(root: &Path) -> String {
+    std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default()
+}
+
 /// Runs every check, reporting all problems at once.
 pub fn check_all(root: &Path) -> Result<(), String> {
     let meta = Metadata::load(root)?;
@@ -285,6 +318,7 @@ pub fn check_all(root: &Path) -> Result<(), String> {
     problems.extend(nothing_unfinished(root));
     problems.extend(format_doc_names_every_family(root));
     problems.extend(facade_builds_without_rocksdb(root));
+    problems.extend(build_dependencies_keep_their_debuginfo(&manifest(root)));
     if problems.is_empty() {
         eprintln!("tidy: OK");
         Ok(())
@@ -314,6 +348,16 @@ mod tests {
     fn the_facade_needs_no_rocksdb_for_memory_only() {
         let problems = facade_builds_without_rocksdb(&root());
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn one_rocksdb_build_serves_every_debug_selection() {
+        let problems = build_dependencies_keep_their_debuginfo(&manifest(&root()));
+        assert!(problems.is_empty(), "{problems:?}");
+        let without = "[profile.dev.package.\"*\"]\nopt-level = 1\ndebug = 0\n";
+        assert_eq!(build_dependencies_keep_their_debuginfo(without).len(), 1);
+        let raised = "[profile.dev.build-override]\ndebug = 2\n";
+        assert_eq!(build_dependencies_keep_their_debuginfo(raised).len(), 1);
     }
 
     #[test]
