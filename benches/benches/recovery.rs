@@ -19,6 +19,10 @@ use brine_rocksdb::{OpenOptions, RocksExecutionStore};
 use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
 use brine_store::{ExecutionStore, UpdateExecutionRequest};
 
+// As in `brine` and the other benches.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn open(path: &Path) -> RocksExecutionStore {
     RocksExecutionStore::open(path, &OpenOptions::default()).expect("open")
 }

@@ -130,16 +130,10 @@ pub(crate) fn read_indexed(engine: &Engine, index: Cf, prefix: &[u8]) -> Result<
     fetch_records(engine, ids)
 }
 
-/// Reads the executions with these ids, in order. An id whose record a concurrent
-/// delete removed after the index scan is skipped.
+/// Reads the executions with these ids, in order, in one batched lookup. An id whose
+/// record a concurrent delete removed after the index scan is skipped.
 fn fetch_records(engine: &Engine, ids: Vec<Vec<u8>>) -> Result<Vec<Execution>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(e) = engine.get_value::<Execution>(Cf::Executions, &id)? {
-            out.push(e);
-        }
-    }
-    Ok(out)
+    engine.get_values(Cf::Executions, &ids)
 }
 
 /// The execution store of a compute node, on RocksDB.

@@ -358,11 +358,7 @@ impl RocksJobStore {
             ids.push(layout::after_prefix(k, &prefix).to_vec());
             Ok(true)
         })?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.extend(self.engine.get_value::<Evaluation>(Cf::Evaluations, &id)?);
-        }
-        Ok(out)
+        self.engine.get_values(Cf::Evaluations, &ids)
     }
 }
 
@@ -473,11 +469,7 @@ impl JobStore for RocksJobStore {
             ids.push(decoded.str("job_id").unwrap_or_default().as_bytes().to_vec());
             Ok(true)
         })?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            jobs.extend(self.engine.get_value::<Job>(Cf::Jobs, &id)?);
-        }
-        Ok(rules::in_id_order(jobs))
+        Ok(rules::in_id_order(self.engine.get_values(Cf::Jobs, &ids)?))
     }
 
     async fn create_evaluation(&self, evaluation: Evaluation) -> Result<Evaluation> {
