@@ -3,8 +3,9 @@
 //! `fail-live` over 100 000 live executions with peak RSS under 256 MiB. Also reported:
 //! the full cleanup scan over the 1 000 000 executions, as after an unclean shutdown.
 //!
-//! Peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) after the store is
-//! built and closed, so it covers only the open and the recovery.
+//! Each open + recovery runs in a fresh process of this program, as a restarting node
+//! does, and reports its time and peak RSS (`VmHWM`), which so covers only the open and
+//! the recovery.
 //!
 //! `cargo bench -p brine-bench --bench recovery -- [EXECUTIONS] [--json]` (or
 //! `cargo xtask bench-recovery`); EXECUTIONS defaults to 1 000 000, and the live store
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use brine_bench::{peak_rss_mib, reset_peak_rss};
-use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions, Report};
+use brine_recovery::{recover, Cleanup, Policy, RecoveryOptions};
 use brine_rocksdb::{OpenOptions, RocksExecutionStore};
 use brine_store::model::{Execution, ExecutionId, ExecutionState, Job, JobId, JobType};
 use brine_store::{ExecutionStore, UpdateExecutionRequest};
@@ -59,19 +60,53 @@ async fn build(path: &Path, n: usize, state: impl Fn(usize) -> ExecutionState) {
 struct Run {
     ms: f64,
     rss: Option<f64>,
-    report: Report,
+    /// Executions before recovery, changed by it, and cleaned by its scan.
+    before: u64,
+    changed: u64,
+    cleaned: u64,
+    keys: u64,
 }
 
-async fn open_and_recover(path: &Path, policy: &Policy, cleanup: Cleanup) -> Run {
+/// The measured part, in a fresh process (as a restarting node): opens the store at
+/// `path`, recovers it with the preset `policy` and `cleanup` (`auto` or `always`), and
+/// prints one JSON line.
+async fn measure(path: &Path, policy: &str, cleanup: &str) {
+    let policy = match policy {
+        "seed" => Policy::seed(),
+        _ => Policy::fail_live(),
+    };
+    let cleanup = if cleanup == "always" { Cleanup::Always } else { Cleanup::Auto };
     reset_peak_rss();
     let t = Instant::now();
     let store = open(path);
     let options = RecoveryOptions { cleanup, ..RecoveryOptions::default() };
-    let report = recover(&store, policy, &options).await.expect("recover");
+    let report = recover(&store, &policy, &options).await.expect("recover");
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     let rss = peak_rss_mib();
     store.close().await.expect("close");
-    Run { ms, rss, report }
+    let keys = report.cleanup.as_ref().map_or(0, |c| c.keys_scanned);
+    println!(
+        r#"{{"ms":{ms:.3},"peak_rss_mib":{},"before":{},"changed":{},"cleaned":{},"keys":{keys}}}"#,
+        rss.map_or_else(|| "null".into(), |m| format!("{m:.1}")),
+        report.before.total(),
+        report.changed(),
+        report.cleaned()
+    );
+}
+
+/// Runs [`measure`] in a fresh process of this program.
+fn open_and_recover(path: &Path, policy: &str, cleanup: &str) -> Run {
+    let out = brine_bench::in_fresh_process(&["--measure", &path.display().to_string(), policy, cleanup]);
+    let m: serde_json::Value = serde_json::from_str(out.trim()).expect("the measurement's JSON line");
+    let num = |k: &str| m[k].as_u64().expect(k);
+    Run {
+        ms: m["ms"].as_f64().expect("ms"),
+        rss: m["peak_rss_mib"].as_f64(),
+        before: num("before"),
+        changed: num("changed"),
+        cleaned: num("cleaned"),
+        keys: num("keys"),
+    }
 }
 
 fn rss(r: Option<f64>) -> String {
@@ -81,6 +116,12 @@ fn rss(r: Option<f64>) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, path, policy, cleanup] = args.as_slice() {
+        if flag == "--measure" {
+            measure(Path::new(path), policy, cleanup).await;
+            return;
+        }
+    }
     let json = args.iter().any(|a| a == "--json");
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
     let live_n = n / 10;
@@ -93,14 +134,14 @@ async fn main() {
     let build_s = t.elapsed().as_secs_f64();
     build(&live, live_n, |i| ExecutionState::LIVE[i % 5]).await;
 
-    let seed = open_and_recover(&big, &Policy::seed(), Cleanup::Auto).await;
-    assert_eq!(seed.report.before.total(), n as u64);
-    let scan = open_and_recover(&big, &Policy::seed(), Cleanup::Always).await;
-    assert_eq!(scan.report.cleaned(), 0, "{}", scan.report);
-    let fail = open_and_recover(&live, &Policy::fail_live(), Cleanup::Auto).await;
-    assert_eq!(fail.report.changed(), live_n as u64, "{}", fail.report);
+    let seed = open_and_recover(&big, "seed", "auto");
+    assert_eq!(seed.before, n as u64);
+    let scan = open_and_recover(&big, "seed", "always");
+    assert_eq!(scan.cleaned, 0, "a consistent store needs no repair");
+    let fail = open_and_recover(&live, "fail-live", "auto");
+    assert_eq!(fail.changed, live_n as u64);
     let rate = live_n as f64 / (fail.ms / 1000.0);
-    let keys = scan.report.cleanup.as_ref().map_or(0, |c| c.keys_scanned);
+    let keys = scan.keys;
 
     if json {
         let opt = |r: Option<f64>| r.map_or_else(|| "null".into(), |m| format!("{m:.1}"));

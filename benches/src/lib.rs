@@ -31,6 +31,17 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Runs this bench's own program again with `args` and returns what it printed: the
+/// measured part runs in a fresh process, as a restarted node or a `brine` command
+/// does, so memory the allocator kept from building the store (in the build's threads)
+/// does not count in its peak RSS.
+pub fn in_fresh_process(args: &[&str]) -> String {
+    let program = std::env::current_exe().expect("this program's path");
+    let out = std::process::Command::new(program).args(args).output().expect("run the measurement");
+    assert!(out.status.success(), "the measurement failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
 /// The `i`-th sample execution, of job `i / per_job`.
 pub fn sample_execution(i: u64, per_job: u64) -> Execution {
     let mut job = Job::new(JobId::new(format!("job-{:08}", i / per_job)).expect("id"), format!("job-{}", i / per_job));

@@ -204,12 +204,10 @@ async fn apply_policy(
                 changed: 0,
             })
             .collect();
-        let mut cursor = None;
         let mut done = 0u64;
-        loop {
-            let batch = store.get_executions_in_state(state, cursor.as_ref(), options.batch_size).await?;
-            let Some(last) = batch.last() else { break };
-            cursor = Some(last.id.clone());
+        let mut batch = store.get_executions_in_state(state, None, options.batch_size).await?;
+        while let Some(last) = batch.last() {
+            let cursor = last.id.clone();
             done += batch.len() as u64;
             // The batch's changes commit together: one write (and on a `Sync` store one
             // fsync) per batch, each change still a conditional update with its history
@@ -253,15 +251,29 @@ async fn apply_policy(
                     Err(err) => return Err(err.into()),
                 }
             }
-            if let Some(tx) = tx {
-                tx.commit().await?;
-            }
+            // The next batch is read while this one commits: a large commit writes on a
+            // blocking thread of the store, so the reading and the writing overlap. The
+            // next batch lies after the cursor, where this one changes nothing, and each
+            // of its changes is conditional again when it is made.
+            let more = batch.len() == options.batch_size;
+            let commit = async {
+                match tx {
+                    Some(tx) => tx.commit().await,
+                    None => Ok(()),
+                }
+            };
+            let next = async {
+                match more {
+                    true => store.get_executions_in_state(state, Some(&cursor), options.batch_size).await,
+                    false => Ok(Vec::new()),
+                }
+            };
+            let (committed, next) = tokio::join!(commit, next);
+            committed?;
             if let Some(progress) = options.progress.as_ref().filter(|_| !read_only_check) {
                 progress(Progress { state, done, total: repaired_counts.get(state) });
             }
-            if batch.len() < options.batch_size {
-                break;
-            }
+            batch = next?;
         }
         actions.extend(
             cells.into_iter().filter(|c| c.examined > 0 && policy.action(c.job_type, state) != &Action::NoAction),

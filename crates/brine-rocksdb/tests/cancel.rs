@@ -104,6 +104,66 @@ async fn a_close_cut_short_still_closes() {
     again.close().await.expect("close");
 }
 
+/// A commit of more than half a MiB builds and writes its batch on a blocking thread.
+/// A caller that drops it there (polled once, up to its first wait, then dropped)
+/// leaves each transaction whole or absent, in the open store and after a reopen, and
+/// its own next write waits for the dropped one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commits_cut_short_are_whole_or_absent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    const PER_TX: usize = 300;
+    const TXS: u64 = 24;
+    let note = "x".repeat(2000);
+    let job_of = |t: u64| JobId::new(format!("job-{t:03}")).expect("id");
+    let mut cut = 0;
+    for t in 0..TXS {
+        let job = Job::new(job_of(t), "job");
+        let note = note.clone();
+        let store = Arc::clone(&store);
+        let write = async move {
+            let mut tx = store.begin_tx().await?;
+            for i in 0..PER_TX {
+                let e = Execution::new(ExecutionId::new(format!("e-{t:03}-{i:04}")).expect("id"), &job);
+                let event = brine_store::model::Event::new("test", note.as_str(), brine_store::model::Timestamp::now());
+                tx.create_execution(e, vec![event]).await?;
+            }
+            tx.commit().await
+        };
+        if t % 3 == 0 {
+            must_finish("a whole transaction", write).await.expect("commit");
+        } else {
+            tokio::select! {
+                biased;
+                done = write => done.expect("a transaction that did not wait commits"),
+                () = std::future::ready(()) => cut += 1,
+            }
+        }
+    }
+    assert!(cut > 0, "some transactions were dropped while they waited");
+    // The task that dropped them writes next: it waits for the lock, then goes on.
+    must_finish("a create after cut commits", store.create_execution(exec("after".into()), vec![]))
+        .await
+        .expect("create");
+    let whole_or_absent = |store: Arc<RocksExecutionStore>| async move {
+        let mut whole = 0;
+        for t in 0..TXS {
+            let n = store.get_executions(&job_of(t)).await.expect("read").len();
+            assert!(n == 0 || n == PER_TX, "transaction {t} is partly there: {n} of {PER_TX}");
+            whole += usize::from(n == PER_TX);
+        }
+        whole
+    };
+    let whole = must_finish("reads", whole_or_absent(Arc::clone(&store))).await;
+    assert!(whole >= 8, "the transactions not cut are there ({whole} of {TXS} whole)");
+    assert_eq!(store.get_execution_count(ExecutionState::Created).await.expect("count"), (whole * PER_TX + 1) as u64);
+    must_finish("close", store.close()).await.expect("close");
+    drop(store);
+    let again = open(dir.path());
+    assert_eq!(whole_or_absent(Arc::clone(&again)).await, whole, "the same transactions after a reopen");
+    again.close().await.expect("close");
+}
+
 /// A `Sync` commit waits for its fsync without blocking the runtime's other work: on a
 /// worker of a multi-threaded runtime the worker hands its tasks over and syncs itself,
 /// elsewhere a blocking thread syncs. Every way of driving a future must work: a worker

@@ -69,6 +69,9 @@ impl Pending {
 /// From this many pending writes on, a transaction indexes them by key.
 const INDEX_FROM: usize = 32;
 
+/// From this many bytes on, a commit builds and writes its batch on a blocking thread.
+const OFF_RUNTIME_BYTES: usize = 512 << 10;
+
 /// A write in progress: holds the commit lock and the pending writes, which reads of
 /// this transaction see.
 pub(crate) struct Txn {
@@ -471,20 +474,23 @@ impl Txn {
         self.seqs.history_seq
     }
 
-    /// The write batch of the pending writes, in order; each family's handle is looked
-    /// up once.
-    fn batch(&self, db: &DB) -> Result<WriteBatch> {
-        // Sized up front: one allocation instead of a growing buffer copied as it grows.
-        let bytes: usize = self
-            .writes
+    /// About how many bytes the write batch of the pending writes takes.
+    fn batch_bytes(&self) -> usize {
+        self.writes
             .iter()
             .map(|w| match w {
                 Pending::Put(_, k, v) => k.len() + v.len() + 16,
                 Pending::Delete(_, k) => k.len() + 8,
                 Pending::Clear { prefix, end, .. } => prefix.len() + end.len() + 16,
             })
-            .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes + 12);
+            .sum()
+    }
+
+    /// The write batch of the pending writes, in order; each family's handle is looked
+    /// up once.
+    fn batch(&self, db: &DB) -> Result<WriteBatch> {
+        // Sized up front: one allocation instead of a growing buffer copied as it grows.
+        let mut batch = WriteBatch::with_capacity_bytes(self.batch_bytes() + 12);
         let mut handles: [Option<&rocksdb::ColumnFamily>; Cf::ALL.len()] = [None; Cf::ALL.len()];
         for w in &self.writes {
             let slot = &mut handles[w.cf().index()];
@@ -525,6 +531,34 @@ impl Txn {
             return Ok(());
         }
         let engine = Arc::clone(&self.engine);
+        let commit = if self.batch_bytes() >= OFF_RUNTIME_BYTES {
+            // A large batch (a recovery or purge batch, a load) takes milliseconds to
+            // build and write: a blocking thread does it, and the caller's thread is free
+            // meanwhile (recovery reads its next batch then). The closure owns the
+            // transaction, so a caller dropped here leaves the write to finish whole,
+            // with its bookkeeping, or not happen at all. The calling task no longer
+            // holds the transaction: a write it starts next waits for this one to
+            // finish instead of being refused as its own holder's.
+            drop(self.holder.take());
+            tokio::task::spawn_blocking(move || self.write()).await.map_err(|e| match e.is_panic() {
+                true => engine.poison(format!("a commit task failed: {e}")),
+                // Never run (the runtime is shutting down): nothing was written.
+                false => StoreError::backend("commit", e),
+            })??
+        } else {
+            self.write()?
+        };
+        match engine.durability {
+            Durability::Buffered => Ok(()),
+            Durability::Sync => engine.sync_up_to(commit).await,
+        }
+    }
+
+    /// Builds and writes the batch, then makes the commit count: the sequences move,
+    /// and it is published (`Buffered`) or handed to the group sync (`Sync`). Returns the
+    /// commit's number; the commit lock is released on return.
+    fn write(self) -> Result<u64> {
+        let engine = Arc::clone(&self.engine);
         let batch = self.batch(&*engine.db()?)?;
         let bytes = batch.size_in_bytes() as u64;
         // Under the commit lock: the quota's estimate moves in commit order.
@@ -548,21 +582,15 @@ impl Txn {
             engine.committed.fetch_add(1, Ordering::AcqRel) + 1
         };
         engine.written(bytes);
-        *self.guard = self.seqs.clone();
+        let Txn { mut guard, seqs, holder, .. } = self;
+        *guard = seqs.clone();
         match engine.durability {
-            Durability::Buffered => {
-                engine.publish(commit, &self.seqs);
-                drop(self.guard);
-                drop(self.holder);
-                Ok(())
-            }
-            Durability::Sync => {
-                *lock(&engine.written) = Published { commit, seqs: self.seqs.clone() };
-                drop(self.guard);
-                drop(self.holder);
-                engine.sync_up_to(commit).await
-            }
+            Durability::Buffered => engine.publish(commit, &seqs),
+            Durability::Sync => *lock(&engine.written) = Published { commit, seqs },
         }
+        drop(guard);
+        drop(holder);
+        Ok(commit)
     }
 }
 
