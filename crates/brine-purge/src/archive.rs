@@ -62,10 +62,14 @@ pub(crate) fn claim(dir: &Path, kind: &str) -> Result<DirLock, PurgeError> {
         Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock, "lock")(e)),
     }
     if !check_kind(dir, kind)? {
+        // Written beside and renamed into place, so a kill leaves the marker whole or
+        // absent.
         let kind_path = dir.join(KIND_FILE);
-        let mut f = create_private_file(&kind_path).map_err(io_err(&kind_path, "write"))?;
-        writeln!(f, "{kind}").map_err(io_err(&kind_path, "write"))?;
-        f.sync_all().map_err(io_err(&kind_path, "sync"))?;
+        let tmp = dir.join(format!("{KIND_FILE}.tmp"));
+        let mut f = create_private_file(&tmp).map_err(io_err(&tmp, "write"))?;
+        writeln!(f, "{kind}").map_err(io_err(&tmp, "write"))?;
+        f.sync_all().map_err(io_err(&tmp, "sync"))?;
+        std::fs::rename(&tmp, &kind_path).map_err(io_err(&kind_path, "write"))?;
         sync_dir(dir)?;
     }
     Ok(DirLock { _file: file })
@@ -77,6 +81,9 @@ pub(crate) fn check_kind(dir: &Path, kind: &str) -> Result<bool, PurgeError> {
     let kind_path = dir.join(KIND_FILE);
     match std::fs::read_to_string(&kind_path) {
         Ok(found) if found.trim() == kind => Ok(true),
+        // Empty: an earlier version's purge was killed between creating the marker and
+        // writing it; the directory names no kind yet.
+        Ok(found) if found.trim().is_empty() => Ok(false),
         Ok(found) => Err(PurgeError::WrongDirectory {
             dir: dir.to_path_buf(),
             holds: found.trim().to_owned(),
@@ -589,6 +596,17 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_marker_cut_short_by_a_kill_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a purge killed between creating the marker and writing it left behind.
+        std::fs::write(dir.path().join(KIND_FILE), "").unwrap();
+        drop(claim(dir.path(), "requester").expect("an empty marker names no kind yet"));
+        assert_eq!(std::fs::read_to_string(dir.path().join(KIND_FILE)).unwrap(), "requester\n");
+        assert!(matches!(claim(dir.path(), "compute"), Err(PurgeError::WrongDirectory { .. })));
+        assert!(!dir.path().join(format!("{KIND_FILE}.tmp")).exists(), "no temporary file is left");
+    }
 
     #[test]
     fn stamps_read_and_sort() {

@@ -20,7 +20,7 @@ use brine_store::{JobQuery, JobStore, ManualClock, StoreError};
 use support::{archived_ids, fill, index_lines, jid, rocks_jobs};
 
 const CHILD: &str = "BRINE_PURGE_CHILD";
-const JOBS: usize = 120;
+const JOBS: usize = 240;
 
 /// The clock every process agrees on: `OLD` after the jobs were written.
 fn clock() -> Arc<ManualClock> {
