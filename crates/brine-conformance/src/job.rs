@@ -792,6 +792,8 @@ pub async fn purge_archives_terminal_jobs_and_retains_their_ids(f: &dyn Factory)
     xs.sort_unstable();
     assert_eq!(xs, ["x1", "x2"]);
     assert!(jobs.job_bundle(&jid("ghost")).await.unwrap_err().is_not_found());
+    let page = jobs.job_bundles(&[jid("ghost"), jid("j1"), jid("j1")]).await.unwrap();
+    assert_eq!(page, [None, Some(bundle.clone()), Some(bundle.clone())], "a page reads as each job alone");
 
     let stamp = |j: &brine_store::model::Job| brine_store::rules::purge_stamp(j);
     let j3 = jobs.get_job(&jid("j3")).await.unwrap();

@@ -986,6 +986,14 @@ async fn purge_step(env: &Env, model: &mut Model, op: &Op, archive: String) -> s
         }
         stamps.push((job.id.clone(), bundle.expect("compared equal to an Ok").stamp()));
     }
+    // The same jobs read as one page, with an id that is not there in the middle.
+    let mut page: Vec<JobId> = stamps.iter().map(|(id, _)| id.clone()).collect();
+    page.insert(page.len() / 2, JobId::new("no-such-job").expect("id"));
+    let bundles = store.job_bundles(&page).await.map_err(|e| format!("job_bundles: {e}"))?;
+    let expected: Vec<Option<JobBundle>> = page.iter().map(|id| model.bundle(id).ok()).collect();
+    if bundles != expected {
+        return Err(format!("job_bundles({page:?}): store has {bundles:#?}\nmodel has {expected:#?}"));
+    }
     if let (Some((k, touch)), false) = (disturb, stamps.is_empty()) {
         let id = stamps[usize::from(*k) % stamps.len()].0.clone();
         let call = if *touch { Call::Touch(id) } else { Call::AddJobEvents(id, vec![test_event("late", 0)]) };

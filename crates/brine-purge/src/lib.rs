@@ -355,6 +355,33 @@ async fn load(source: &Source, pick: &Pick) -> Result<Option<Loaded>, PurgeError
     }
 }
 
+/// How many picked jobs are read at once (a requester store reads a page's bundles
+/// together): bounds the records held beside the writer's queue.
+const LOAD_PAGE: usize = 32;
+
+/// Reads a page of picks, as [`load`] reads each; a requester store reads the page's
+/// bundles at once.
+async fn load_page(source: &Source, page: &[Pick]) -> Result<Vec<Option<Loaded>>, PurgeError> {
+    if let Source::Jobs(store) = source {
+        let ids: Vec<JobId> = page
+            .iter()
+            .filter_map(|pick| match pick {
+                Pick::Job(id, _) => Some(id.clone()),
+                Pick::Compute { .. } => None,
+            })
+            .collect();
+        if ids.len() == page.len() {
+            let bundles = store.job_bundles(&ids).await?;
+            return Ok(bundles.into_iter().map(|b| b.map(|bundle| Loaded::Job(Box::new(bundle)))).collect());
+        }
+    }
+    let mut out = Vec::with_capacity(page.len());
+    for pick in page {
+        out.push(load(source, pick).await?);
+    }
+    Ok(out)
+}
+
 /// Walks a store's candidates in order, remembering where it got to.
 struct Selector {
     cutoff: Timestamp,
@@ -723,13 +750,14 @@ async fn archive_files(
         };
         let mut written = Vec::with_capacity(picks.len());
         let mut counts = PurgeReport::default();
-        for pick in picks {
-            // Each record is read, handed to the writer and dropped.
-            let Some(loaded) = load(source, &pick).await? else { continue };
-            loaded.count(&mut counts);
-            written.push(loaded.pick());
-            if tx.send(Some(loaded)).await.is_err() {
-                break;
+        'pages: for page in picks.chunks(LOAD_PAGE) {
+            // Each page is read, its records handed to the writer one by one and dropped.
+            for loaded in load_page(source, page).await?.into_iter().flatten() {
+                loaded.count(&mut counts);
+                written.push(loaded.pick());
+                if tx.send(Some(loaded)).await.is_err() {
+                    break 'pages;
+                }
             }
             // Reads are short, but many of them in a row would hold the thread.
             tokio::task::yield_now().await;

@@ -132,6 +132,22 @@ pub trait JobStore: Send + Sync {
     /// The job with everything that belongs to it, for an archive.
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle>;
 
+    /// [`JobStore::job_bundle`] of each of `ids`, in order, `None` for a job that is
+    /// not there (deleted since it was picked). A backend may read the page at once:
+    /// RocksDB reads it from one snapshot, opening one iterator per family for the
+    /// whole page.
+    async fn job_bundles(&self, ids: &[JobId]) -> Result<Vec<Option<JobBundle>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match self.job_bundle(id).await {
+                Ok(bundle) => Some(bundle),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+
     /// Deletes each job of `jobs` with everything that belongs to it (as
     /// [`JobStore::delete_job`]) and keeps a retained entry naming `archive`, all in one
     /// atomic write: from then on [`JobStore::get_job`] on such an id is

@@ -212,6 +212,27 @@ impl Engine {
         Ok(out)
     }
 
+    /// Reads and decodes the values of `keys` as of `snapshot`, one answer per key in
+    /// the order of `keys`, in one batched lookup.
+    pub(crate) fn get_values_at<T: DeserializeOwned>(
+        &self,
+        db: &DB,
+        snapshot: &Snapshot<'_>,
+        cf: Cf,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<T>>> {
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(snapshot);
+        let handle = self.cf(db, cf)?;
+        keys.iter()
+            .zip(db.batched_multi_get_cf_opt(handle, keys, false, &ro))
+            .map(|(key, raw)| match raw.map_err(|e| engine_err("read", e))? {
+                Some(bytes) => decode(cf, key, &bytes).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     /// Whether `key` exists in `cf`, without decoding its value.
     pub(crate) fn contains(&self, cf: Cf, key: &[u8]) -> Result<bool> {
         let db = self.db()?;
