@@ -371,16 +371,22 @@ impl RocksJobStore {
     /// The bundles of a page of jobs (`None` for a job not there), as
     /// [`JobStore::job_bundle`] reads each, but from one snapshot, with one iterator per
     /// family sought to each job in turn and each family's records in one batched
-    /// lookup. Opening an iterator visits every level and fragments the memtable's
-    /// range deletions (a purge leaves many), so a page opens four, not four per job.
+    /// lookup. Opening an iterator visits every level and, on the versions and history,
+    /// fragments the memtable's range deletions (a purge leaves many there), so those
+    /// two are opened once per page.
     fn bundles(&self, ids: &[JobId]) -> Result<Vec<Option<JobBundle>>> {
         let engine = &self.engine;
         let db = engine.db()?;
         let snapshot = db.snapshot();
         let job_keys: Vec<Vec<u8>> = ids.iter().map(layout::job).collect();
         let jobs: Vec<Option<Job>> = engine.get_values_at(&db, &snapshot, Cf::Jobs, &job_keys)?;
-        let mut its = Vec::with_capacity(4);
-        for cf in [Cf::JobVersions, Cf::JobHistory, Cf::IdxEvaluationsByJob, Cf::IdxExecutionsByJobId] {
+        // A removed job's versions and history go as range deletions, which an iterator
+        // steps over in one seek, so those two iterators are shared by the page. A
+        // removed job's index entries go one by one: a seek past a job with no entries
+        // would step over each deleted one up to the next live key, so the indexes are
+        // read with an iterator bounded to each job.
+        let mut its = Vec::with_capacity(2);
+        for cf in [Cf::JobVersions, Cf::JobHistory] {
             its.push((cf, engine.iter_at(&db, Some(&snapshot), cf, &[], None)?));
         }
         let mut pages = Vec::with_capacity(ids.len());
@@ -401,14 +407,13 @@ impl RocksJobStore {
                 Ok(())
             })?;
             let (evals_from, execs_from) = (eval_keys.len(), exec_keys.len());
-            seek_under(&mut its[2], &prefix, |k, _| {
-                eval_keys.push(layout::after_prefix(k, &prefix).to_vec());
-                Ok(())
-            })?;
-            seek_under(&mut its[3], &prefix, |k, _| {
-                exec_keys.push(layout::after_prefix(k, &prefix).to_vec());
-                Ok(())
-            })?;
+            for (cf, keys) in [(Cf::IdxEvaluationsByJob, &mut eval_keys), (Cf::IdxExecutionsByJobId, &mut exec_keys)] {
+                let mut it = (cf, engine.iter_at(&db, Some(&snapshot), cf, &prefix, prefix_end(&prefix))?);
+                seek_under(&mut it, &prefix, |k, _| {
+                    keys.push(layout::after_prefix(k, &prefix).to_vec());
+                    Ok(())
+                })?;
+            }
             let counts = (eval_keys.len() - evals_from, exec_keys.len() - execs_from);
             pages.push(Some((job, versions, history, counts)));
         }
