@@ -99,13 +99,11 @@ async fn main() {
     let build_s = t.elapsed().as_secs_f64();
 
     let archive = dir.path().join("archive");
-    let out =
-        brine_bench::in_fresh_process(&["--measure", &path.display().to_string(), &archive.display().to_string()]);
-    let m: serde_json::Value = serde_json::from_str(out.trim()).expect("the measurement's JSON line");
+    let m = brine_bench::in_fresh_process(&["--measure", &path.display().to_string(), &archive.display().to_string()]);
     let num = |k: &str| m[k].as_f64().expect(k);
     let (secs, executions, purged_jobs) = (num("seconds"), num("executions"), num("jobs"));
-    assert_eq!(purged_jobs as usize, jobs, "{out}");
-    assert_eq!(executions as usize, jobs * PER_JOB, "{out}");
+    assert_eq!(purged_jobs as usize, jobs, "{m}");
+    assert_eq!(executions as usize, jobs * PER_JOB, "{m}");
     let rate = executions / secs;
     let rss = m["peak_rss_mib"].as_f64();
     if json {

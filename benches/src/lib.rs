@@ -34,12 +34,13 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// Runs this bench's own program again with `args` and returns what it printed: the
 /// measured part runs in a fresh process, as a restarted node or a `brine` command
 /// does, so memory the allocator kept from building the store (in the build's threads)
-/// does not count in its peak RSS.
-pub fn in_fresh_process(args: &[&str]) -> String {
+/// does not count in its peak RSS. The measurement prints one JSON line; this returns it.
+pub fn in_fresh_process(args: &[&str]) -> serde_json::Value {
     let program = std::env::current_exe().expect("this program's path");
     let out = std::process::Command::new(program).args(args).output().expect("run the measurement");
     assert!(out.status.success(), "the measurement failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    let line = String::from_utf8(out.stdout).expect("utf-8 output");
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("the measurement's JSON line {line:?}: {e}"))
 }
 
 /// The `i`-th sample execution, of job `i / per_job`.

@@ -62,15 +62,7 @@ pub(crate) fn claim(dir: &Path, kind: &str) -> Result<DirLock, PurgeError> {
         Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock, "lock")(e)),
     }
     if !check_kind(dir, kind)? {
-        // Written beside and renamed into place, so a kill leaves the marker whole or
-        // absent.
-        let kind_path = dir.join(KIND_FILE);
-        let tmp = dir.join(format!("{KIND_FILE}.tmp"));
-        let mut f = create_private_file(&tmp).map_err(io_err(&tmp, "write"))?;
-        writeln!(f, "{kind}").map_err(io_err(&tmp, "write"))?;
-        f.sync_all().map_err(io_err(&tmp, "sync"))?;
-        std::fs::rename(&tmp, &kind_path).map_err(io_err(&kind_path, "write"))?;
-        sync_dir(dir)?;
+        write_marker(dir, KIND_FILE, &dir.join(KIND_FILE), kind, "write the archive kind marker")?;
     }
     Ok(DirLock { _file: file })
 }
@@ -130,6 +122,18 @@ fn io_err<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(std::io::Error)
 }
 
 /// Fsyncs a directory, so a rename or create in it is durable.
+/// Writes a one-line marker file at `path` in `dir`: beside it as `<tmp_name>.tmp`,
+/// synced, then renamed into place, so a kill leaves the marker whole or absent. `what`
+/// names the marker in errors ("write a pending marker").
+fn write_marker(dir: &Path, tmp_name: &str, path: &Path, line: &str, what: &'static str) -> Result<(), PurgeError> {
+    let tmp = dir.join(format!("{tmp_name}.tmp"));
+    let mut f = create_private_file(&tmp).map_err(io_err(&tmp, what))?;
+    writeln!(f, "{line}").map_err(io_err(&tmp, what))?;
+    f.sync_all().map_err(io_err(&tmp, what))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path, what))?;
+    sync_dir(dir)
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PurgeError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir, "sync the archive directory"))
 }
@@ -573,13 +577,8 @@ impl Pending {
 
     /// Writes (and syncs) the marker of this archive.
     pub(crate) fn write(&self, dir: &Path) -> Result<(), PurgeError> {
-        let path = Self::path(dir, self.stamp);
-        let tmp = dir.join(format!("{PENDING_FILE}.tmp"));
-        let mut f = create_private_file(&tmp).map_err(io_err(&tmp, "write a pending marker"))?;
-        writeln!(f, "{} {} {}", self.stamp, self.file, self.store).map_err(io_err(&tmp, "write a pending marker"))?;
-        f.sync_all().map_err(io_err(&tmp, "sync a pending marker"))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path, "write a pending marker"))?;
-        sync_dir(dir)
+        let line = format!("{} {} {}", self.stamp, self.file, self.store);
+        write_marker(dir, PENDING_FILE, &Self::path(dir, self.stamp), &line, "write a pending marker")
     }
 
     /// Removes the marker of this archive: its records are deleted.

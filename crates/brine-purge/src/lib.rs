@@ -326,11 +326,10 @@ impl ComputeJobRecord {
 /// Reads a picked job's records; `None` when they are gone (deleted since picked).
 async fn load(source: &Source, pick: &Pick) -> Result<Option<Loaded>, PurgeError> {
     match (source, pick) {
-        (Source::Jobs(store), Pick::Job(id, _)) => match store.job_bundle(id).await {
-            Ok(bundle) => Ok(Some(Loaded::Job(Box::new(bundle)))),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.into()),
-        },
+        (Source::Jobs(store), Pick::Job(id, _)) => {
+            let bundle = store.job_bundles(std::slice::from_ref(id)).await?.pop().flatten();
+            Ok(bundle.map(|bundle| Loaded::Job(Box::new(bundle))))
+        }
         (Source::Executions(store), Pick::Compute { job, executions: ids }) => {
             let mut executions = Vec::with_capacity(ids.len());
             for (id, _) in ids {
@@ -362,18 +361,16 @@ const LOAD_PAGE: usize = 32;
 /// Reads a page of picks, as [`load`] reads each; a requester store reads the page's
 /// bundles at once.
 async fn load_page(source: &Source, page: &[Pick]) -> Result<Vec<Option<Loaded>>, PurgeError> {
-    if let Source::Jobs(store) = source {
-        let ids: Vec<JobId> = page
-            .iter()
-            .filter_map(|pick| match pick {
-                Pick::Job(id, _) => Some(id.clone()),
-                Pick::Compute { .. } => None,
-            })
-            .collect();
-        if ids.len() == page.len() {
-            let bundles = store.job_bundles(&ids).await?;
-            return Ok(bundles.into_iter().map(|b| b.map(|bundle| Loaded::Job(Box::new(bundle)))).collect());
-        }
+    let job_ids: Option<Vec<JobId>> = page
+        .iter()
+        .map(|pick| match pick {
+            Pick::Job(id, _) => Some(id.clone()),
+            Pick::Compute { .. } => None,
+        })
+        .collect();
+    if let (Source::Jobs(store), Some(ids)) = (source, job_ids) {
+        let bundles = store.job_bundles(&ids).await?;
+        return Ok(bundles.into_iter().map(|b| b.map(|bundle| Loaded::Job(Box::new(bundle)))).collect());
     }
     let mut out = Vec::with_capacity(page.len());
     for pick in page {

@@ -263,9 +263,10 @@ async fn apply_policy(
                 }
             };
             let next = async {
-                match more {
-                    true => store.get_executions_in_state(state, Some(&cursor), options.batch_size).await,
-                    false => Ok(Vec::new()),
+                if more {
+                    store.get_executions_in_state(state, Some(&cursor), options.batch_size).await
+                } else {
+                    Ok(Vec::new())
                 }
             };
             let (committed, next) = tokio::join!(commit, next);

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cf::{Cf, StoreKind};
 use crate::codec::decode;
-use crate::engine::{Engine, Snapshot, Txn};
+use crate::engine::{visit_prefix, Engine, Snapshot, Txn};
 use crate::execution::read_indexed;
 use crate::layout::{self, Placement};
 use crate::log::RocksEventLog;
@@ -273,24 +273,6 @@ fn ordered_ids(
     Ok(())
 }
 
-/// Visits each key and value of `cf` under `prefix`, seeking `it` (an iterator kept
-/// across jobs) there.
-fn seek_under(
-    (cf, it): &mut (Cf, rocksdb::DBRawIteratorWithThreadMode<'_, rocksdb::DB>),
-    prefix: &[u8],
-    mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
-) -> Result<()> {
-    it.seek(prefix);
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if !k.starts_with(prefix) {
-            break;
-        }
-        visit(k, v)?;
-        it.next();
-    }
-    it.status().map_err(|e| StoreError::backend(format!("scan {}", cf.name()), e))
-}
-
 /// The job store of a requester node, on RocksDB.
 #[derive(Clone)]
 pub struct RocksJobStore {
@@ -369,9 +351,8 @@ impl RocksJobStore {
     }
 
     /// The bundles of a page of jobs (`None` for a job not there), as
-    /// [`JobStore::job_bundle`] reads each, but from one snapshot, with one iterator per
-    /// family sought to each job in turn and each family's records in one batched
-    /// lookup. Opening an iterator visits every level and, on the versions and history,
+    /// [`JobStore::job_bundle`] reads each, but from one snapshot, with each family's
+    /// records in one batched lookup. Opening an iterator visits every level and, on the versions and history,
     /// fragments the memtable's range deletions (a purge leaves many there), so those
     /// two are opened once per page.
     fn bundles(&self, ids: &[JobId]) -> Result<Vec<Option<JobBundle>>> {
@@ -379,16 +360,14 @@ impl RocksJobStore {
         let db = engine.db()?;
         let snapshot = db.snapshot();
         let job_keys: Vec<Vec<u8>> = ids.iter().map(layout::job).collect();
-        let jobs: Vec<Option<Job>> = engine.get_values_at(&db, &snapshot, Cf::Jobs, &job_keys)?;
+        let jobs: Vec<Option<Job>> = engine.get_values_at(&db, Some(&snapshot), Cf::Jobs, &job_keys)?;
         // A removed job's versions and history go as range deletions, which an iterator
         // steps over in one seek, so those two iterators are shared by the page. A
         // removed job's index entries go one by one: a seek past a job with no entries
         // would step over each deleted one up to the next live key, so the indexes are
         // read with an iterator bounded to each job.
-        let mut its = Vec::with_capacity(2);
-        for cf in [Cf::JobVersions, Cf::JobHistory] {
-            its.push((cf, engine.iter_at(&db, Some(&snapshot), cf, &[], None)?));
-        }
+        let mut versions_it = engine.iter_at(&db, Some(&snapshot), Cf::JobVersions, &[], None)?;
+        let mut history_it = engine.iter_at(&db, Some(&snapshot), Cf::JobHistory, &[], None)?;
         let mut pages = Vec::with_capacity(ids.len());
         let (mut eval_keys, mut exec_keys) = (Vec::new(), Vec::new());
         for (id, job) in ids.iter().zip(jobs) {
@@ -398,27 +377,29 @@ impl RocksJobStore {
             };
             let prefix = layout::owned_by(id);
             let (mut versions, mut history) = (Vec::new(), Vec::new());
-            seek_under(&mut its[0], &prefix, |k, v| {
+            visit_prefix(&mut versions_it, &prefix, |k, v| {
                 versions.push(decode(Cf::JobVersions, k, v)?);
-                Ok(())
+                Ok(true)
             })?;
-            seek_under(&mut its[1], &prefix, |k, v| {
+            visit_prefix(&mut history_it, &prefix, |k, v| {
                 history.push(decode(Cf::JobHistory, k, v)?);
-                Ok(())
+                Ok(true)
             })?;
             let (evals_from, execs_from) = (eval_keys.len(), exec_keys.len());
             for (cf, keys) in [(Cf::IdxEvaluationsByJob, &mut eval_keys), (Cf::IdxExecutionsByJobId, &mut exec_keys)] {
-                let mut it = (cf, engine.iter_at(&db, Some(&snapshot), cf, &prefix, prefix_end(&prefix))?);
-                seek_under(&mut it, &prefix, |k, _| {
+                let mut it = engine.iter_at(&db, Some(&snapshot), cf, &prefix, prefix_end(&prefix))?;
+                visit_prefix(&mut it, &prefix, |k, _| {
                     keys.push(layout::after_prefix(k, &prefix).to_vec());
-                    Ok(())
+                    Ok(true)
                 })?;
             }
             let counts = (eval_keys.len() - evals_from, exec_keys.len() - execs_from);
             pages.push(Some((job, versions, history, counts)));
         }
-        let evaluations: Vec<Option<Evaluation>> = engine.get_values_at(&db, &snapshot, Cf::Evaluations, &eval_keys)?;
-        let executions: Vec<Option<Execution>> = engine.get_values_at(&db, &snapshot, Cf::Executions, &exec_keys)?;
+        let evaluations: Vec<Option<Evaluation>> =
+            engine.get_values_at(&db, Some(&snapshot), Cf::Evaluations, &eval_keys)?;
+        let executions: Vec<Option<Execution>> =
+            engine.get_values_at(&db, Some(&snapshot), Cf::Executions, &exec_keys)?;
         let (mut evaluations, mut executions) = (evaluations.into_iter(), executions.into_iter());
         Ok(pages
             .into_iter()

@@ -134,8 +134,7 @@ pub trait JobStore: Send + Sync {
 
     /// [`JobStore::job_bundle`] of each of `ids`, in order, `None` for a job that is
     /// not there (deleted since it was picked). A backend may read the page at once:
-    /// RocksDB reads it from one snapshot, opening one iterator per family for the
-    /// whole page.
+    /// RocksDB reads it from one snapshot, with batched lookups.
     async fn job_bundles(&self, ids: &[JobId]) -> Result<Vec<Option<JobBundle>>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {

@@ -168,6 +168,24 @@ pub(crate) struct Engine {
     sync_delay: Mutex<std::time::Duration>,
 }
 
+/// Seeks `it` to `prefix` and visits each key (and value) under it, in order, until
+/// `visit` returns `false`. The iterator may be bounded to the prefix or be kept across
+/// prefixes (a page of jobs).
+pub(crate) fn visit_prefix(
+    it: &mut DBRawIteratorWithThreadMode<'_, DB>,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<()> {
+    it.seek(prefix);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !k.starts_with(prefix) || !visit(k, v)? {
+            break;
+        }
+        it.next();
+    }
+    it.status().map_err(|e| engine_err("scan", e))
+}
+
 fn engine_err(context: &str, e: rocksdb::Error) -> StoreError {
     StoreError::backend(context.to_owned(), e)
 }
@@ -202,27 +220,22 @@ impl Engine {
     /// visits each table block once for the keys it holds.
     pub(crate) fn get_values<T: DeserializeOwned>(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<T>> {
         let db = self.db()?;
-        let handle = self.cf(&db, cf)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (key, raw) in keys.iter().zip(db.batched_multi_get_cf(handle, keys, false)) {
-            if let Some(bytes) = raw.map_err(|e| engine_err("read", e))? {
-                out.push(decode(cf, key, &bytes)?);
-            }
-        }
-        Ok(out)
+        Ok(self.get_values_at(&db, None, cf, keys)?.into_iter().flatten().collect())
     }
 
-    /// Reads and decodes the values of `keys` as of `snapshot`, one answer per key in
-    /// the order of `keys`, in one batched lookup.
+    /// Reads and decodes the values of `keys`, as of `snapshot` when given, one answer
+    /// per key in the order of `keys`, in one batched lookup.
     pub(crate) fn get_values_at<T: DeserializeOwned>(
         &self,
         db: &DB,
-        snapshot: &Snapshot<'_>,
+        snapshot: Option<&Snapshot<'_>>,
         cf: Cf,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<T>>> {
         let mut ro = ReadOptions::default();
-        ro.set_snapshot(snapshot);
+        if let Some(s) = snapshot {
+            ro.set_snapshot(s);
+        }
         let handle = self.cf(db, cf)?;
         keys.iter()
             .zip(db.batched_multi_get_cf_opt(handle, keys, false, &ro))
@@ -256,19 +269,11 @@ impl Engine {
         &self,
         cf: Cf,
         prefix: &[u8],
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let db = self.db()?;
         let mut it = self.iter(&db, cf, prefix, brine_store::keys::prefix_end(prefix))?;
-        it.seek(prefix);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            if !visit(k, v)? {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status().map_err(|e| engine_err("scan", e))
+        visit_prefix(&mut it, prefix, visit)
     }
 
     /// A raw iterator over `cf` bounded to `[lower, upper)`.

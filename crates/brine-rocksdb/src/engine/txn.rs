@@ -540,10 +540,13 @@ impl Txn {
             // holds the transaction: a write it starts next waits for this one to
             // finish instead of being refused as its own holder's.
             drop(self.holder.take());
-            tokio::task::spawn_blocking(move || self.write()).await.map_err(|e| match e.is_panic() {
-                true => engine.poison(format!("a commit task failed: {e}")),
-                // Never run (the runtime is shutting down): nothing was written.
-                false => StoreError::backend("commit", e),
+            tokio::task::spawn_blocking(move || self.write()).await.map_err(|e| {
+                if e.is_panic() {
+                    engine.poison(format!("a commit task failed: {e}"))
+                } else {
+                    // Never run (the runtime is shutting down): nothing was written.
+                    StoreError::backend("commit", e)
+                }
             })??
         } else {
             self.write()?
