@@ -96,7 +96,7 @@ async fn measure(path: &Path, policy: &str, cleanup: &str) {
 
 /// Runs [`measure`] in a fresh process of this program.
 fn open_and_recover(path: &Path, policy: &str, cleanup: &str) -> Run {
-    let m = brine_bench::in_fresh_process(&["--measure", &path.display().to_string(), policy, cleanup]);
+    let m = brine_bench::in_fresh_process(&["--measure", &path.display().to_string(), policy, cleanup], &[]);
     let num = |k: &str| m[k].as_u64().expect(k);
     Run {
         ms: m["ms"].as_f64().expect("ms"),

@@ -25,19 +25,105 @@ pub fn reset_peak_rss() {
 /// The process's peak RSS in MiB since the last [`reset_peak_rss`] (or its start), if
 /// the kernel reports it.
 pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// The process's resident set in MiB now (`VmRSS`), if the kernel reports it.
+pub fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
 
-/// Runs this bench's own program again with `args` and returns what it printed: the
-/// measured part runs in a fresh process, as a restarted node or a `brine` command
-/// does, so memory the allocator kept from building the store (in the build's threads)
-/// does not count in its peak RSS. The measurement prints one JSON line; this returns it.
-pub fn in_fresh_process(args: &[&str]) -> serde_json::Value {
+/// Samples the resident set every 20 ms on a thread of its own, together with what
+/// `breakdown` says at that moment, and keeps the sample taken at the largest resident
+/// set: what memory held when the process was at its peak.
+pub struct PeakSampler<T: Send + 'static> {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<(f64, T)>>,
+}
+
+impl<T: Send + 'static> PeakSampler<T> {
+    /// Starts sampling.
+    pub fn start(breakdown: impl Fn() -> Option<T> + Send + 'static) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak: Option<(f64, T)> = None;
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_mib() {
+                    if peak.as_ref().is_none_or(|(p, _)| rss > *p) {
+                        if let Some(b) = breakdown() {
+                            peak = Some((rss, b));
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    /// Stops sampling; the largest resident set seen (MiB) and the breakdown then.
+    pub fn finish(self) -> Option<(f64, T)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the sampling thread")
+    }
+}
+
+/// A [`PeakSampler`] of a store's [`brine_rocksdb::MemoryUsage`] as JSON, in MiB:
+/// the resident set at its peak, and what RocksDB held then (`null` if not sampled).
+pub fn memory_at_peak(peak: Option<(f64, brine_rocksdb::MemoryUsage)>) -> serde_json::Value {
+    let Some((rss, m)) = peak else { return serde_json::Value::Null };
+    let mib = |b: u64| (b as f64 / 1048576.0 * 10.0).round() / 10.0;
+    serde_json::json!({
+        "rss_mib": (rss * 10.0).round() / 10.0,
+        "memtables_mib": mib(m.memtables),
+        "table_readers_mib": mib(m.table_readers),
+        "block_cache_mib": mib(m.block_cache),
+        "block_cache_pinned_mib": mib(m.block_cache_pinned),
+        "outside_rocksdb_mib": ((rss - m.total() as f64 / 1048576.0) * 10.0).round() / 10.0,
+    })
+}
+
+/// One line saying what [`memory_at_peak`] found, if it found anything.
+pub fn describe_memory_at_peak(at_peak: &serde_json::Value) -> Option<String> {
+    let mib = |k: &str| at_peak[k].as_f64();
+    Some(format!(
+        "at the sampled peak of {:.0} MiB: memtables {:.0}, table readers {:.0}, block cache {:.0} ({:.0} pinned), outside RocksDB {:.0} MiB",
+        mib("rss_mib")?,
+        mib("memtables_mib")?,
+        mib("table_readers_mib")?,
+        mib("block_cache_mib")?,
+        mib("block_cache_pinned_mib")?,
+        mib("outside_rocksdb_mib")?
+    ))
+}
+
+/// Settings of the two allocators in a Brine process (the system allocator, which
+/// RocksDB's C++ uses, and mimalloc, which the Rust side uses) that bound the memory
+/// they keep after it is freed: one system allocator arena, large blocks (memtable
+/// arenas) mapped and unmapped rather than kept in the heap, and mimalloc returning
+/// freed pages after 10 ms instead of 1 s. They are read at process start, so they are
+/// set in the environment of the process they apply to (`brine`'s too).
+pub const MEMORY_BOUNDED_ENV: [(&str, &str); 3] =
+    [("MALLOC_ARENA_MAX", "1"), ("MALLOC_MMAP_THRESHOLD_", "131072"), ("MIMALLOC_PURGE_DELAY", "10")];
+
+/// Runs this bench's own program again with `args`, and `env` added to its environment,
+/// and returns what it printed: the measured part runs in a fresh process, as a
+/// restarted node or a `brine` command does, so memory the allocator kept from building
+/// the store (in the build's threads) does not count in its peak RSS. The measurement prints one JSON line; this returns it.
+pub fn in_fresh_process(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let program = std::env::current_exe().expect("this program's path");
-    let out = std::process::Command::new(program).args(args).output().expect("run the measurement");
+    let out =
+        std::process::Command::new(program).args(args).envs(env.iter().copied()).output().expect("run the measurement");
     assert!(out.status.success(), "the measurement failed: {}", String::from_utf8_lossy(&out.stderr));
     let line = String::from_utf8(out.stdout).expect("utf-8 output");
     serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("the measurement's JSON line {line:?}: {e}"))

@@ -181,6 +181,12 @@ impl RocksExecutionStore {
         self.engine.wait_for_compactions().await
     }
 
+    /// What the store's RocksDB holds in memory now (memtables, table readers, the
+    /// shared block cache).
+    pub fn memory_usage(&self) -> Result<crate::MemoryUsage> {
+        self.engine.memory_usage()
+    }
+
     #[cfg(test)]
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine

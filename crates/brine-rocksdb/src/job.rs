@@ -318,6 +318,12 @@ impl RocksJobStore {
         self.engine.wait_for_compactions().await
     }
 
+    /// What the store's RocksDB holds in memory now (memtables, table readers, the
+    /// shared block cache).
+    pub fn memory_usage(&self) -> Result<crate::MemoryUsage> {
+        self.engine.memory_usage()
+    }
+
     async fn write<R>(&self, f: impl FnOnce(&mut Txn, Timestamp) -> Result<R>) -> Result<R> {
         let mut txn = self.engine.begin().await?;
         let now = txn.now();

@@ -40,7 +40,7 @@ use brine_store::model::NodeId;
 use brine_store::{Clock, StoreError, SystemClock};
 
 pub use cf::{Cf, StoreKind};
-pub use engine::{db_options, family_options, store_kind_at, Alarm, SCHEMA_VERSION};
+pub use engine::{db_options, family_options, store_kind_at, Alarm, MemoryUsage, SCHEMA_VERSION};
 pub use execution::RocksExecutionStore;
 pub use inspect::Inspector;
 pub use job::RocksJobStore;

@@ -1,6 +1,7 @@
 //! Opening stores: configuration paths and directory modes, a store held by another
 //! handle, schema versions that are refused, the wrong kind of store, and values that do
-//! not decode (written with raw RocksDB) reported as errors naming family and key.
+//! not decode (written with raw RocksDB) reported as errors naming family and key, and
+//! what an open store holds in memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -253,5 +254,25 @@ fn a_check_beside_writers_reports_no_false_problems() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.await.unwrap();
         store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn memory_usage_counts_what_was_written_and_a_closed_store_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RocksExecutionStore::open(tmp.path().join("c.db"), &OpenOptions::default()).unwrap();
+        let before = store.memory_usage().unwrap();
+        for n in 0..500 {
+            store.create_execution(sample(&format!("e-{n:04}")), Vec::new()).await.unwrap();
+        }
+        let after = store.memory_usage().unwrap();
+        // 500 records, their index entries and log entries: well over 100 KiB of memtable.
+        assert!(after.memtables >= before.memtables + (100 << 10), "{before:?} then {after:?}");
+        assert!(after.block_cache_pinned <= after.block_cache, "{after:?}");
+        assert_eq!(after.total(), after.memtables + after.table_readers + after.block_cache);
+        store.close().await.unwrap();
+        assert!(matches!(store.memory_usage(), Err(StoreError::Closed)), "{:?}", store.memory_usage());
     });
 }

@@ -190,7 +190,47 @@ fn engine_err(context: &str, e: rocksdb::Error) -> StoreError {
     StoreError::backend(context.to_owned(), e)
 }
 
+/// What a store's RocksDB holds in memory, in bytes, by RocksDB's own accounting.
+/// Memory the process allocates around it (records being decoded, the allocator's
+/// reserve, a purge's archive writer) is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Memtables, the active ones and those waiting to be flushed (the write budget is
+    /// 64 MiB across all families).
+    pub memtables: u64,
+    /// Open table files' readers: their index and filter blocks, which are kept
+    /// outside the block cache.
+    pub table_readers: u64,
+    /// The block cache every store of the process shares (at most 64 MiB), counted
+    /// once for the process.
+    pub block_cache: u64,
+    /// The part of the block cache held by open iterators and readers, which cannot
+    /// be evicted while they hold it.
+    pub block_cache_pinned: u64,
+}
+
+impl MemoryUsage {
+    /// The sum of memtables, table readers and the block cache.
+    pub fn total(&self) -> u64 {
+        self.memtables + self.table_readers + self.block_cache
+    }
+}
+
 impl Engine {
+    /// What the database holds in memory now.
+    pub(crate) fn memory_usage(&self) -> Result<MemoryUsage> {
+        let db = self.db()?;
+        let cache = open::shared_block_cache();
+        let stats = rocksdb::perf::get_memory_usage_stats(Some(&[db.as_ref()]), Some(&[cache]))
+            .map_err(|e| engine_err("measure memory", e))?;
+        Ok(MemoryUsage {
+            memtables: stats.mem_table_total,
+            table_readers: stats.mem_table_readers_total,
+            block_cache: stats.cache_total,
+            block_cache_pinned: cache.get_pinned_usage() as u64,
+        })
+    }
+
     /// The open database, or `Closed`.
     pub(crate) fn db(&self) -> Result<Arc<DB>> {
         if self.closed.load(Ordering::Acquire) {

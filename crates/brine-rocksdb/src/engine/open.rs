@@ -19,7 +19,7 @@ use crate::{OpenError, OpenOptions};
 pub const SCHEMA_VERSION: u64 = 2;
 
 /// The block cache every store of this process shares (64 MiB).
-fn shared_block_cache() -> &'static rocksdb::Cache {
+pub(super) fn shared_block_cache() -> &'static rocksdb::Cache {
     static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(64 << 20))
 }
