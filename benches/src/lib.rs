@@ -119,7 +119,8 @@ pub const MEMORY_BOUNDED_ENV: [(&str, &str); 3] =
 /// Runs this bench's own program again with `args`, and `env` added to its environment,
 /// and returns what it printed: the measured part runs in a fresh process, as a
 /// restarted node or a `brine` command does, so memory the allocator kept from building
-/// the store (in the build's threads) does not count in its peak RSS. The measurement prints one JSON line; this returns it.
+/// the store (in the build's threads) does not count in its peak RSS. The measurement
+/// prints one JSON line; this returns it.
 pub fn in_fresh_process(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let program = std::env::current_exe().expect("this program's path");
     let out =
