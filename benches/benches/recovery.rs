@@ -73,9 +73,14 @@ struct Run {
 async fn measure(path: &Path, policy: &str, cleanup: &str) {
     let policy = match policy {
         "seed" => Policy::seed(),
-        _ => Policy::fail_live(),
+        "fail-live" => Policy::fail_live(),
+        other => panic!("--measure takes the preset seed or fail-live, not {other:?}"),
     };
-    let cleanup = if cleanup == "always" { Cleanup::Always } else { Cleanup::Auto };
+    let cleanup = match cleanup {
+        "auto" => Cleanup::Auto,
+        "always" => Cleanup::Always,
+        other => panic!("--measure takes the cleanup auto or always, not {other:?}"),
+    };
     reset_peak_rss();
     let t = Instant::now();
     let store = open(path);

@@ -121,7 +121,6 @@ fn io_err<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(std::io::Error)
     move |source| PurgeError::Io { what, path: path.to_path_buf(), source }
 }
 
-/// Fsyncs a directory, so a rename or create in it is durable.
 /// Writes a one-line marker file at `path` in `dir`: beside it as `<tmp_name>.tmp`,
 /// synced, then renamed into place, so a kill leaves the marker whole or absent. `what`
 /// names the marker in errors ("write a pending marker").
@@ -134,6 +133,7 @@ fn write_marker(dir: &Path, tmp_name: &str, path: &Path, line: &str, what: &'sta
     sync_dir(dir)
 }
 
+/// Fsyncs a directory, so a rename or create in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PurgeError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir, "sync the archive directory"))
 }

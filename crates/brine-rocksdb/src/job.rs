@@ -356,11 +356,11 @@ impl RocksJobStore {
         Ok(out)
     }
 
-    /// The bundles of a page of jobs (`None` for a job not there), as
-    /// [`JobStore::job_bundle`] reads each, but from one snapshot, with each family's
-    /// records in one batched lookup. Opening an iterator visits every level and, on the versions and history,
-    /// fragments the memtable's range deletions (a purge leaves many there), so those
-    /// two are opened once per page.
+    /// The bundles of a page of jobs (`None` for a job not there), read from one
+    /// snapshot, each family's records in one batched lookup ([`JobStore::job_bundle`]
+    /// is a page of one). Opening an iterator visits every level and, on the versions
+    /// and history, fragments the memtable's range deletions (a purge leaves many
+    /// there), so those two are opened once per page.
     fn bundles(&self, ids: &[JobId]) -> Result<Vec<Option<JobBundle>>> {
         let engine = &self.engine;
         let db = engine.db()?;
@@ -630,13 +630,10 @@ impl JobStore for RocksJobStore {
     }
 
     async fn job_bundle(&self, id: &JobId) -> Result<JobBundle> {
-        Ok(JobBundle {
-            job: self.job(id)?,
-            versions: self.owned(Cf::JobVersions, id)?,
-            history: self.owned(Cf::JobHistory, id)?,
-            evaluations: self.evaluations_of(id)?,
-            executions: read_indexed(&self.engine, Cf::IdxExecutionsByJobId, &layout::owned_by(id))?,
-        })
+        self.bundles(std::slice::from_ref(id))?
+            .pop()
+            .flatten()
+            .ok_or_else(|| StoreError::not_found(ObjectKind::Job, id))
     }
 
     async fn job_bundles(&self, ids: &[JobId]) -> Result<Vec<Option<JobBundle>>> {

@@ -164,11 +164,10 @@ async fn large_commits_cut_short_are_whole_or_absent() {
     again.close().await.expect("close");
 }
 
-/// A `Sync` commit waits for its fsync without blocking the runtime's other work: on a
-/// worker of a multi-threaded runtime the worker hands its tasks over and syncs itself,
-/// elsewhere a blocking thread syncs. Every way of driving a future must work: a worker
-/// task, `block_on` of either runtime flavour, a `LocalSet`, and `Handle::block_on` from
-/// a blocking thread.
+/// A `Sync` commit waits for its fsync without blocking the runtime's other work: a
+/// blocking thread syncs, whichever thread drives the commit. Every way of driving a
+/// future must work: a worker task, `block_on` of either runtime flavour, a `LocalSet`,
+/// and `Handle::block_on` from a blocking thread.
 #[test]
 fn sync_commits_complete_in_every_runtime_context() {
     let dir = tempfile::tempdir().expect("tempdir");
